@@ -1,0 +1,72 @@
+"""Generation speed of the shipped char LSTM: seqtool's cell-stepping path against calling the
+fused nn.LSTM once per character. Target: at least 2,000 chars/s.
+
+Uses runs/shakespeare_char_lstm if it exists, otherwise the same architecture with fresh weights
+(speed does not depend on the weight values).
+
+    .venv/bin/python benchmarks/generate.py [--config configs/shakespeare_char_lstm.yaml] [--length 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from seqtool.config import load_config
+from seqtool.data.text import Vocabulary, read_text
+from seqtool.engine import load_trained
+from seqtool.tasks.language_model import LanguageModelTask
+
+
+def fused_per_step(model, length: int, generator: torch.Generator) -> float:
+    """chars/s when every character is a separate call of the fused module (the slow way)."""
+    token = torch.tensor([[1]])
+    state = None
+    start = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(length):
+            logits, state = model(token, state)
+            token = torch.multinomial(torch.softmax(logits[:, -1] / 0.8, -1), 1, generator=generator)
+    return length / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/shakespeare_char_lstm.yaml")
+    parser.add_argument("--length", type=int, default=2000)
+    args = parser.parse_args()
+    config = load_config(args.config)
+    run_dir = Path("runs") / Path(args.config).stem
+    if (run_dir / "best.pt").is_file():
+        task, model, _ = load_trained(run_dir)
+        source = str(run_dir / "best.pt")
+    else:
+        torch.manual_seed(0)
+        task = LanguageModelTask(config, {"vocabulary": Vocabulary.build(read_text(config.data.path), "char").to_dict()})
+        model = task.build_model().eval()
+        source = "fresh weights"
+    generator = torch.Generator().manual_seed(0)
+    list(task.generate(model, "ROMEO:", 100, 0.8, None, generator))  # warm-up
+    start = time.perf_counter()
+    text = "".join(task.generate(model, "ROMEO:", args.length, 0.8, None, generator))
+    ours = args.length / (time.perf_counter() - start)
+    fused = fused_per_step(model, min(args.length, 500), generator)
+    table = Table(title=f"Generation, {config.model.type} {config.model.num_layers}x{config.model.hidden_size} ({source}), "
+                        f"{torch.get_num_threads()} threads")
+    table.add_column("path")
+    table.add_column("chars/s", justify="right")
+    table.add_row("seqtool predict (per-layer cells)", f"{ours:,.0f}", style="bold")
+    table.add_row("fused module, one call per char", f"{fused:,.0f}")
+    Console().print(table)
+    print(f"speed-up {ours / fused:.1f}x; target at least 2,000 chars/s: {'met' if ours >= 2000 else 'NOT met'}")
+    print(f"sample: {text[:200]!r}")
+    print(f"reproduce: .venv/bin/python benchmarks/generate.py --config {args.config} --length {args.length}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Checkpoints as data, never code: safe loading, checksums, atomic writes.
+
+File layout (`*.pt`):
+
+    SEQTOOL-CHECKPOINT\\n
+    {"format_version": 1, "sha256": "...", "payload_bytes": N}\\n
+    <payload: torch.save of a dict holding only tensors, numbers, strings, lists and dicts>
+
+The payload is read with `torch.load(weights_only=True)`, which refuses to build arbitrary
+objects, so a crafted file cannot run code. The checksum catches truncated or bit-flipped files
+with an error naming the file instead of garbage weights. Writes go to a temporary file in the
+same directory, are fsynced, then renamed over the target: a crash mid-write leaves the previous
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from seqtool.errors import SeqtoolError
+
+MAGIC = b"SEQTOOL-CHECKPOINT\n"
+FORMAT_VERSION = 1
+BEST = "best.pt"
+LAST = "last.pt"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".seqtool-tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    body = buffer.getvalue()
+    header = {"format_version": FORMAT_VERSION, "sha256": hashlib.sha256(body).hexdigest(), "payload_bytes": len(body)}
+    try:
+        atomic_write_bytes(path, MAGIC + json.dumps(header).encode() + b"\n" + body)
+    except OSError as exc:
+        raise SeqtoolError(f"could not write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint is unchanged") from None
+
+
+def resolve_checkpoint(target: str | Path) -> Path:
+    """A run directory means its best checkpoint (falling back to last); a file means itself."""
+    target = Path(target)
+    if target.is_dir():
+        for name in (BEST, LAST):
+            if (target / name).is_file():
+                return target / name
+        raise SeqtoolError(f"no checkpoint in {target} (expected {BEST} or {LAST})")
+    if not target.exists():
+        raise SeqtoolError(f"checkpoint not found: {target}")
+    return target
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and verify a checkpoint; every failure is a SeqtoolError naming the file."""
+    import torch
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SeqtoolError(f"checkpoint not found: {path}") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise SeqtoolError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    if not data.startswith(MAGIC):
+        raise SeqtoolError(f"{path} is not a seqtool checkpoint (missing header)")
+    header_end = data.find(b"\n", len(MAGIC))
+    try:
+        header = json.loads(data[len(MAGIC) : header_end])
+        version = int(header["format_version"])
+        expected_hash = str(header["sha256"])
+        expected_size = int(header["payload_bytes"])
+    except (ValueError, KeyError, TypeError):
+        raise SeqtoolError(f"{path}: corrupt checkpoint header") from None
+    if version > FORMAT_VERSION:
+        raise SeqtoolError(
+            f"{path} has checkpoint format version {version}, newer than this seqtool supports "
+            f"({FORMAT_VERSION}); upgrade seqtool to read it"
+        )
+    body = data[header_end + 1 :]
+    if len(body) != expected_size:
+        raise SeqtoolError(f"{path} is truncated ({len(body)} of {expected_size} payload bytes)")
+    if hashlib.sha256(body).hexdigest() != expected_hash:
+        raise SeqtoolError(f"{path} is corrupt (checksum mismatch)")
+    try:
+        payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler's refusal or a damaged archive
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SeqtoolError(f"{path}: refused to load checkpoint payload ({first_line})") from None
+    if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
+        raise SeqtoolError(f"{path}: checkpoint payload lacks config or model weights")
+    return payload

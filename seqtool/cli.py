@@ -1,0 +1,150 @@
+"""The `seqtool` command: parse, call the engine, print. Nothing here imports torch at module
+level, so `seqtool --help` stays fast; user-facing errors become `Error: ...` and exit code 2 in
+`main`, the one place that maps exceptions to exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import seqtool
+from seqtool.errors import SeqtoolError, TrainingInterrupted
+
+app = typer.Typer(
+    name="seqtool",
+    help="Train, evaluate and run recurrent networks (RNN, LSTM, GRU) on sequences.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+_debug = {"on": False}
+EXIT_USAGE = 2
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"seqtool {seqtool.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors (may be given anywhere on the line).")] = False,
+) -> None:
+    _debug["on"] = _debug["on"] or debug
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="Dotted KEY=VALUE overrides, e.g. training.max_steps=200 model.type=gru.", show_default=False)] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Where to write the run (default: runs/<config name>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the run directory from its last checkpoint (full state).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing run in the run directory.")] = False,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start a new run from a checkpoint's weights only (fresh optimiser and schedule).")] = None,
+) -> None:
+    """Train a model from a YAML config; writes config, metrics, checkpoints and a summary."""
+    from seqtool.config import load_config
+
+    cfg = load_config(config, overrides or [])
+    from seqtool import engine
+
+    console = Console(soft_wrap=True)  # log lines stay whole when stdout is a file
+    result = engine.train(cfg, run_dir or Path("runs") / config.stem, resume=resume, force=force, init_from=init_from, console=console)
+    console.print(result.summary.rstrip(), highlight=False)
+    if not result.already_finished:
+        console.print(f"Next: seqtool evaluate {result.run_dir}   |   seqtool predict {result.run_dir} --prompt ...", highlight=False)
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Evaluate on this file instead of the run's own split.")] = None,
+    split: Annotated[str, typer.Option("--split", help="Which held-out part of the run's data: val or test.")] = "val",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one flat JSON object of metrics on stdout.")] = False,
+) -> None:
+    """Score a trained model and its baselines on held-out data."""
+    if split not in ("val", "test"):
+        raise SeqtoolError(f"--split must be val or test, got {split!r}")
+    from seqtool import engine
+
+    metrics = engine.evaluate(checkpoint, split=split, data_path=str(data) if data else None)
+    if as_json:
+        typer.echo(json.dumps(metrics))
+        return
+    Console().print(_metrics_table(metrics, f"{data or split}"))
+
+
+def _metrics_table(metrics: dict[str, float], title: str) -> Table:
+    """Model beside baselines: `loss` next to `unigram_loss`, one baseline per column."""
+    counts = {k: v for k, v in metrics.items() if k in ("tokens", "samples")}
+    plain = [k for k in metrics if "_" not in k or k in ("bits_per_token", "bits_per_char")]
+    plain = [k for k in plain if k not in counts]
+    baselines = sorted({k[: -len(m) - 1] for k in metrics for m in plain if k.endswith("_" + m) and k != m})
+    table = Table(title=f"Evaluation on {title}" + "".join(f", {int(v):,} {k}" for k, v in counts.items()))
+    table.add_column("metric")
+    table.add_column("model", justify="right", style="bold")
+    for name in baselines:
+        table.add_column(f"{name} baseline", justify="right")
+    for metric in plain:
+        row = [metric, f"{metrics[metric]:.4f}"]
+        row += [f"{metrics[f'{b}_{metric}']:.4f}" if f"{b}_{metric}" in metrics else "-" for b in baselines]
+        table.add_row(*row)
+    return table
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)],
+    prompt: Annotated[str, typer.Option("--prompt", help="Language models: text to continue.")] = "",
+    length: Annotated[int, typer.Option("--length", min=1, help="Language models: tokens to generate.")] = 500,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Language models: sampling temperature (0 = greedy).")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="Language models: sample among the k likeliest tokens only.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling (default: random).")] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="Language models: independent samples to draw.")] = 1,
+) -> None:
+    """Run a trained model: generate text from a language model, streamed as it is produced."""
+    import torch
+
+    from seqtool import engine
+
+    task, model, _ = engine.load_trained(checkpoint)
+    generator = torch.Generator()
+    generator.manual_seed(seed if seed is not None else torch.seed())
+    out = sys.stdout
+    for sample in range(num_samples):
+        if num_samples > 1:
+            out.write(f"{'' if sample == 0 else chr(10)}--- sample {sample + 1} of {num_samples} ---\n")
+        pieces = task.generate(model, prompt, length, temperature, top_k, generator)
+        out.write(prompt)
+        for piece in pieces:
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        out.flush()
+
+
+def main() -> None:
+    """Entry point: maps SeqtoolError to exit code 2 and interruptions to 130/143."""
+    args = sys.argv[1:]
+    if "--debug" in args:  # accept --debug anywhere, as users type it after the command
+        args = ["--debug"] + [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="seqtool")
+    except SeqtoolError as exc:
+        if _debug["on"]:
+            traceback.print_exc()
+        hint = "" if _debug["on"] else " (run with --debug for the traceback)"
+        print(f"Error: {exc}{hint}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except TrainingInterrupted as exc:
+        print(f"Interrupted: {exc}; continue with: seqtool train CONFIG --resume", file=sys.stderr)
+        sys.exit(exc.exit_code)

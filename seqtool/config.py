@@ -1,0 +1,415 @@
+"""Typed configuration: YAML in, validated dataclasses out, before any data is read.
+
+Three habits keep configs honest:
+- YAML is read with YAML 1.2 scalars: `1e-3` is a float and `yes`/`on` stay strings, so a value
+  means what it looks like (PyYAML's default 1.1 rules turn `1e-3` into a string).
+- Every value then passes through the schema's type: `"0.002"` becomes 0.002, `"abc"` for a float
+  is an error naming the dotted key and where it came from (file or command-line override).
+- Unknown keys are errors with a "did you mean" suggestion, never warnings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from seqtool.errors import SeqtoolError
+
+TaskName = Literal["language_model"]
+ModelType = Literal["rnn", "lstm", "gru"]
+
+
+def _field(default: Any, help: str, **checks: Any) -> Any:
+    """A dataclass field with its help text and range checks (`ge`, `gt`, `le`, `lt`)."""
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass
+class LanguageModelData:
+    path: Optional[str] = _field(None, "one text file, split into train/val(/test) by position")
+    train: Optional[str] = _field(None, "training text file (instead of path)")
+    val: Optional[str] = _field(None, "validation text file (with train)")
+    test: Optional[str] = _field(None, "test text file (with train)")
+    tokenizer: Literal["char", "word"] = _field("char", "char: one token per character; word: words and punctuation")
+    val_fraction: float = _field(0.1, "tail of `path` held out for validation", gt=0.0, lt=1.0)
+    test_fraction: float = _field(0.0, "tail of `path` held out for testing (after val)", ge=0.0, lt=1.0)
+    min_freq: int = _field(1, "word tokenizer: rarer words become <unk>", ge=1)
+
+
+@dataclass
+class ModelConfig:
+    type: ModelType = _field("lstm", "recurrent cell: rnn (Elman), lstm or gru")
+    hidden_size: int = _field(256, "units per recurrent layer", ge=1)
+    num_layers: int = _field(2, "stacked recurrent layers", ge=1)
+    dropout: float = _field(0.2, "dropout on embeddings, between layers and before the head", ge=0.0, lt=1.0)
+    embedding_size: int = _field(64, "size of the token embedding", ge=1)
+    nonlinearity: Literal["tanh", "relu"] = _field("tanh", "activation f of the vanilla RNN (type: rnn only)")
+    tie_weights: bool = _field(False, "share the embedding and output matrices (needs embedding_size == hidden_size)")
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = _field(64, "sequences per batch", ge=1)
+    seq_len: int = _field(128, "time steps per batch (truncated BPTT length)", ge=1)
+    epochs: Optional[int] = _field(10, "passes over the training data", ge=1)
+    max_steps: Optional[int] = _field(None, "stop after this many optimiser steps", ge=1)
+    max_time: Optional[str] = _field(None, 'wall-clock budget such as "10m", "90s", "1h30m"')
+    lr: float = _field(0.002, "peak learning rate", gt=0.0)
+    optimizer: Literal["adamw", "adam", "sgd"] = _field("adamw", "optimiser")
+    weight_decay: float = _field(0.0, "decoupled weight decay (adamw) or L2 penalty", ge=0.0)
+    scheduler: Literal["cosine", "linear", "constant"] = _field("cosine", "learning-rate decay after warm-up")
+    warmup_steps: int = _field(0, "linear warm-up steps", ge=0)
+    grad_clip: Optional[float] = _field(1.0, "clip the global gradient norm (null: off)", gt=0.0)
+    eval_every: int = _field(200, "evaluate and checkpoint every N steps", ge=1)
+    log_every: int = _field(20, "log training loss every N steps", ge=1)
+    early_stopping_patience: Optional[int] = _field(None, "stop after N evaluations without improvement", ge=1)
+    device: str = _field("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    precision: Literal["fp32", "bf16"] = _field("fp32", "bf16 uses autocast where the device supports it")
+
+
+DATA_SCHEMAS: dict[str, type] = {"language_model": LanguageModelData}
+
+
+@dataclass
+class Config:
+    task: TaskName = _field("language_model", "what to learn")
+    seed: int = _field(1234, "seed for every random number generator")
+    data: Any = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Budget keys may change when a run is resumed; everything else must match the checkpoint.
+BUDGET_KEYS = ("training.epochs", "training.max_steps", "training.max_time", "training.early_stopping_patience")
+
+
+# --------------------------------------------------------------------------------------------
+# YAML with YAML 1.2 scalars
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader whose booleans are only true/false and whose floats include `1e-3`."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def _float_or_int(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    text = loader.construct_scalar(node)
+    if re.fullmatch(r"[-+]?[0-9]+", str(text)):
+        return int(text)
+    return yaml.SafeLoader.construct_yaml_float(loader, node)
+
+
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _float_or_int)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SeqtoolError(f"{source}{where}: invalid YAML: {problem}") from exc
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Durations
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)")
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds in "10m", "90s", "1h30m" or a plain number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError("must be positive")
+        return float(value)
+    text = str(value).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return parse_duration(float(text))
+    if not text or _DURATION_PART.sub("", text):
+        raise ValueError(f'{value!r} is not a duration such as "10m", "90s" or "1h30m"')
+    seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[unit] for n, unit in _DURATION_PART.findall(text))
+    if seconds <= 0:
+        raise ValueError("must be positive")
+    return seconds
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+class _Where:
+    """Says where a dotted key came from: the config file, or a command-line override."""
+
+    def __init__(self, source: str, overridden: set[str]):
+        self.source = source
+        self.overridden = overridden
+
+    def __call__(self, path: str) -> str:
+        if path in self.overridden:
+            return f"command-line override '{path}'"
+        return f"{self.source}: '{path}'"
+
+
+def _all_keys() -> list[str]:
+    keys = [f.name for f in dataclasses.fields(Config)]
+    for section, cls in (("model", ModelConfig), ("training", TrainingConfig)):
+        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+    for cls in DATA_SCHEMAS.values():
+        keys += [f"data.{f.name}" for f in dataclasses.fields(cls)]
+    return sorted(set(keys))
+
+
+def _suggest(path: str, valid_here: list[str]) -> str:
+    name = path.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, valid_here, n=1, cutoff=0.6)
+    if close:
+        prefix = path.rsplit(".", 1)[0] + "." if "." in path else ""
+        return f" (did you mean '{prefix}{close[0]}'?)"
+    elsewhere = [k for k in _all_keys() if k.rsplit(".", 1)[-1] == name]
+    if elsewhere:
+        return f" (did you mean '{elsewhere[0]}'?)"
+    return f" (valid keys: {', '.join(valid_here)})"
+
+
+def _coerce(value: Any, annotation: Any, path: str, where: _Where) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, path, where)
+    if origin is Literal:
+        if isinstance(value, str) and value in args:
+            return value
+        hint = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise SeqtoolError(f"{where(path)} must be one of {', '.join(map(str, args))}, got {value!r}{suggestion}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "false", "no", "off"):
+            return value.lower() in ("true", "yes", "on")
+        raise SeqtoolError(f"{where(path)} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise SeqtoolError(f"{where(path)} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.strip().replace("_", ""))
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+        raise SeqtoolError(f"{where(path)} must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise SeqtoolError(f"{where(path)} must be a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            result = float(value)
+        else:
+            try:
+                result = float(str(value).strip())
+            except ValueError:
+                raise SeqtoolError(f"{where(path)} must be a number, got {value!r}") from None
+        if result != result or result in (float("inf"), float("-inf")):
+            raise SeqtoolError(f"{where(path)} must be a finite number, got {value!r}")
+        return result
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise SeqtoolError(f"{where(path)} must be a string, got {value!r}")
+    raise TypeError(f"unsupported schema type {annotation!r} at {path}")  # a bug in the schema
+
+
+def _check_range(value: Any, meta: typing.Mapping[str, Any], path: str, where: _Where) -> None:
+    if value is None:
+        return
+    for key, ok, words in (
+        ("ge", lambda v, b: v >= b, "at least"),
+        ("gt", lambda v, b: v > b, "greater than"),
+        ("le", lambda v, b: v <= b, "at most"),
+        ("lt", lambda v, b: v < b, "less than"),
+    ):
+        if key in meta and not ok(value, meta[key]):
+            raise SeqtoolError(f"{where(path)} must be {words} {meta[key]}, got {value!r}")
+
+
+def _build_section(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SeqtoolError(f"{where(prefix)} must be a mapping of keys to values, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            path = f"{prefix}.{key}"
+            raise SeqtoolError(f"{where(path)} is not a known key{_suggest(path, names)}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        path = f"{prefix}.{f.name}"
+        value = _coerce(raw[f.name], hints[f.name], path, where)
+        _check_range(value, f.metadata, path, where)
+        values[f.name] = value
+    return cls(**values)
+
+
+def build_config(raw: Any, source: str, overridden: set[str] | None = None) -> Config:
+    """Validate a parsed YAML mapping into a `Config`; every error names key and source."""
+    where = _Where(source, overridden or set())
+    if raw is None:
+        raise SeqtoolError(f"{source}: the config is empty")
+    if not isinstance(raw, dict):
+        raise SeqtoolError(f"{source}: the config must be a mapping of keys to values")
+    top = [f.name for f in dataclasses.fields(Config)]
+    for key in raw:
+        if key not in top:
+            raise SeqtoolError(f"{where(str(key))} is not a known key{_suggest(str(key), top)}")
+    task = _coerce(raw.get("task", "language_model"), TaskName, "task", where)
+    seed = _coerce(raw.get("seed", 1234), int, "seed", where)
+    config = Config(
+        task=task,
+        seed=seed,
+        data=_build_section(DATA_SCHEMAS[task], raw.get("data"), "data", where),
+        model=_build_section(ModelConfig, raw.get("model"), "model", where),
+        training=_build_section(TrainingConfig, raw.get("training"), "training", where),
+    )
+    _check_consistency(config, where)
+    return config
+
+
+def _check_consistency(config: Config, where: _Where) -> None:
+    """Rules that involve more than one key."""
+    data, model, training = config.data, config.model, config.training
+    if isinstance(data, LanguageModelData):
+        if data.path and data.train:
+            raise SeqtoolError(f"{where('data.path')} and data.train are exclusive: give one text file or separate files")
+        if not data.path and not data.train:
+            raise SeqtoolError(f"{where('data.path')} is missing: give data.path, or data.train with data.val")
+        if data.train and not data.val:
+            raise SeqtoolError(f"{where('data.val')} is missing: data.train needs a validation file")
+        if data.path and data.val_fraction + data.test_fraction >= 0.9:
+            raise SeqtoolError(f"{where('data.val_fraction')}: val_fraction + test_fraction leaves under 10% for training")
+    if model.tie_weights and model.embedding_size != model.hidden_size:
+        raise SeqtoolError(
+            f"{where('model.tie_weights')} needs model.embedding_size == model.hidden_size "
+            f"(got {model.embedding_size} and {model.hidden_size})"
+        )
+    if model.nonlinearity != "tanh" and model.type != "rnn":
+        raise SeqtoolError(f"{where('model.nonlinearity')} applies to model.type=rnn only (got type {model.type})")
+    if training.epochs is None and training.max_steps is None and training.max_time is None:
+        raise SeqtoolError(f"{where('training.epochs')}: set at least one budget: epochs, max_steps or max_time")
+    if training.max_time is not None:
+        try:
+            parse_duration(training.max_time)
+        except ValueError as exc:
+            raise SeqtoolError(f"{where('training.max_time')}: {exc}") from None
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", training.device):
+        raise SeqtoolError(f"{where('training.device')} must be auto, cpu, cuda, cuda:N or mps, got {training.device!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Files and overrides
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> set[str]:
+    """Apply `a.b=value` strings in place (values parsed as YAML); return the dotted keys set."""
+    touched = set()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+            raise SeqtoolError(f"override {item!r} is not KEY=VALUE with a dotted key, e.g. training.lr=0.001")
+        value = parse_yaml(text, f"override {item!r}") if text.strip() else None
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise SeqtoolError(f"override {item!r}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+        touched.add(key)
+    return touched
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SeqtoolError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise SeqtoolError(f"config path is a directory, not a YAML file: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise SeqtoolError(f"{path}: not UTF-8 text (byte offset {exc.start})") from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        raise SeqtoolError(f"{path}: the config file is empty")
+    if not isinstance(raw, dict):
+        raise SeqtoolError(f"{path}: the config must be a mapping of keys to values")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file, apply dotted overrides and validate; no data is touched."""
+    raw = read_config_file(path)
+    touched = apply_overrides(raw, overrides or [])
+    return build_config(raw, str(path), touched)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "checkpoint") -> Config:
+    return build_config(data, source)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat

@@ -1,0 +1,453 @@
+"""The one training loop, shared by every task kind, and loading a trained model back.
+
+`train` reads top to bottom: prepare the run directory -> build task, model and optimiser ->
+restore state when resuming -> loop (forward, loss, backward, clip, step, schedule, log, maybe
+evaluate and checkpoint) -> final evaluation, checkpoint and summary. Everything task-specific
+(batches, loss, metrics) is behind the `Task` protocol in `seqtool.tasks`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import shutil
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from rich.console import Console
+
+import seqtool
+from seqtool.checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, resolve_checkpoint, save_checkpoint
+from seqtool.config import BUDGET_KEYS, Config, TrainingConfig, config_from_dict, dump_yaml, flatten, parse_duration
+from seqtool.errors import SeqtoolError, TrainingInterrupted
+from seqtool.metrics import CONFIG_FILE, MetricsLog, write_summary
+from seqtool.models import SequenceModel, count_parameters
+from seqtool.progress import Stopwatch, TrainingDisplay
+from seqtool.tasks import Task, make_task
+
+# Keys that may differ between a run and its resumption without changing what is computed.
+_RESUMABLE_CHANGES = set(BUDGET_KEYS) | {"training.device", "training.log_every", "training.eval_every"}
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint so a resumed run continues exactly."""
+
+    step: int = 0
+    epoch: int = 0  # completed epochs
+    batch_in_epoch: int = 0
+    elapsed_s: float = 0.0
+    best_val_loss: Optional[float] = None
+    best_step: Optional[int] = None
+    evals_since_best: int = 0
+    last_train_loss: Optional[float] = None
+    loss_sum_since_log: float = 0.0  # so a resumed run logs the same averaged train loss
+    steps_since_log: int = 0
+    finished: bool = False
+    stop_reason: str = ""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    state: TrainState
+    summary: str
+    already_finished: bool = False
+
+
+# ---- devices, seeds, optimisers, schedules -------------------------------------------------
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SeqtoolError(f"training.device={name} but CUDA is not available on this machine (use auto or cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise SeqtoolError("training.device=mps but MPS is not available on this machine (use auto or cpu)")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where the device supports it; a no-op context for fp32."""
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]),
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    random.setstate((3, tuple(int(x) for x in state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_optimizer(model: torch.nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if training.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=training.lr, weight_decay=training.weight_decay)
+    if training.optimizer == "adam":
+        return torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay)
+    return torch.optim.SGD(params, lr=training.lr, momentum=0.9, weight_decay=training.weight_decay)
+
+
+def total_steps(training: TrainingConfig, steps_per_epoch: int) -> Optional[int]:
+    """The step budget implied by epochs and max_steps (the smaller), or None with max_time only."""
+    budgets = [b for b in (training.max_steps, training.epochs and training.epochs * steps_per_epoch) if b]
+    return min(budgets) if budgets else None
+
+
+def learning_rate(training: TrainingConfig, step: int, elapsed_s: float, steps: Optional[int]) -> float:
+    """Linear warm-up, then decay by the fraction of the budget used.
+
+    With `max_time` the budget used is the larger of the step and the time fractions, so a
+    time-limited run still completes its schedule. That makes the schedule depend on the
+    machine's speed: for bit-identical reruns, budget by steps or epochs.
+    """
+    if step < training.warmup_steps:
+        return training.lr * (step + 1) / training.warmup_steps
+    used = 0.0
+    if steps:
+        used = (step - training.warmup_steps) / max(1, steps - training.warmup_steps)
+    if training.max_time:
+        used = max(used, elapsed_s / parse_duration(training.max_time))
+    used = min(max(used, 0.0), 1.0)
+    if training.scheduler == "cosine":
+        return training.lr * 0.5 * (1.0 + math.cos(math.pi * used))
+    if training.scheduler == "linear":
+        return training.lr * (1.0 - used)
+    return training.lr
+
+
+# ---- run directory ----------------------------------------------------------------------
+
+
+def _check_run_dir(run_dir: Path, resume: bool, force: bool, say) -> tuple[Optional[dict[str, Any]], bool]:
+    """Decide what to do with the run directory before any work starts.
+
+    Returns the payload to resume from (None for a fresh start) and whether the directory's old
+    contents must be cleared. Clearing waits until data and model are ready, so a --force run that
+    fails on bad data leaves the old run untouched.
+    """
+    if resume and force:
+        raise SeqtoolError("--resume and --force contradict each other: resume keeps the run, force replaces it")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SeqtoolError(f"run directory {run_dir} is a file")
+    occupied = run_dir.is_dir() and any(run_dir.iterdir())
+    if resume:
+        if (run_dir / LAST).is_file():
+            return load_checkpoint(run_dir / LAST), False
+        if occupied:
+            say(f"[yellow]Warning:[/] {run_dir} has no checkpoint yet (the run stopped before its first); starting from scratch")
+        else:
+            say(f"[yellow]Warning:[/] nothing to resume in {run_dir}; starting a new run")
+        return None, occupied
+    if occupied and not force:
+        raise SeqtoolError(
+            f"run directory {run_dir} already holds a run; use --resume to continue it, "
+            "--force to replace it, or --run-dir for a new one"
+        )
+    return None, occupied
+
+
+def _check_resumable(config: Config, payload: dict[str, Any], run_dir: Path) -> None:
+    saved = flatten(payload["config"])
+    current = flatten(config.to_dict())
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in _RESUMABLE_CHANGES)
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
+        raise SeqtoolError(
+            f"cannot resume {run_dir}: the config differs from the run's in {details}; only budgets "
+            "(epochs, max_steps, max_time, early_stopping_patience) may change. Use --init-from to start "
+            "a new run from these weights"
+        )
+
+
+def _stop_reason(state: TrainState, training: TrainingConfig, steps_per_epoch: int, elapsed_s: float) -> str:
+    if training.max_steps is not None and state.step >= training.max_steps:
+        return f"max_steps reached ({training.max_steps})"
+    if training.epochs is not None and state.step >= training.epochs * steps_per_epoch:
+        return f"epochs completed ({training.epochs})"
+    if training.max_time is not None and elapsed_s >= parse_duration(training.max_time):
+        return f"max_time reached ({training.max_time})"
+    patience = training.early_stopping_patience
+    if patience is not None and state.evals_since_best >= patience:
+        return f"early stopping (no improvement in {patience} evaluations)"
+    return ""
+
+
+@contextlib.contextmanager
+def _catch_stop_signals() -> Iterator[list[int]]:
+    """Turn the first SIGINT/SIGTERM into a flag checked between steps; a second one aborts."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum, frame):
+        if caught:
+            raise KeyboardInterrupt
+        caught.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# ---- training ----------------------------------------------------------------------------
+
+
+def _payload(config: Config, task: Task, model: torch.nn.Module, optimizer, state: TrainState, metrics) -> dict[str, Any]:
+    return {
+        "seqtool_version": seqtool.__version__,
+        "task": config.task,
+        "config": config.to_dict(),
+        "artifacts": task.artifacts(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "train_state": dataclasses.asdict(state),
+        "task_state": task.state_dict(),
+        "rng": _rng_state(),
+        "metrics": dict(metrics or {}),
+    }
+
+
+def train(
+    config: Config,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    init_from: Optional[str | Path] = None,
+    console: Optional[Console] = None,
+) -> TrainResult:
+    """Train `config` into `run_dir`; see the module docstring for the order of events."""
+    console = console or Console()
+    run_dir = Path(run_dir)
+    training = config.training
+    if resume and init_from:
+        raise SeqtoolError("--resume and --init-from contradict each other: resume continues a run, init-from starts a new one")
+
+    resumed, clear_run_dir = _check_run_dir(run_dir, resume, force, console.print)
+    if resumed is not None:
+        _check_resumable(config, resumed, run_dir)
+    initial = load_checkpoint(resolve_checkpoint(init_from)) if init_from else None
+    if initial is not None and initial["config"]["task"] != config.task:
+        raise SeqtoolError(f"--init-from {init_from} is a {initial['config']['task']} checkpoint, not {config.task}")
+
+    seed_everything(config.seed)
+    device = pick_device(training.device)
+    task = make_task(config, (resumed or initial or {}).get("artifacts"))
+    task.load_training_data()
+    model = task.build_model().to(device)
+    optimizer = make_optimizer(model, training)
+    state = TrainState()
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        state = TrainState(**resumed["train_state"])
+        task.load_state_dict(resumed["task_state"])
+        task.move_state(device)
+        _restore_rng(resumed["rng"])
+    elif initial is not None:
+        try:
+            model.load_state_dict(initial["model"])
+        except RuntimeError as exc:
+            detail = [line.strip() for line in str(exc).splitlines() if line.strip()][-1]
+            raise SeqtoolError(f"--init-from {init_from}: weights do not fit this model ({detail})") from None
+        console.print(f"New run initialised from the weights of {init_from} (optimiser and schedule start fresh)")
+
+    steps_per_epoch = task.steps_per_epoch()
+    steps = total_steps(training, steps_per_epoch)
+    if resumed is not None:
+        reason = _stop_reason(state, training, steps_per_epoch, state.elapsed_s)
+        if reason:
+            text = f"{run_dir} is already finished ({reason}); raise the budget with an override to train further"
+            return TrainResult(run_dir, state, text, already_finished=True)
+        state.finished, state.stop_reason = False, ""
+        console.print(f"Resuming {run_dir} at step {state.step} (full state: weights, optimiser, schedule, data position, RNG)")
+
+    if clear_run_dir:
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG_FILE, dump_yaml(config.to_dict()))
+    log = MetricsLog(run_dir)
+    if resumed is not None:
+        log.truncate_after(state.step)
+    clock = Stopwatch(state.elapsed_s)
+
+    n_params = count_parameters(model)
+    console.print(
+        f"Training {config.model.type} {config.model.num_layers}x{config.model.hidden_size} "
+        f"({n_params:,} parameters) on {device}, {steps_per_epoch} steps per epoch -> {run_dir}"
+    )
+    display = TrainingDisplay(console, task.unit)
+    display.val_loss = state.best_val_loss
+    last_metrics: dict[str, float] = dict((resumed or {}).get("metrics", {}))
+    units = task.units_per_step()
+    running_loss = torch.tensor(state.loss_sum_since_log, device=device)  # summed on device: no sync per step
+    interval_start, interval_steps, rate = clock.elapsed(), 0, 0.0
+
+    def checkpoint(*names: str) -> None:
+        state.elapsed_s = clock.elapsed()
+        state.loss_sum_since_log = running_loss.item()
+        payload = _payload(config, task, model, optimizer, state, last_metrics)
+        for name in names:
+            save_checkpoint(run_dir / name, payload)
+
+    def evaluate_and_checkpoint() -> None:
+        nonlocal last_metrics, interval_start
+        with autocast(device, training.precision):
+            last_metrics = task.evaluate(model, "val", device)
+        improved = state.best_val_loss is None or last_metrics["loss"] < state.best_val_loss
+        if improved:
+            state.best_val_loss, state.best_step, state.evals_since_best = last_metrics["loss"], state.step, 0
+        else:
+            state.evals_since_best += 1
+        state.elapsed_s = clock.elapsed()
+        log.write(
+            {"step": state.step, "epoch": round(state.step / steps_per_epoch, 4), "split": "val",
+             "loss": last_metrics["loss"], "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 3),
+             **{k: v for k, v in last_metrics.items() if k != "loss"}}
+        )
+        display.evaluated(state.step, last_metrics, improved)
+        checkpoint(*((LAST, BEST) if improved else (LAST,)))
+        interval_start = clock.elapsed()  # evaluation time does not count against throughput
+
+    display.start(steps, state.step)
+    try:
+        with _catch_stop_signals() as caught:
+            while True:
+                if state.batch_in_epoch == 0:
+                    task.start_epoch(state.epoch)
+                lr = learning_rate(training, state.step, clock.elapsed(), steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast(device, training.precision):
+                    loss = task.training_loss(model, state.batch_in_epoch, device)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if training.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
+                optimizer.step()
+
+                state.step += 1
+                state.batch_in_epoch += 1
+                if state.batch_in_epoch == steps_per_epoch:
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+                running_loss += loss.detach()
+                state.steps_since_log += 1
+                interval_steps += 1
+
+                log_now = state.step % training.log_every == 0
+                if log_now:
+                    now = clock.elapsed()
+                    rate = interval_steps * units / max(now - interval_start, 1e-9)
+                    interval_start, interval_steps = now, 0
+                    state.last_train_loss = running_loss.item() / state.steps_since_log
+                    running_loss.zero_()
+                    state.steps_since_log = 0
+                    log.write(
+                        {"step": state.step, "epoch": round(state.step / steps_per_epoch, 4), "split": "train",
+                         "loss": state.last_train_loss, "lr": lr, "elapsed_s": round(now, 3), f"{task.unit}_per_s": round(rate, 1)}
+                    )
+                elapsed = clock.elapsed()
+                eta = None
+                if rate > 0:
+                    eta = (steps - state.step) * units / rate if steps else None
+                    if training.max_time:
+                        remaining = parse_duration(training.max_time) - elapsed
+                        eta = remaining if eta is None else min(eta, remaining)
+                display.update(state.step, state.step / steps_per_epoch, state.last_train_loss or float("nan"), rate, eta, log_now)
+
+                reason = _stop_reason(state, training, steps_per_epoch, elapsed)
+                if state.step % training.eval_every == 0 or reason:
+                    evaluate_and_checkpoint()
+                    reason = reason or _stop_reason(state, training, steps_per_epoch, clock.elapsed())
+                if caught:
+                    checkpoint(LAST)
+                    raise TrainingInterrupted(caught[0], run_dir / LAST)
+                if reason:
+                    break
+    finally:
+        display.stop()
+
+    state.finished, state.stop_reason = True, reason
+    checkpoint(LAST)
+    summary = {
+        "run_dir": str(run_dir),
+        "task": config.task,
+        "model": f"{config.model.type} {config.model.num_layers}x{config.model.hidden_size}",
+        "parameters": n_params,
+        "steps": state.step,
+        "epochs": round(state.step / steps_per_epoch, 3),
+        "stopped_because": reason,
+        "wall_time_s": round(state.elapsed_s, 1),
+        "last_train_loss": state.last_train_loss,
+        "best_val_loss": state.best_val_loss,
+        "best_step": state.best_step,
+        "final_val_loss": last_metrics.get("loss"),
+        "best_checkpoint": str(run_dir / BEST),
+    }
+    return TrainResult(run_dir, state, write_summary(run_dir, summary))
+
+
+# ---- using a trained model ---------------------------------------------------------------
+
+
+def load_trained(target: str | Path, device: str = "cpu") -> tuple[Task, SequenceModel, dict[str, Any]]:
+    """Task (with vocabulary or scalers), model in eval mode, and the raw checkpoint payload."""
+    path = resolve_checkpoint(target)
+    payload = load_checkpoint(path)
+    config = config_from_dict(payload["config"], source=f"{path} (stored config)")
+    task = make_task(config, payload["artifacts"])
+    model = task.build_model()
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError:
+        raise SeqtoolError(f"{path}: the stored weights do not match the stored model config") from None
+    model.to(pick_device(device)).eval()
+    return task, model, payload
+
+
+def evaluate(target: str | Path, split: str = "val", data_path: Optional[str] = None) -> dict[str, float]:
+    """Metrics of a trained model and its baselines on a split or on another file."""
+    task, model, payload = load_trained(target)
+    device = next(model.parameters()).device
+    with autocast(device, task.config.training.precision):
+        return task.evaluate(model, split, device, data_path=data_path)

@@ -1,0 +1,61 @@
+"""Task kinds. Each tells the shared engine how to load data, make batches, compute the loss and
+metrics, and predict; the engine itself knows nothing task-specific.
+
+Adding a task kind means one module here and one line in `TASKS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol
+
+import torch
+
+from seqtool.config import Config
+from seqtool.models import SequenceModel
+
+
+class Task(Protocol):
+    """What the engine needs from a task kind."""
+
+    config: Config
+    unit: str  # what throughput counts: "tok" or "samples"
+
+    def load_training_data(self) -> None:
+        """Read and encode the train and validation data (building vocabularies or scalers)."""
+
+    def artifacts(self) -> dict[str, Any]:
+        """Everything besides weights that predicting needs (vocabulary, scalers), as plain data."""
+
+    def build_model(self) -> SequenceModel: ...
+
+    def steps_per_epoch(self) -> int: ...
+
+    def units_per_step(self) -> int: ...
+
+    def start_epoch(self, epoch: int) -> None:
+        """Reset per-epoch state (the carried hidden state; shuffling order)."""
+
+    def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor: ...
+
+    def evaluate(self, model: SequenceModel, split: str, device: torch.device, data_path: Optional[str] = None) -> dict[str, float]:
+        """Metrics of the model and of the task's baselines on a split; `loss` is the one minimised."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Training state beyond model and optimiser that a resumed run needs (carried hidden state)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def move_state(self, device: torch.device) -> None:
+        """Move restored training state (loaded on CPU) to the training device."""
+
+
+TASKS = {"language_model": "seqtool.tasks.language_model:LanguageModelTask"}
+
+
+def make_task(config: Config, artifacts: Optional[dict[str, Any]] = None) -> Task:
+    """The task object for `config.task`; `artifacts` come from a checkpoint when there is one."""
+    import importlib
+
+    module_name, class_name = TASKS[config.task].split(":")
+    task_class = getattr(importlib.import_module(module_name), class_name)
+    return task_class(config, artifacts)

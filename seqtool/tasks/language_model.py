@@ -1,0 +1,240 @@
+"""Language modelling on a continuous token stream with truncated BPTT.
+
+The corpus is one long stream cut into `batch_size` parallel rows (see `data.text.batchify`).
+Each training step reads the next `seq_len` columns; the hidden state left by one step is the
+starting state of the next, detached so gradients stop at the batch boundary (truncated
+backpropagation through time, as in char-rnn and PyTorch's word_language_model). The model thus
+sees context far longer than `seq_len` while backpropagating through only `seq_len` steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seqtool.config import Config
+from seqtool.data.text import (
+    NEWLINE,
+    Vocabulary,
+    batchify,
+    bptt_windows,
+    detokenize_pieces,
+    read_text,
+    split_by_position,
+)
+from seqtool.errors import SeqtoolError
+from seqtool.models import CellStepper, RecurrentState, SequenceModel, detach_state
+
+
+class LanguageModelTask:
+    unit = "tok"
+
+    def __init__(self, config: Config, artifacts: Optional[dict[str, Any]] = None):
+        self.config = config
+        self.vocabulary = Vocabulary.from_dict(artifacts["vocabulary"]) if artifacts else None
+        self.train_rows: Optional[np.ndarray] = None  # (batch_size, columns)
+        self.val_ids: Optional[np.ndarray] = None
+        self.windows: list[tuple[int, int]] = []
+        self.carried: Optional[RecurrentState] = None
+
+    # ---- data --------------------------------------------------------------------------------
+
+    def _split_texts(self) -> dict[str, tuple[str, str]]:
+        """split name -> (where it comes from, text) for the configured data."""
+        data = self.config.data
+        if data.path:
+            train, val, test = split_by_position(read_text(data.path), data.val_fraction, data.test_fraction)
+            splits = {"train": (data.path, train), "val": (data.path, val)}
+            if data.test_fraction > 0:
+                splits["test"] = (data.path, test)
+            return splits
+        splits = {"train": (data.train, read_text(data.train)), "val": (data.val, read_text(data.val))}
+        if data.test:
+            splits["test"] = (data.test, read_text(data.test))
+        return splits
+
+    def load_training_data(self) -> None:
+        data, training = self.config.data, self.config.training
+        texts = self._split_texts()
+        source, train_text = texts["train"]
+        if self.vocabulary is None:
+            self.vocabulary = Vocabulary.build(train_text, data.tokenizer, data.min_freq)
+        train_ids = self.vocabulary.encode(train_text)
+        needed = training.batch_size * (training.seq_len + 1)
+        if len(train_ids) < needed:
+            raise SeqtoolError(
+                f"{source}: the training text has {len(train_ids)} tokens, fewer than "
+                f"training.batch_size x (training.seq_len + 1) = {needed}; lower them or give more text"
+            )
+        self.train_rows = batchify(train_ids, training.batch_size)
+        self.windows = bptt_windows(self.train_rows.shape[1], training.seq_len, full_only=True)
+        val_source, val_text = texts["val"]
+        self.val_ids = self._checked_eval_ids(val_text, val_source)
+
+    def _checked_eval_ids(self, text: str, source: str) -> np.ndarray:
+        ids = self.vocabulary.encode(text)
+        if len(ids) < 2:
+            raise SeqtoolError(f"{source}: the evaluation text needs at least 2 tokens, has {len(ids)}")
+        return ids
+
+    def eval_ids(self, split: str, data_path: Optional[str]) -> np.ndarray:
+        if data_path:
+            return self._checked_eval_ids(read_text(data_path), data_path)
+        if split == "val" and self.val_ids is not None:
+            return self.val_ids
+        texts = self._split_texts()
+        if split not in texts:
+            raise SeqtoolError(
+                f"no {split} split in this run's data (set data.test_fraction or data.test, or pass --data FILE)"
+            )
+        source, text = texts[split]
+        return self._checked_eval_ids(text, source)
+
+    def artifacts(self) -> dict[str, Any]:
+        return {"vocabulary": self.vocabulary.to_dict()}
+
+    # ---- model and training ------------------------------------------------------------------
+
+    def build_model(self) -> SequenceModel:
+        size = len(self.vocabulary)
+        return SequenceModel(self.config.model, vocab_size=size, output_size=size)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.windows)
+
+    def units_per_step(self) -> int:
+        return self.config.training.batch_size * self.config.training.seq_len
+
+    def start_epoch(self, epoch: int) -> None:
+        self.carried = None  # each epoch replays the stream from its start
+
+    def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor:
+        start, length = self.windows[batch_index]
+        block = torch.from_numpy(self.train_rows[:, start : start + length + 1].astype(np.int64)).to(device)
+        inputs, targets = block[:, :-1], block[:, 1:]  # (batch, seq_len) each; targets shifted by one
+        logits, state = model(inputs, self.carried)
+        self.carried = detach_state(state)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def state_dict(self) -> dict[str, Any]:
+        carried = self.carried
+        if carried is None:
+            return {"carried": None}
+        return {"carried": list(carried) if isinstance(carried, tuple) else [carried]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        carried = state.get("carried")
+        if carried is None:
+            self.carried = None
+        else:
+            self.carried = tuple(carried) if len(carried) == 2 else carried[0]
+
+    def move_state(self, device: torch.device) -> None:
+        if self.carried is not None:
+            self.carried = (
+                tuple(s.to(device) for s in self.carried) if isinstance(self.carried, tuple) else self.carried.to(device)
+            )
+
+    # ---- evaluation --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, model: SequenceModel, split: str, device: torch.device, data_path: Optional[str] = None) -> dict[str, float]:
+        """Mean loss over (nearly) every token of the split, state carried through it.
+
+        The split is cut into at most batch_size rows; only the remainder of that cut (fewer than
+        batch_size tokens) goes unscored.
+        """
+        ids = self.eval_ids(split, data_path)
+        training = self.config.training
+        streams = max(1, min(training.batch_size, len(ids) // 2))
+        rows = batchify(ids, streams)
+        was_training = model.training
+        model.eval()
+        total_nats, total_tokens, state = 0.0, 0, None
+        for start, length in bptt_windows(rows.shape[1], training.seq_len, full_only=False):
+            block = torch.from_numpy(rows[:, start : start + length + 1].astype(np.int64)).to(device)
+            logits, state = model(block[:, :-1], state)
+            total_nats += F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), block[:, 1:].reshape(-1), reduction="sum"
+            ).item()
+            total_tokens += block[:, 1:].numel()
+        model.train(was_training)
+        scored = rows[:, 1:].reshape(-1)
+        metrics = self._loss_metrics(total_nats / total_tokens)
+        metrics.update({f"unigram_{k}": v for k, v in self._loss_metrics(self._unigram_loss(scored)).items()})
+        metrics["tokens"] = total_tokens
+        return metrics
+
+    def _loss_metrics(self, loss: float) -> dict[str, float]:
+        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2)}
+        if self.vocabulary.tokenizer == "char":
+            metrics["bits_per_char"] = metrics["bits_per_token"]
+        return metrics
+
+    def _unigram_loss(self, ids: np.ndarray) -> float:
+        """Cross-entropy of the training token frequencies (add-one smoothed) on `ids`."""
+        counts = np.asarray(self.vocabulary.counts, dtype=np.float64) + 1.0
+        log_probs = np.log(counts / counts.sum())
+        return float(-log_probs[ids.astype(np.int64)].mean())
+
+    # ---- generation --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        model: SequenceModel,
+        prompt: str,
+        length: int,
+        temperature: float,
+        top_k: Optional[int],
+        generator: torch.Generator,
+    ) -> Iterator[str]:
+        """Text pieces continuing `prompt`. The prompt is checked and read in one fused call
+        before anything is yielded; then the state is carried one token at a time through the
+        per-layer cells, never re-reading the prompt."""
+        vocab = self.vocabulary
+        if vocab.tokenizer == "char":
+            unknown = vocab.unknown_tokens(prompt)
+            if unknown:
+                raise SeqtoolError(f"--prompt has characters the model never saw in training: {''.join(unknown)!r}")
+        prompt_ids = vocab.encode(prompt) if prompt else np.array([], dtype=np.int64)
+        if len(prompt_ids) == 0:
+            start = NEWLINE if NEWLINE in vocab.tokens else vocab.tokens[1]
+            prompt_ids = np.array([vocab.tokens.index(start)])
+        model.eval()
+        logits, state = model(torch.from_numpy(prompt_ids.astype(np.int64))[None, :])
+        stepper = CellStepper(model)
+        tokens = self._sample_tokens(stepper, stepper.split_state(state), logits[:, -1].float(), length, temperature, top_k, generator)
+        continues_line = vocab.tokenizer == "word" and bool(prompt) and not prompt.endswith("\n")
+        return _join_prompt(detokenize_pieces(tokens, vocab.tokenizer), continues_line)
+
+    @torch.no_grad()
+    def _sample_tokens(self, stepper, layer_states, logits, length, temperature, top_k, generator) -> Iterator[str]:
+        tokens = self.vocabulary.tokens
+        for _ in range(length):
+            logits[:, 0] = -math.inf  # never emit <unk>
+            if temperature == 0:
+                token = logits.argmax(dim=-1)
+            else:
+                scaled = logits / temperature
+                if top_k is not None and top_k < scaled.shape[-1]:
+                    kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
+                    scaled = scaled.masked_fill(scaled < kth, -math.inf)
+                token = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)[:, 0]
+            yield tokens[int(token)]
+            logits = stepper.step(token, layer_states).float()
+
+
+def _join_prompt(pieces: Iterator[str], continues_line: bool) -> Iterator[str]:
+    """A word-level continuation of a prompt's line starts with the space between words."""
+    first = next(pieces, None)
+    if first is None:
+        return
+    if continues_line and not first.startswith((" ", "\n")):
+        first = " " + first
+    yield first
+    yield from pieces

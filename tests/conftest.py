@@ -1,0 +1,87 @@
+"""Shared fixtures: a tiny corpus with learnable structure, tiny configs, an in-process CLI runner."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from seqtool import cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_corpus(lines: int = 600, seed: int = 0) -> str:
+    """Play-like text: speaker lines and short sentences from a small grammar."""
+    rng = random.Random(seed)
+    speakers = ["ROMEO", "JULIET", "NURSE"]
+    subjects = ["the cat", "my lord", "a rose", "the night"]
+    verbs = ["sees", "loves", "fears", "keeps"]
+    objects = ["the moon.", "her name.", "the sword.", "a kiss."]
+    out = []
+    for _ in range(lines // 2):
+        out.append(f"{rng.choice(speakers)}:")
+        out.append(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}")
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(make_corpus(), encoding="utf-8")
+    return path
+
+
+def tiny_config(data_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    config = {
+        "task": "language_model",
+        "seed": 7,
+        "data": {"path": str(data_path), "tokenizer": "char", "val_fraction": 0.1},
+        "model": {"type": "lstm", "hidden_size": 32, "num_layers": 2, "dropout": 0.1, "embedding_size": 16},
+        "training": {"batch_size": 8, "seq_len": 32, "epochs": None, "max_steps": 40, "lr": 0.01,
+                     "eval_every": 10, "log_every": 5, "device": "cpu", "warmup_steps": 5},
+    }
+    for section, values in sections.items():
+        config[section].update(values)
+    return config
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, corpus: Path):
+    def write(name: str = "tiny.yaml", **sections: dict[str, Any]) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(tiny_config(corpus, **sections)), encoding="utf-8")
+        return path
+
+    return write
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, out={self.out[-500:]!r}, err={self.err[-500:]!r})"
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """Run `seqtool ARGS` in-process through the real entry point (exit-code mapping included)."""
+
+    def run(*args: str) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["seqtool", *map(str, args)])
+        cli._debug["on"] = False
+        capsys.readouterr()
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,157 @@
+"""End to end through the real entry point: train -> evaluate -> predict, and every bad input
+ending in one `Error:` line, exit code 2 and no traceback."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from seqtool import __version__
+
+
+def assert_clean_error(result, *fragments):
+    assert result.code == 2, result
+    assert "Traceback" not in result.err and "Traceback" not in result.out
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_train_evaluate_predict_char(tmp_path, write_config, run_cli, kind):
+    run = tmp_path / "run"
+    config = write_config(training={"max_steps": 15})
+    assert run_cli("train", config, f"model.type={kind}", "--run-dir", run).code == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["type"] == kind  # resolved, after overrides
+
+    evaluated = run_cli("evaluate", run, "--json")
+    assert evaluated.code == 0, evaluated
+    metrics = json.loads(evaluated.out)  # exactly one JSON object on stdout
+    for key in ("loss", "perplexity", "bits_per_token", "bits_per_char", "unigram_loss", "unigram_perplexity"):
+        assert isinstance(metrics[key], float), key
+
+    table = run_cli("evaluate", run)
+    assert "unigram baseline" in table.out and "perplexity" in table.out
+
+    first = run_cli("predict", run, "--prompt", "ROMEO:", "--length", "40", "--temperature", "0.8", "--seed", "3")
+    second = run_cli("predict", run / "best.pt", "--prompt", "ROMEO:", "--length", "40", "--temperature", "0.8", "--seed", "3")
+    assert first.code == 0, first
+    assert first.out == second.out  # same seed, same text; a run dir means its best checkpoint
+    assert first.out.startswith("ROMEO:") and len(first.out) == len("ROMEO:") + 40 + 1
+
+
+def test_word_level_language_model(tmp_path, write_config, run_cli):
+    run = tmp_path / "run"
+    config = write_config(data={"tokenizer": "word"}, training={"max_steps": 15, "seq_len": 8})
+    assert run_cli("train", config, "--run-dir", run).code == 0
+    metrics = json.loads(run_cli("evaluate", run, "--json").out)
+    assert "bits_per_token" in metrics and "bits_per_char" not in metrics
+    out = run_cli("predict", run, "--prompt", "the cat", "--length", "12", "--seed", "1", "--top-k", "3").out
+    assert out.startswith("the cat ") and "<unk>" not in out
+
+
+def test_predict_samples_and_greedy(tmp_path, write_config, run_cli):
+    run = tmp_path / "run"
+    assert run_cli("train", write_config(training={"max_steps": 10}), "--run-dir", run).code == 0
+    many = run_cli("predict", run, "--length", "20", "--num-samples", "3", "--seed", "0")
+    assert many.out.count("--- sample") == 3
+    greedy = [run_cli("predict", run, "--prompt", "JU", "--temperature", "0", "--length", "20", "--seed", str(s)).out for s in (1, 2)]
+    assert greedy[0] == greedy[1]
+
+
+def test_evaluate_on_another_file_and_test_split(tmp_path, write_config, run_cli, corpus):
+    run = tmp_path / "run"
+    assert run_cli("train", write_config(data={"test_fraction": 0.1}, training={"max_steps": 10}), "--run-dir", run).code == 0
+    assert "loss" in json.loads(run_cli("evaluate", run, "--split", "test", "--json").out)
+    other = json.loads(run_cli("evaluate", run, "--data", corpus, "--json").out)
+    n = len(corpus.read_text())
+    assert n - 2 * 8 <= other["tokens"] < n  # the whole file, less at most two tokens per stream
+
+
+def test_existing_run_dir_is_never_overwritten_silently(tmp_path, write_config, run_cli):
+    run = tmp_path / "run"
+    config = write_config(training={"max_steps": 5})
+    assert run_cli("train", config, "--run-dir", run).code == 0
+    before = (run / "last.pt").read_bytes()
+    assert_clean_error(run_cli("train", config, "--run-dir", run), "already holds a run", "--resume", "--force")
+    assert (run / "last.pt").read_bytes() == before
+    broken = run_cli("train", config, f"data.path={tmp_path / 'absent.txt'}", "--run-dir", run, "--force")
+    assert_clean_error(broken, "data file not found")
+    assert (run / "last.pt").read_bytes() == before  # a --force run that fails early replaces nothing
+    assert run_cli("train", config, "seed=99", "--run-dir", run, "--force").code == 0
+    assert (run / "last.pt").read_bytes() != before
+
+
+def test_default_run_dir_is_runs_slash_config_stem(tmp_path, write_config, run_cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("train", write_config("my_experiment.yaml", training={"max_steps": 3})).code == 0
+    assert (tmp_path / "runs" / "my_experiment" / "last.pt").is_file()
+
+
+def test_bad_config_inputs(tmp_path, write_config, run_cli):
+    config = write_config()
+    assert_clean_error(run_cli("train", config, "training.lrr=0.1"), "training.lrr", "did you mean 'training.lr'")
+    assert_clean_error(run_cli("train", config, "training.lr=abc"), "training.lr", "must be a number")
+    assert_clean_error(run_cli("train", tmp_path / "nope.yaml"), "config file not found")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {path: x.txt}\ntraining: a: b\n")
+    assert_clean_error(run_cli("train", bad), "invalid YAML", "line 2")
+
+
+def test_bad_data_inputs(tmp_path, write_config, run_cli):
+    missing = write_config("missing.yaml", data={"path": str(tmp_path / "absent.txt")})
+    assert_clean_error(run_cli("train", missing, "--run-dir", tmp_path / "r1"), "data file not found", "absent.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_clean_error(run_cli("train", write_config("e.yaml", data={"path": str(empty)}), "--run-dir", tmp_path / "r2"), "empty.txt", "empty")
+    binary = tmp_path / "latin1.txt"
+    binary.write_bytes(("café " * 2000).encode("latin-1"))
+    assert_clean_error(run_cli("train", write_config("b.yaml", data={"path": str(binary)}), "--run-dir", tmp_path / "r3"), "not UTF-8", "byte offset 3")
+    short = tmp_path / "short.txt"
+    short.write_text("tiny text\n" * 5)
+    assert_clean_error(run_cli("train", write_config("s.yaml", data={"path": str(short)}), "--run-dir", tmp_path / "r4"), "fewer than", "batch_size")
+    assert not (tmp_path / "r1").exists()  # nothing written for a run that never started
+
+
+def test_bad_checkpoint_inputs(tmp_path, write_config, run_cli):
+    assert_clean_error(run_cli("evaluate", tmp_path / "nothing"), "checkpoint not found")
+    (tmp_path / "emptydir").mkdir()
+    assert_clean_error(run_cli("evaluate", tmp_path / "emptydir"), "no checkpoint in")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00\x01 not a checkpoint")
+    assert_clean_error(run_cli("evaluate", garbage), "not a seqtool checkpoint", "garbage.pt")
+    run = tmp_path / "run"
+    assert run_cli("train", write_config(training={"max_steps": 5}), "--run-dir", run).code == 0
+    data = (run / "best.pt").read_bytes()
+    (run / "best.pt").write_bytes(data[: len(data) // 2])
+    assert_clean_error(run_cli("predict", run, "--length", "5"), "best.pt", "truncated")
+    assert_clean_error(run_cli("evaluate", run / "last.pt", "--split", "test"), "no test split")
+    assert_clean_error(run_cli("evaluate", run / "last.pt", "--split", "train"), "--split must be val or test")
+    assert_clean_error(run_cli("predict", run / "last.pt", "--prompt", "Ωmega"), "never saw", "Ω")
+
+
+def test_usage_errors_exit_2(run_cli):
+    assert run_cli("train").code == 2
+    assert run_cli("predict", "x", "--length", "zero").code == 2
+
+
+def test_debug_shows_the_traceback(tmp_path, run_cli):
+    result = run_cli("evaluate", tmp_path / "nothing", "--debug")
+    assert result.code == 2 and "Traceback" in result.err
+
+
+def test_version(run_cli):
+    result = run_cli("--version")
+    assert result.code == 0 and result.out.strip() == f"seqtool {__version__}"
+
+
+def test_help_is_fast_because_it_does_not_import_torch():
+    code = "import sys; sys.argv = ['seqtool', '--help']\nfrom seqtool.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch imported'\n"
+    for args in ([], ["train", "--help"], ["predict", "--help"]):
+        script = code.replace("['seqtool', '--help']", repr(["seqtool", *args, "--help"]))
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert "Usage" in result.stdout

@@ -1,0 +1,130 @@
+from pathlib import Path
+
+import pytest
+
+from seqtool.config import build_config, load_config, parse_duration, parse_yaml
+from seqtool.errors import SeqtoolError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def config_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+BASE = "data: {path: x.txt}\n"
+
+
+def test_scientific_notation_is_a_float_not_a_string(tmp_path):
+    config = load_config(config_file(tmp_path, BASE + "training: {lr: 1e-3, weight_decay: 5E-4}\n"))
+    assert config.training.lr == pytest.approx(0.001)
+    assert isinstance(config.training.lr, float)
+    assert config.training.weight_decay == pytest.approx(0.0005)
+
+
+def test_numbers_given_as_strings_are_coerced_through_the_schema(tmp_path):
+    config = load_config(config_file(tmp_path, BASE + 'training: {lr: "0.01", batch_size: "32", epochs: 2.0}\n'))
+    assert config.training.lr == 0.01 and config.training.batch_size == 32 and config.training.epochs == 2
+
+
+def test_yes_and_on_are_not_booleans_unless_the_key_is_boolean(tmp_path):
+    assert parse_yaml("a: yes\nb: on\nc: true", "x") == {"a": "yes", "b": "on", "c": True}
+    config = load_config(config_file(tmp_path, BASE + "model: {tie_weights: yes, embedding_size: 8, hidden_size: 8}\n"))
+    assert config.model.tie_weights is True
+    with pytest.raises(SeqtoolError, match="'data.tokenizer' must be one of char, word, got 'on'"):
+        load_config(config_file(tmp_path, "data: {path: x.txt, tokenizer: on}\n"))
+
+
+def test_unknown_key_names_key_file_and_closest_valid_key(tmp_path):
+    path = config_file(tmp_path, BASE + "training: {lrr: 0.1}\n")
+    with pytest.raises(SeqtoolError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and "'training.lrr'" in message and "did you mean 'training.lr'?" in message
+
+
+def test_key_in_the_wrong_section_points_to_the_right_one(tmp_path):
+    with pytest.raises(SeqtoolError, match="'model.lr' is not a known key .did you mean 'training.lr'"):
+        load_config(config_file(tmp_path, BASE + "model: {lr: 0.1}\n"))
+
+
+def test_unknown_top_level_section(tmp_path):
+    with pytest.raises(SeqtoolError, match="'modle' is not a known key .did you mean 'model'"):
+        load_config(config_file(tmp_path, BASE + "modle: {type: gru}\n"))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("training: {lr: fast}", "'training.lr' must be a number, got 'fast'"),
+        ("training: {batch_size: 0}", "'training.batch_size' must be at least 1, got 0"),
+        ("training: {batch_size: 2.5}", "'training.batch_size' must be an integer"),
+        ("model: {dropout: 1.5}", "'model.dropout' must be less than 1.0"),
+        ("model: {type: lsmt}", "'model.type' must be one of rnn, lstm, gru, got 'lsmt' .did you mean 'lstm'"),
+        ("training: {max_time: soon}", "'training.max_time'.*not a duration"),
+        ("training: {device: gpu}", "'training.device' must be auto, cpu, cuda"),
+        ("training: {lr: .nan}", "'training.lr' must be a finite number"),
+        ("model: [1, 2]", "'model' must be a mapping"),
+    ],
+)
+def test_bad_values_name_the_dotted_path(tmp_path, text, expected):
+    with pytest.raises(SeqtoolError, match=expected):
+        load_config(config_file(tmp_path, BASE + text + "\n"))
+
+
+def test_cross_key_rules(tmp_path):
+    with pytest.raises(SeqtoolError, match="tie_weights.*embedding_size == model.hidden_size"):
+        load_config(config_file(tmp_path, BASE + "model: {tie_weights: true, embedding_size: 8, hidden_size: 16}\n"))
+    with pytest.raises(SeqtoolError, match="nonlinearity.*rnn only"):
+        load_config(config_file(tmp_path, BASE + "model: {type: lstm, nonlinearity: relu}\n"))
+    with pytest.raises(SeqtoolError, match="at least one budget"):
+        load_config(config_file(tmp_path, BASE + "training: {epochs: null}\n"))
+    with pytest.raises(SeqtoolError, match="data.path' is missing"):
+        load_config(config_file(tmp_path, "data: {tokenizer: char}\n"))
+    with pytest.raises(SeqtoolError, match="data.val' is missing"):
+        load_config(config_file(tmp_path, "data: {train: a.txt}\n"))
+
+
+def test_overrides_are_parsed_as_yaml_and_named_in_errors(tmp_path):
+    path = config_file(tmp_path, BASE)
+    config = load_config(path, ["training.max_steps=200", "model.type=gru", "training.lr=1e-4", "training.grad_clip=null"])
+    assert config.training.max_steps == 200 and config.model.type == "gru"
+    assert config.training.lr == pytest.approx(1e-4) and config.training.grad_clip is None
+    with pytest.raises(SeqtoolError, match="command-line override 'training.lrr' is not a known key .did you mean 'training.lr'"):
+        load_config(path, ["training.lrr=0.1"])
+    with pytest.raises(SeqtoolError, match="command-line override 'model.hidden_size' must be an integer"):
+        load_config(path, ["model.hidden_size=big"])
+    with pytest.raises(SeqtoolError, match="not KEY=VALUE"):
+        load_config(path, ["training.lr"])
+
+
+def test_file_level_errors(tmp_path):
+    with pytest.raises(SeqtoolError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(SeqtoolError, match="empty"):
+        load_config(config_file(tmp_path, "# nothing\n"))
+    with pytest.raises(SeqtoolError, match=r"line 2, column \d+: invalid YAML"):
+        load_config(config_file(tmp_path, "data: {path: x}\ntraining: a: b\n"))
+    with pytest.raises(SeqtoolError, match="must be a mapping"):
+        load_config(config_file(tmp_path, "- a\n- b\n"))
+
+
+def test_durations():
+    assert parse_duration("10m") == 600 and parse_duration("90s") == 90 and parse_duration("1h30m") == 5400
+    assert parse_duration(45) == 45 and parse_duration("120") == 120
+    for bad in ("soon", "10x", "", "-5"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_defaults_fill_missing_sections():
+    config = build_config({"data": {"path": "x.txt"}}, "inline")
+    assert config.model.type == "lstm" and config.training.grad_clip == 1.0 and config.training.device == "auto"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    config = load_config(path)
+    assert config.task

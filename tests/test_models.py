@@ -1,0 +1,66 @@
+"""The fused torch modules compute exactly the seed document's equations (seqtool.reference)."""
+
+import pytest
+import torch
+from torch import nn
+
+from seqtool.config import ModelConfig
+from seqtool.models import CellStepper, SequenceModel
+from seqtool.reference import run_reference
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        lambda: nn.RNN(5, 7, num_layers=2, batch_first=True, nonlinearity="tanh"),
+        lambda: nn.RNN(5, 7, num_layers=2, batch_first=True, nonlinearity="relu"),
+        lambda: nn.LSTM(5, 7, num_layers=2, batch_first=True),
+        lambda: nn.GRU(5, 7, num_layers=2, batch_first=True),
+    ],
+    ids=["rnn-tanh", "rnn-relu", "lstm", "gru"],
+)
+def test_fused_module_computes_the_reference_equations(module):
+    torch.manual_seed(0)
+    fused = module().double()
+    inputs = torch.randn(3, 11, 5, dtype=torch.float64)
+    with torch.no_grad():
+        expected, _ = fused(inputs)
+        actual = run_reference(fused, inputs)
+    assert actual.shape == expected.shape
+    assert torch.allclose(actual, expected, atol=1e-6, rtol=0)
+
+
+def test_reference_is_not_trivially_equal():
+    """A wrong gate order must be caught: swap the LSTM forget and input gates and compare."""
+    torch.manual_seed(0)
+    fused = nn.LSTM(4, 6, batch_first=True).double()
+    inputs = torch.randn(2, 5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        expected, _ = fused(inputs)
+        w = fused.weight_ih_l0
+        i, f, g, o = w.chunk(4)
+        w.copy_(torch.cat([f, i, g, o]))
+        actual = run_reference(fused, inputs)
+    assert not torch.allclose(actual, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_cell_stepper_matches_the_fused_model_token_by_token(kind):
+    torch.manual_seed(0)
+    config = ModelConfig(type=kind, hidden_size=16, num_layers=2, dropout=0.0, embedding_size=8)
+    model = SequenceModel(config, vocab_size=11, output_size=11).eval()
+    tokens = torch.randint(0, 11, (1, 9))
+    with torch.no_grad():
+        expected, _ = model(tokens)
+        _, state = model(tokens[:, :1])
+        stepper = CellStepper(model)
+        layer_states = stepper.split_state(state)
+        for t in range(1, 9):
+            logits = stepper.step(tokens[:, t], layer_states)
+            assert torch.allclose(logits, expected[:, t], atol=1e-5)
+
+
+def test_tied_weights_share_one_matrix():
+    config = ModelConfig(hidden_size=8, embedding_size=8, tie_weights=True)
+    model = SequenceModel(config, vocab_size=5, output_size=5)
+    assert model.head.weight is model.embedding.weight
