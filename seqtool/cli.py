@@ -5,6 +5,7 @@ level, so `seqtool --help` stays fast; user-facing errors become `Error: ...` an
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -58,7 +59,12 @@ def train(
     from seqtool import engine
 
     console = Console(soft_wrap=True)  # log lines stay whole when stdout is a file
-    result = engine.train(cfg, run_dir or Path("runs") / config.stem, resume=resume, force=force, init_from=init_from, console=console)
+    run_dir = run_dir or Path("runs") / config.stem
+    try:
+        result = engine.train(cfg, run_dir, resume=resume, force=force, init_from=init_from, console=console)
+    except TrainingInterrupted as exc:
+        exc.resume_command = shlex.join(["seqtool", "train", str(config), *(overrides or []), "--run-dir", str(run_dir), "--resume"])
+        raise
     console.print(result.summary.rstrip(), highlight=False)
     if not result.already_finished:
         console.print(f"Next: seqtool evaluate {result.run_dir}   |   seqtool predict {result.run_dir} --prompt ...", highlight=False)
@@ -146,5 +152,5 @@ def main() -> None:
         print(f"Error: {exc}{hint}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except TrainingInterrupted as exc:
-        print(f"Interrupted: {exc}; continue with: seqtool train CONFIG --resume", file=sys.stderr)
+        print(f"Interrupted: {exc}; continue with: {exc.resume_command}", file=sys.stderr)
         sys.exit(exc.exit_code)

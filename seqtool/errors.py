@@ -19,4 +19,5 @@ class TrainingInterrupted(Exception):
     def __init__(self, signum: int, checkpoint: object):
         self.exit_code = 128 + signum
         self.checkpoint = checkpoint
+        self.resume_command = "seqtool train CONFIG --resume"
         super().__init__(f"resumable checkpoint saved to {checkpoint}")

@@ -78,6 +78,8 @@ class TrainingDisplay:
 
     def evaluated(self, step: int, metrics: dict[str, float], improved: bool) -> None:
         self.val_loss = metrics["loss"]
+        if self.progress is not None:
+            self.progress.update(self.bar, val=f"{self.val_loss:.4f}")
         mark = " (best)" if improved else ""
         self.message(f"step {step} | val loss {metrics['loss']:.4f}{mark}")
 

@@ -65,7 +65,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_p
     monkeypatch.setattr(LanguageModelTask, "training_loss", interrupting)
     stopped = run_cli("train", config, "--run-dir", tmp_path / "cut")
     assert stopped.code == 130, stopped
-    assert "--resume" in stopped.err
+    assert f"--run-dir {tmp_path / 'cut'} --resume" in stopped.err  # the exact command to continue
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["train_state"]["step"] == 17
     monkeypatch.setattr(LanguageModelTask, "training_loss", original)
 

@@ -213,7 +213,16 @@ class LanguageModelTask:
         return _join_prompt(detokenize_pieces(tokens, vocab.tokenizer), continues_line)
 
     @torch.no_grad()
-    def _sample_tokens(self, stepper, layer_states, logits, length, temperature, top_k, generator) -> Iterator[str]:
+    def _sample_tokens(
+        self,
+        stepper: CellStepper,
+        layer_states: list,
+        logits: torch.Tensor,  # (1, vocab): the distribution of the first token to emit
+        length: int,
+        temperature: float,
+        top_k: Optional[int],
+        generator: torch.Generator,
+    ) -> Iterator[str]:
         tokens = self.vocabulary.tokens
         for _ in range(length):
             logits[:, 0] = -math.inf  # never emit <unk>
