@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from seqtool import __version__
+from seqtool.data.text import tokenize
 
 
 def assert_clean_error(result, *fragments):
@@ -50,7 +51,8 @@ def test_word_level_language_model(tmp_path, write_config, run_cli):
     metrics = json.loads(run_cli("evaluate", run, "--json").out)
     assert "bits_per_token" in metrics and "bits_per_char" not in metrics
     out = run_cli("predict", run, "--prompt", "the cat", "--length", "12", "--seed", "1", "--top-k", "3").out
-    assert out.startswith("the cat ") and "<unk>" not in out
+    assert out.startswith("the cat") and out[len("the cat")] in " .,;:!?\n" and "<unk>" not in out
+    assert len(tokenize(out, "word")) == 2 + 12 + 1  # prompt, 12 generated tokens, the final newline
 
 
 def test_predict_samples_and_greedy(tmp_path, write_config, run_cli):

@@ -32,7 +32,10 @@ def test_word_tokenizer_keeps_punctuation_and_newlines():
     tokens = tokenize("ROMEO: I don't know.\nNo!", "word")
     assert tokens == ["ROMEO", ":", "I", "don't", "know", ".", "\n", "No", "!"]
     assert tokenize(detokenize(tokens, "word"), "word") == tokens
-    assert detokenize(tokens, "word") == "ROMEO : I don't know .\nNo !"
+    assert detokenize(tokens, "word") == "ROMEO: I don't know.\nNo!"
+    odd = ["(", "a", ",", "b", ")", "'", "c", "!", "\n", "d"]
+    assert detokenize(odd, "word") == "(a, b) ' c!\nd"
+    assert tokenize(detokenize(odd, "word"), "word") == odd
 
 
 def test_word_vocabulary_min_freq_maps_rare_words_to_unk():

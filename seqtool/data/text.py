@@ -23,6 +23,9 @@ NEWLINE = "\n"
 # Words (with inner apostrophes such as "don't"), single punctuation marks, and newlines: line
 # structure matters for poetry and plays, so "\n" is a token of its own.
 _WORD_PATTERN = re.compile(r"\w+(?:'\w+)*|[^\w\s]|\n")
+# Detokenizing writes "word, word." rather than "word , word ." (and re-tokenizes to the same tokens).
+_CLOSING_PUNCTUATION = frozenset(",.;:!?)]}")
+_OPENING_BRACKETS = frozenset("([{")
 
 
 def read_text(path: str | Path) -> str:
@@ -53,19 +56,23 @@ def tokenize(text: str, tokenizer: str) -> list[str]:
     return _WORD_PATTERN.findall(text)
 
 
-def detokenize_pieces(tokens: Iterable[str], tokenizer: str) -> Iterator[str]:
-    """The text of each token with the spacing that goes before it, for streaming output."""
+def detokenize_pieces(tokens: Iterable[str], tokenizer: str, continues_line: bool = False) -> Iterator[str]:
+    """The text of each token with the spacing that goes before it, for streaming output.
+
+    `continues_line`: the tokens continue text that ends mid-line (a prompt), so the first word
+    needs a separating space.
+    """
     if tokenizer == "char":
         yield from tokens
         return
-    at_line_start = True
+    glue_next = not continues_line  # no space before the next token (line start, after an opening bracket)
     for token in tokens:
         if token == NEWLINE:
             yield NEWLINE
-            at_line_start = True
-        else:
-            yield token if at_line_start else " " + token
-            at_line_start = False
+            glue_next = True
+            continue
+        yield token if glue_next or token in _CLOSING_PUNCTUATION else " " + token
+        glue_next = token in _OPENING_BRACKETS
 
 
 def detokenize(tokens: Iterable[str], tokenizer: str) -> str:

@@ -86,7 +86,10 @@ class LanguageModelTask:
             return self._checked_eval_ids(read_text(data_path), data_path)
         if split == "val" and self.val_ids is not None:
             return self.val_ids
-        texts = self._split_texts()
+        try:
+            texts = self._split_texts()
+        except SeqtoolError as exc:
+            raise SeqtoolError(f"{exc} (the run's data; pass --data FILE to evaluate on another file)") from None
         if split not in texts:
             raise SeqtoolError(
                 f"no {split} split in this run's data (set data.test_fraction or data.test, or pass --data FILE)"
@@ -209,8 +212,7 @@ class LanguageModelTask:
         logits, state = model(torch.from_numpy(prompt_ids.astype(np.int64))[None, :])
         stepper = CellStepper(model)
         tokens = self._sample_tokens(stepper, stepper.split_state(state), logits[:, -1].float(), length, temperature, top_k, generator)
-        continues_line = vocab.tokenizer == "word" and bool(prompt) and not prompt.endswith("\n")
-        return _join_prompt(detokenize_pieces(tokens, vocab.tokenizer), continues_line)
+        return detokenize_pieces(tokens, vocab.tokenizer, continues_line=bool(prompt) and not prompt.endswith("\n"))
 
     @torch.no_grad()
     def _sample_tokens(
@@ -237,13 +239,3 @@ class LanguageModelTask:
             yield tokens[int(token)]
             logits = stepper.step(token, layer_states).float()
 
-
-def _join_prompt(pieces: Iterator[str], continues_line: bool) -> Iterator[str]:
-    """A word-level continuation of a prompt's line starts with the space between words."""
-    first = next(pieces, None)
-    if first is None:
-        return
-    if continues_line and not first.startswith((" ", "\n")):
-        first = " " + first
-    yield first
-    yield from pieces

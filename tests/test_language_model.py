@@ -1,0 +1,72 @@
+"""Truncated BPTT batches, carried state, metrics and baselines of the language-model task."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+
+from seqtool.config import build_config
+from seqtool.engine import train
+from seqtool.tasks.language_model import LanguageModelTask
+
+
+@pytest.fixture
+def task(corpus):
+    config = build_config(tiny_config(corpus, training={"batch_size": 4, "seq_len": 16}), "test")
+    task = LanguageModelTask(config)
+    task.load_training_data()
+    return task
+
+
+def test_training_batches_are_consecutive_windows_of_each_row(task):
+    rows = task.train_rows
+    assert rows.shape[0] == 4 and task.steps_per_epoch() == (rows.shape[1] - 1) // 16
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, tokens, state):
+            seen.append(tokens.clone())
+            return torch.zeros(*tokens.shape, len(task.vocabulary), requires_grad=True), torch.zeros(1, 4, 1)
+
+    recorder = Recorder()
+    task.start_epoch(0)
+    task.training_loss(recorder, 0, torch.device("cpu"))
+    task.training_loss(recorder, 1, torch.device("cpu"))
+    assert seen[0].shape == (4, 16)  # (batch, seq_len)
+    assert seen[0][:, 0].tolist() == rows[:, 0].tolist()
+    assert seen[1][:, 0].tolist() == rows[:, 16].tolist()  # row r continues where it stopped
+
+
+def test_hidden_state_is_carried_detached_and_reset_each_epoch(task):
+    model = task.build_model()
+    task.start_epoch(0)
+    assert task.carried is None
+    task.training_loss(model, 0, torch.device("cpu")).backward()
+    h, c = task.carried
+    assert h.shape == (2, 4, 32) and not h.requires_grad and h.abs().sum() > 0
+    task.start_epoch(1)
+    assert task.carried is None
+
+
+def test_unigram_baseline_is_the_cross_entropy_of_smoothed_training_frequencies(task):
+    ids = np.array([1, 1, 2], dtype=np.uint8)
+    counts = np.asarray(task.vocabulary.counts, dtype=float) + 1
+    p = counts / counts.sum()
+    expected = -(2 * math.log(p[1]) + math.log(p[2])) / 3
+    assert task._unigram_loss(ids) == pytest.approx(expected)
+
+
+def test_evaluation_metrics_are_consistent(task):
+    metrics = task.evaluate(task.build_model(), "val", torch.device("cpu"))
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
+    assert metrics["bits_per_char"] == pytest.approx(metrics["loss"] / math.log(2))
+    assert abs(metrics["loss"] - math.log(len(task.vocabulary))) < 0.5  # untrained: about uniform
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path, corpus):
+    config = build_config(tiny_config(corpus, training={"max_steps": 10, "precision": "bf16"}), "test")
+    result = train(config, tmp_path / "run")
+    assert result.state.best_val_loss is not None and math.isfinite(result.state.best_val_loss)
