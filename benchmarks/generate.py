@@ -56,8 +56,10 @@ def main() -> None:
     text = "".join(task.generate(model, "ROMEO:", args.length, 0.8, None, generator))
     ours = args.length / (time.perf_counter() - start)
     fused = fused_per_step(model, min(args.length, 500), generator)
-    table = Table(title=f"Generation, {config.model.type} {config.model.num_layers}x{config.model.hidden_size} ({source}), "
-                        f"{torch.get_num_threads()} threads")
+    table = Table(
+        title=f"Generation, {config.model.type} {config.model.num_layers}x{config.model.hidden_size} ({source}), "
+        f"{torch.get_num_threads()} threads"
+    )
     table.add_column("path")
     table.add_column("chars/s", justify="right")
     table.add_row("seqtool predict (per-layer cells)", f"{ours:,.0f}", style="bold")

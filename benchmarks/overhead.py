@@ -52,7 +52,9 @@ def bare_loop(config, steps: int, warmup: int) -> float:
     vocab = Vocabulary.build(text, data.tokenizer)
     rows = batchify(vocab.encode(text), training.batch_size)
     torch.manual_seed(config.seed)
-    model = BareModel(len(vocab), model_cfg.embedding_size, model_cfg.hidden_size, model_cfg.num_layers, model_cfg.dropout, model_cfg.type)
+    model = BareModel(
+        len(vocab), model_cfg.embedding_size, model_cfg.hidden_size, model_cfg.num_layers, model_cfg.dropout, model_cfg.type
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr)
     T = training.seq_len
     hidden = None
@@ -73,8 +75,13 @@ def bare_loop(config, steps: int, warmup: int) -> float:
 
 def seqtool_loop(config_path: str, user_overrides: list[str], steps: int, warmup: int) -> float:
     """Tokens/s of `seqtool train`, from its own metrics.jsonl (training intervals only)."""
-    overrides = [f"training.max_steps={warmup + steps}", f"training.log_every={warmup}", "training.max_time=null",
-                 f"training.eval_every={10 * (warmup + steps)}", "training.device=cpu"]
+    overrides = [
+        f"training.max_steps={warmup + steps}",
+        f"training.log_every={warmup}",
+        "training.max_time=null",
+        f"training.eval_every={10 * (warmup + steps)}",
+        "training.device=cpu",
+    ]
     config = load_config(config_path, user_overrides + overrides)
     with tempfile.TemporaryDirectory() as tmp:
         train(config, Path(tmp) / "run", console=Console(file=io.StringIO()))
@@ -96,20 +103,24 @@ def main() -> None:
     for _ in range(args.rounds):
         bare.append(bare_loop(config, args.steps, args.warmup))
         ours.append(seqtool_loop(args.config, args.overrides, args.steps, args.warmup))
-    table = Table(title=f"Training throughput, {config.model.type} {config.model.num_layers}x{config.model.hidden_size}, "
-                        f"batch {config.training.batch_size} x seq {config.training.seq_len}, {torch.get_num_threads()} threads")
+    table = Table(
+        title=f"Training throughput, {config.model.type} {config.model.num_layers}x{config.model.hidden_size}, "
+        f"batch {config.training.batch_size} x seq {config.training.seq_len}, {torch.get_num_threads()} threads"
+    )
     table.add_column("round")
     table.add_column("bare PyTorch tok/s", justify="right")
     table.add_column("seqtool tok/s", justify="right")
     table.add_column("seqtool / bare", justify="right")
-    for i, (b, o) in enumerate(zip(bare, ours), 1):
+    for i, (b, o) in enumerate(zip(bare, ours, strict=True), 1):
         table.add_row(str(i), f"{b:,.0f}", f"{o:,.0f}", f"{o / b:.3f}")
     b, o = statistics.median(bare), statistics.median(ours)
     table.add_row("median", f"{b:,.0f}", f"{o:,.0f}", f"{o / b:.3f}", style="bold")
     Console().print(table)
     print(f"overhead: {100 * (1 - o / b):+.1f}% (target: at most 5%)")
-    print(f"reproduce: .venv/bin/python benchmarks/overhead.py --config {args.config} --steps {args.steps} "
-          f"--rounds {args.rounds} {' '.join(args.overrides)}")
+    print(
+        f"reproduce: .venv/bin/python benchmarks/overhead.py --config {args.config} --steps {args.steps} "
+        f"--rounds {args.rounds} {' '.join(args.overrides)}"
+    )
 
 
 if __name__ == "__main__":

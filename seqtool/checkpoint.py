@@ -78,7 +78,9 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     try:
         atomic_write_bytes(path, MAGIC + json.dumps(header).encode() + b"\n" + body)
     except OSError as exc:
-        raise SeqtoolError(f"could not write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint is unchanged") from None
+        raise SeqtoolError(
+            f"could not write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint is unchanged"
+        ) from None
 
 
 def resolve_checkpoint(target: str | Path) -> Path:

@@ -9,7 +9,7 @@ import shlex
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -37,8 +37,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors (may be given anywhere on the line).")] = False,
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show Python tracebacks for errors (may be given anywhere on the line).")
+    ] = False,
 ) -> None:
     _debug["on"] = _debug["on"] or debug
 
@@ -46,11 +50,21 @@ def _root(
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)],
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="Dotted KEY=VALUE overrides, e.g. training.max_steps=200 model.type=gru.", show_default=False)] = None,
-    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Where to write the run (default: runs/<config name>).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the run directory from its last checkpoint (full state).")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted KEY=VALUE overrides, e.g. training.max_steps=200 model.type=gru.", show_default=False),
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Where to write the run (default: runs/<config name>).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in the run directory from its last checkpoint (full state).")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run in the run directory.")] = False,
-    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start a new run from a checkpoint's weights only (fresh optimiser and schedule).")] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option("--init-from", help="Start a new run from a checkpoint's weights only (fresh optimiser and schedule)."),
+    ] = None,
 ) -> None:
     """Train a model from a YAML config; writes config, metrics, checkpoints and a summary."""
     from seqtool.config import load_config
@@ -63,17 +77,23 @@ def train(
     try:
         result = engine.train(cfg, run_dir, resume=resume, force=force, init_from=init_from, console=console)
     except TrainingInterrupted as exc:
-        exc.resume_command = shlex.join(["seqtool", "train", str(config), *(overrides or []), "--run-dir", str(run_dir), "--resume"])
+        exc.resume_command = shlex.join(
+            ["seqtool", "train", str(config), *(overrides or []), "--run-dir", str(run_dir), "--resume"]
+        )
         raise
     console.print(result.summary.rstrip(), highlight=False)
     if not result.already_finished:
-        console.print(f"Next: seqtool evaluate {result.run_dir}   |   seqtool predict {result.run_dir} --prompt ...", highlight=False)
+        console.print(
+            f"Next: seqtool evaluate {result.run_dir}   |   seqtool predict {result.run_dir} --prompt ...", highlight=False
+        )
 
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)],
-    data: Annotated[Optional[Path], typer.Option("--data", help="Evaluate on this file instead of the run's own split.")] = None,
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
+    ],
+    data: Annotated[Path | None, typer.Option("--data", help="Evaluate on this file instead of the run's own split.")] = None,
     split: Annotated[str, typer.Option("--split", help="Which held-out part of the run's data: val or test.")] = "val",
     as_json: Annotated[bool, typer.Option("--json", help="Print one flat JSON object of metrics on stdout.")] = False,
 ) -> None:
@@ -109,12 +129,18 @@ def _metrics_table(metrics: dict[str, float], title: str) -> Table:
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
+    ],
     prompt: Annotated[str, typer.Option("--prompt", help="Language models: text to continue.")] = "",
     length: Annotated[int, typer.Option("--length", min=1, help="Language models: tokens to generate.")] = 500,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Language models: sampling temperature (0 = greedy).")] = 1.0,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="Language models: sample among the k likeliest tokens only.")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling (default: random).")] = None,
+    temperature: Annotated[
+        float, typer.Option("--temperature", min=0.0, help="Language models: sampling temperature (0 = greedy).")
+    ] = 1.0,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="Language models: sample among the k likeliest tokens only.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for sampling (default: random).")] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="Language models: independent samples to draw.")] = 1,
 ) -> None:
     """Run a trained model: generate text from a language model, streamed as it is produced."""

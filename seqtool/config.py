@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -34,10 +34,10 @@ def _field(default: Any, help: str, **checks: Any) -> Any:
 
 @dataclass
 class LanguageModelData:
-    path: Optional[str] = _field(None, "one text file, split into train/val(/test) by position")
-    train: Optional[str] = _field(None, "training text file (instead of path)")
-    val: Optional[str] = _field(None, "validation text file (with train)")
-    test: Optional[str] = _field(None, "test text file (with train)")
+    path: str | None = _field(None, "one text file, split into train/val(/test) by position")
+    train: str | None = _field(None, "training text file (instead of path)")
+    val: str | None = _field(None, "validation text file (with train)")
+    test: str | None = _field(None, "test text file (with train)")
     tokenizer: Literal["char", "word"] = _field("char", "char: one token per character; word: words and punctuation")
     val_fraction: float = _field(0.1, "tail of `path` held out for validation", gt=0.0, lt=1.0)
     test_fraction: float = _field(0.0, "tail of `path` held out for testing (after val)", ge=0.0, lt=1.0)
@@ -59,18 +59,18 @@ class ModelConfig:
 class TrainingConfig:
     batch_size: int = _field(64, "sequences per batch", ge=1)
     seq_len: int = _field(128, "time steps per batch (truncated BPTT length)", ge=1)
-    epochs: Optional[int] = _field(10, "passes over the training data", ge=1)
-    max_steps: Optional[int] = _field(None, "stop after this many optimiser steps", ge=1)
-    max_time: Optional[str] = _field(None, 'wall-clock budget such as "10m", "90s", "1h30m"')
+    epochs: int | None = _field(10, "passes over the training data", ge=1)
+    max_steps: int | None = _field(None, "stop after this many optimiser steps", ge=1)
+    max_time: str | None = _field(None, 'wall-clock budget such as "10m", "90s", "1h30m"')
     lr: float = _field(0.002, "peak learning rate", gt=0.0)
     optimizer: Literal["adamw", "adam", "sgd"] = _field("adamw", "optimiser")
     weight_decay: float = _field(0.0, "decoupled weight decay (adamw) or L2 penalty", ge=0.0)
     scheduler: Literal["cosine", "linear", "constant"] = _field("cosine", "learning-rate decay after warm-up")
     warmup_steps: int = _field(0, "linear warm-up steps", ge=0)
-    grad_clip: Optional[float] = _field(1.0, "clip the global gradient norm (null: off)", gt=0.0)
+    grad_clip: float | None = _field(1.0, "clip the global gradient norm (null: off)", gt=0.0)
     eval_every: int = _field(200, "evaluate and checkpoint every N steps", ge=1)
     log_every: int = _field(20, "log training loss every N steps", ge=1)
-    early_stopping_patience: Optional[int] = _field(None, "stop after N evaluations without improvement", ge=1)
+    early_stopping_patience: int | None = _field(None, "stop after N evaluations without improvement", ge=1)
     device: str = _field("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = _field("fp32", "bf16 uses autocast where the device supports it")
 
@@ -106,9 +106,7 @@ _Yaml12Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Yaml12Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),

@@ -15,9 +15,10 @@ import random
 import shutil
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,10 +45,10 @@ class TrainState:
     epoch: int = 0  # completed epochs
     batch_in_epoch: int = 0
     elapsed_s: float = 0.0
-    best_val_loss: Optional[float] = None
-    best_step: Optional[int] = None
+    best_val_loss: float | None = None
+    best_step: int | None = None
     evals_since_best: int = 0
-    last_train_loss: Optional[float] = None
+    last_train_loss: float | None = None
     loss_sum_since_log: float = 0.0  # so a resumed run logs the same averaged train loss
     steps_since_log: int = 0
     finished: bool = False
@@ -122,13 +123,13 @@ def make_optimizer(model: torch.nn.Module, training: TrainingConfig) -> torch.op
     return torch.optim.SGD(params, lr=training.lr, momentum=0.9, weight_decay=training.weight_decay)
 
 
-def total_steps(training: TrainingConfig, steps_per_epoch: int) -> Optional[int]:
+def total_steps(training: TrainingConfig, steps_per_epoch: int) -> int | None:
     """The step budget implied by epochs and max_steps (the smaller), or None with max_time only."""
     budgets = [b for b in (training.max_steps, training.epochs and training.epochs * steps_per_epoch) if b]
     return min(budgets) if budgets else None
 
 
-def learning_rate(training: TrainingConfig, step: int, elapsed_s: float, steps: Optional[int]) -> float:
+def learning_rate(training: TrainingConfig, step: int, elapsed_s: float, steps: int | None) -> float:
     """Linear warm-up, then decay by the fraction of the budget used.
 
     With `max_time` the budget used is the larger of the step and the time fractions, so a
@@ -153,7 +154,7 @@ def learning_rate(training: TrainingConfig, step: int, elapsed_s: float, steps: 
 # ---- run directory ----------------------------------------------------------------------
 
 
-def _check_run_dir(run_dir: Path, resume: bool, force: bool, say) -> tuple[Optional[dict[str, Any]], bool]:
+def _check_run_dir(run_dir: Path, resume: bool, force: bool, say) -> tuple[dict[str, Any] | None, bool]:
     """Decide what to do with the run directory before any work starts.
 
     Returns the payload to resume from (None for a fresh start) and whether the directory's old
@@ -252,8 +253,8 @@ def train(
     *,
     resume: bool = False,
     force: bool = False,
-    init_from: Optional[str | Path] = None,
-    console: Optional[Console] = None,
+    init_from: str | Path | None = None,
+    console: Console | None = None,
 ) -> TrainResult:
     """Train `config` into `run_dir`; see the module docstring for the order of events."""
     console = console or Console()
@@ -340,9 +341,15 @@ def train(
             state.evals_since_best += 1
         state.elapsed_s = clock.elapsed()
         log.write(
-            {"step": state.step, "epoch": round(state.step / steps_per_epoch, 4), "split": "val",
-             "loss": last_metrics["loss"], "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 3),
-             **{k: v for k, v in last_metrics.items() if k != "loss"}}
+            {
+                "step": state.step,
+                "epoch": round(state.step / steps_per_epoch, 4),
+                "split": "val",
+                "loss": last_metrics["loss"],
+                "lr": optimizer.param_groups[0]["lr"],
+                "elapsed_s": round(state.elapsed_s, 3),
+                **{k: v for k, v in last_metrics.items() if k != "loss"},
+            }
         )
         display.evaluated(state.step, last_metrics, improved)
         checkpoint(*((LAST, BEST) if improved else (LAST,)))
@@ -383,8 +390,15 @@ def train(
                     running_loss.zero_()
                     state.steps_since_log = 0
                     log.write(
-                        {"step": state.step, "epoch": round(state.step / steps_per_epoch, 4), "split": "train",
-                         "loss": state.last_train_loss, "lr": lr, "elapsed_s": round(now, 3), f"{task.unit}_per_s": round(rate, 1)}
+                        {
+                            "step": state.step,
+                            "epoch": round(state.step / steps_per_epoch, 4),
+                            "split": "train",
+                            "loss": state.last_train_loss,
+                            "lr": lr,
+                            "elapsed_s": round(now, 3),
+                            f"{task.unit}_per_s": round(rate, 1),
+                        }
                     )
                 elapsed = clock.elapsed()
                 eta = None
@@ -393,7 +407,9 @@ def train(
                     if training.max_time:
                         remaining = parse_duration(training.max_time) - elapsed
                         eta = remaining if eta is None else min(eta, remaining)
-                display.update(state.step, state.step / steps_per_epoch, state.last_train_loss or float("nan"), rate, eta, log_now)
+                display.update(
+                    state.step, state.step / steps_per_epoch, state.last_train_loss or float("nan"), rate, eta, log_now
+                )
 
                 reason = _stop_reason(state, training, steps_per_epoch, elapsed)
                 if state.step % training.eval_every == 0 or reason:
@@ -445,9 +461,9 @@ def load_trained(target: str | Path, device: str = "cpu") -> tuple[Task, Sequenc
     return task, model, payload
 
 
-def evaluate(target: str | Path, split: str = "val", data_path: Optional[str] = None) -> dict[str, float]:
+def evaluate(target: str | Path, split: str = "val", data_path: str | None = None) -> dict[str, float]:
     """Metrics of a trained model and its baselines on a split or on another file."""
-    task, model, payload = load_trained(target)
+    task, model, _ = load_trained(target)
     device = next(model.parameters()).device
     with autocast(device, task.config.training.precision):
         return task.evaluate(model, split, device, data_path=data_path)

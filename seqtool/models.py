@@ -6,15 +6,13 @@ The model returns outputs; the task computes the loss. It sees its own config se
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import torch
 from torch import nn
 
 from seqtool.config import ModelConfig
 
 # LSTM state is (h, c); RNN and GRU state is h alone. Each has shape (num_layers, batch, hidden).
-RecurrentState = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+RecurrentState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 _RECURRENT = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -41,14 +39,14 @@ class SequenceModel(nn.Module):
             # Press & Wolf (2017), "Using the Output Embedding to Improve Language Models".
             self.head.weight = self.embedding.weight
 
-    def forward(self, tokens: torch.Tensor, state: Optional[RecurrentState] = None) -> tuple[torch.Tensor, RecurrentState]:
+    def forward(self, tokens: torch.Tensor, state: RecurrentState | None = None) -> tuple[torch.Tensor, RecurrentState]:
         """tokens (batch, time) -> outputs (batch, time, output_size) and the final state."""
         embedded = self.dropout(self.embedding(tokens))  # (batch, time, embedding_size)
         hidden, state = self.recurrent(embedded, state)  # (batch, time, hidden_size)
         return self.head(self.dropout(hidden)), state
 
 
-def detach_state(state: Optional[RecurrentState]) -> Optional[RecurrentState]:
+def detach_state(state: RecurrentState | None) -> RecurrentState | None:
     """Cut the graph at a batch boundary (truncated BPTT) while keeping the state's values."""
     if state is None:
         return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
@@ -27,11 +26,11 @@ class TrainingDisplay:
         self.console = console
         self.unit = unit
         self.live = console.is_terminal
-        self.progress: Optional[Progress] = None
+        self.progress: Progress | None = None
         self.bar = None
-        self.val_loss: Optional[float] = None
+        self.val_loss: float | None = None
 
-    def start(self, total_steps: Optional[int], first_step: int) -> None:
+    def start(self, total_steps: int | None, first_step: int) -> None:
         if not self.live:
             return
         self.progress = Progress(
@@ -59,7 +58,7 @@ class TrainingDisplay:
             eta="-",
         )
 
-    def update(self, step: int, epoch: float, loss: float, rate: float, eta_s: Optional[float], log_line: bool) -> None:
+    def update(self, step: int, epoch: float, loss: float, rate: float, eta_s: float | None, log_line: bool) -> None:
         fields = dict(
             epoch=f"{epoch:.2f}",
             loss=f"{loss:.4f}",

@@ -42,8 +42,17 @@ def tiny_config(data_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:
         "seed": 7,
         "data": {"path": str(data_path), "tokenizer": "char", "val_fraction": 0.1},
         "model": {"type": "lstm", "hidden_size": 32, "num_layers": 2, "dropout": 0.1, "embedding_size": 16},
-        "training": {"batch_size": 8, "seq_len": 32, "epochs": None, "max_steps": 40, "lr": 0.01,
-                     "eval_every": 10, "log_every": 5, "device": "cpu", "warmup_steps": 5},
+        "training": {
+            "batch_size": 8,
+            "seq_len": 32,
+            "epochs": None,
+            "max_steps": 40,
+            "lr": 0.01,
+            "eval_every": 10,
+            "log_every": 5,
+            "device": "cpu",
+            "warmup_steps": 5,
+        },
     }
     for section, values in sections.items():
         config[section].update(values)

@@ -60,7 +60,9 @@ def test_predict_samples_and_greedy(tmp_path, write_config, run_cli):
     assert run_cli("train", write_config(training={"max_steps": 10}), "--run-dir", run).code == 0
     many = run_cli("predict", run, "--length", "20", "--num-samples", "3", "--seed", "0")
     assert many.out.count("--- sample") == 3
-    greedy = [run_cli("predict", run, "--prompt", "JU", "--temperature", "0", "--length", "20", "--seed", str(s)).out for s in (1, 2)]
+    greedy = [
+        run_cli("predict", run, "--prompt", "JU", "--temperature", "0", "--length", "20", "--seed", str(s)).out for s in (1, 2)
+    ]
     assert greedy[0] == greedy[1]
 
 
@@ -108,13 +110,23 @@ def test_bad_data_inputs(tmp_path, write_config, run_cli):
     assert_clean_error(run_cli("train", missing, "--run-dir", tmp_path / "r1"), "data file not found", "absent.txt")
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    assert_clean_error(run_cli("train", write_config("e.yaml", data={"path": str(empty)}), "--run-dir", tmp_path / "r2"), "empty.txt", "empty")
+    assert_clean_error(
+        run_cli("train", write_config("e.yaml", data={"path": str(empty)}), "--run-dir", tmp_path / "r2"), "empty.txt", "empty"
+    )
     binary = tmp_path / "latin1.txt"
     binary.write_bytes(("café " * 2000).encode("latin-1"))
-    assert_clean_error(run_cli("train", write_config("b.yaml", data={"path": str(binary)}), "--run-dir", tmp_path / "r3"), "not UTF-8", "byte offset 3")
+    assert_clean_error(
+        run_cli("train", write_config("b.yaml", data={"path": str(binary)}), "--run-dir", tmp_path / "r3"),
+        "not UTF-8",
+        "byte offset 3",
+    )
     short = tmp_path / "short.txt"
     short.write_text("tiny text\n" * 5)
-    assert_clean_error(run_cli("train", write_config("s.yaml", data={"path": str(short)}), "--run-dir", tmp_path / "r4"), "fewer than", "batch_size")
+    assert_clean_error(
+        run_cli("train", write_config("s.yaml", data={"path": str(short)}), "--run-dir", tmp_path / "r4"),
+        "fewer than",
+        "batch_size",
+    )
     assert not (tmp_path / "r1").exists()  # nothing written for a run that never started
 
 

@@ -6,7 +6,6 @@ import signal
 
 import pytest
 import torch
-
 from conftest import tiny_config
 
 from seqtool.checkpoint import load_checkpoint
@@ -128,7 +127,7 @@ def test_init_from_starts_a_new_run_from_old_weights(tmp_path, write_config, run
     state = load_checkpoint(tmp_path / "warm" / "last.pt")["train_state"]
     assert state["step"] == 1  # a new run: the step count starts again
     assert state["best_val_loss"] == pytest.approx(source_val, abs=0.01)
-    cold = run_cli("train", short, "--run-dir", tmp_path / "cold")
+    assert run_cli("train", short, "--run-dir", tmp_path / "cold").code == 0
     assert load_checkpoint(tmp_path / "cold" / "last.pt")["train_state"]["best_val_loss"] > source_val + 0.5
 
 

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_config
 
 from seqtool.config import build_config
@@ -45,7 +44,7 @@ def test_hidden_state_is_carried_detached_and_reset_each_epoch(task):
     task.start_epoch(0)
     assert task.carried is None
     task.training_loss(model, 0, torch.device("cpu")).backward()
-    h, c = task.carried
+    h, _ = task.carried
     assert h.shape == (2, 4, 32) and not h.requires_grad and h.abs().sum() > 0
     task.start_epoch(1)
     assert task.carried is None

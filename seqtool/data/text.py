@@ -9,9 +9,9 @@ vocabulary (uint8 for Tiny Shakespeare's 66 symbols), not a Python list: a 1 GB 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -104,14 +104,14 @@ class Vocabulary:
         return len(self.tokens)
 
     @classmethod
-    def build(cls, text: str, tokenizer: str, min_freq: int = 1) -> "Vocabulary":
+    def build(cls, text: str, tokenizer: str, min_freq: int = 1) -> Vocabulary:
         if tokenizer == "char":
             codepoints = _codepoints(text)
             values, counts = np.unique(codepoints, return_counts=True)
-            pairs = [(chr(int(v)), int(c)) for v, c in zip(values, counts)]
+            pairs = [(chr(int(v)), int(c)) for v, c in zip(values, counts, strict=True)]
         else:
             words, counts = np.unique(np.array(tokenize(text, tokenizer), dtype=object), return_counts=True)
-            pairs = [(str(w), int(c)) for w, c in zip(words, counts)]
+            pairs = [(str(w), int(c)) for w, c in zip(words, counts, strict=True)]
         kept = [(t, c) for t, c in pairs if c >= min_freq and t != UNK]
         unk_count = sum(c for t, c in pairs if c < min_freq or t == UNK)
         # Most frequent first (ties by token) so ids are stable and small ids are common tokens.
@@ -147,7 +147,7 @@ class Vocabulary:
         return {"tokenizer": self.tokenizer, "tokens": list(self.tokens), "counts": list(self.counts)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Vocabulary":
+    def from_dict(cls, data: dict) -> Vocabulary:
         return cls(data["tokenizer"], list(data["tokens"]), [int(c) for c in data["counts"]])
 
 

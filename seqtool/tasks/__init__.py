@@ -6,7 +6,7 @@ Adding a task kind means one module here and one line in `TASKS`.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -37,7 +37,7 @@ class Task(Protocol):
 
     def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor: ...
 
-    def evaluate(self, model: SequenceModel, split: str, device: torch.device, data_path: Optional[str] = None) -> dict[str, float]:
+    def evaluate(self, model: SequenceModel, split: str, device: torch.device, data_path: str | None = None) -> dict[str, float]:
         """Metrics of the model and of the task's baselines on a split; `loss` is the one minimised."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -52,7 +52,7 @@ class Task(Protocol):
 TASKS = {"language_model": "seqtool.tasks.language_model:LanguageModelTask"}
 
 
-def make_task(config: Config, artifacts: Optional[dict[str, Any]] = None) -> Task:
+def make_task(config: Config, artifacts: dict[str, Any] | None = None) -> Task:
     """The task object for `config.task`; `artifacts` come from a checkpoint when there is one."""
     import importlib
 

@@ -10,7 +10,8 @@ sees context far longer than `seq_len` while backpropagating through only `seq_l
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,13 +34,13 @@ from seqtool.models import CellStepper, RecurrentState, SequenceModel, detach_st
 class LanguageModelTask:
     unit = "tok"
 
-    def __init__(self, config: Config, artifacts: Optional[dict[str, Any]] = None):
+    def __init__(self, config: Config, artifacts: dict[str, Any] | None = None):
         self.config = config
         self.vocabulary = Vocabulary.from_dict(artifacts["vocabulary"]) if artifacts else None
-        self.train_rows: Optional[np.ndarray] = None  # (batch_size, columns)
-        self.val_ids: Optional[np.ndarray] = None
+        self.train_rows: np.ndarray | None = None  # (batch_size, columns)
+        self.val_ids: np.ndarray | None = None
         self.windows: list[tuple[int, int]] = []
-        self.carried: Optional[RecurrentState] = None
+        self.carried: RecurrentState | None = None
 
     # ---- data --------------------------------------------------------------------------------
 
@@ -81,7 +82,7 @@ class LanguageModelTask:
             raise SeqtoolError(f"{source}: the evaluation text needs at least 2 tokens, has {len(ids)}")
         return ids
 
-    def eval_ids(self, split: str, data_path: Optional[str]) -> np.ndarray:
+    def eval_ids(self, split: str, data_path: str | None) -> np.ndarray:
         if data_path:
             return self._checked_eval_ids(read_text(data_path), data_path)
         if split == "val" and self.val_ids is not None:
@@ -91,9 +92,7 @@ class LanguageModelTask:
         except SeqtoolError as exc:
             raise SeqtoolError(f"{exc} (the run's data; pass --data FILE to evaluate on another file)") from None
         if split not in texts:
-            raise SeqtoolError(
-                f"no {split} split in this run's data (set data.test_fraction or data.test, or pass --data FILE)"
-            )
+            raise SeqtoolError(f"no {split} split in this run's data (set data.test_fraction or data.test, or pass --data FILE)")
         source, text = texts[split]
         return self._checked_eval_ids(text, source)
 
@@ -145,7 +144,7 @@ class LanguageModelTask:
     # ---- evaluation --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self, model: SequenceModel, split: str, device: torch.device, data_path: Optional[str] = None) -> dict[str, float]:
+    def evaluate(self, model: SequenceModel, split: str, device: torch.device, data_path: str | None = None) -> dict[str, float]:
         """Mean loss over (nearly) every token of the split, state carried through it.
 
         The split is cut into at most batch_size rows; only the remainder of that cut (fewer than
@@ -193,7 +192,7 @@ class LanguageModelTask:
         prompt: str,
         length: int,
         temperature: float,
-        top_k: Optional[int],
+        top_k: int | None,
         generator: torch.Generator,
     ) -> Iterator[str]:
         """Text pieces continuing `prompt`. The prompt is checked and read in one fused call
@@ -211,7 +210,9 @@ class LanguageModelTask:
         model.eval()
         logits, state = model(torch.from_numpy(prompt_ids.astype(np.int64))[None, :])
         stepper = CellStepper(model)
-        tokens = self._sample_tokens(stepper, stepper.split_state(state), logits[:, -1].float(), length, temperature, top_k, generator)
+        tokens = self._sample_tokens(
+            stepper, stepper.split_state(state), logits[:, -1].float(), length, temperature, top_k, generator
+        )
         return detokenize_pieces(tokens, vocab.tokenizer, continues_line=bool(prompt) and not prompt.endswith("\n"))
 
     @torch.no_grad()
@@ -222,7 +223,7 @@ class LanguageModelTask:
         logits: torch.Tensor,  # (1, vocab): the distribution of the first token to emit
         length: int,
         temperature: float,
-        top_k: Optional[int],
+        top_k: int | None,
         generator: torch.Generator,
     ) -> Iterator[str]:
         tokens = self.vocabulary.tokens
@@ -238,4 +239,3 @@ class LanguageModelTask:
                 token = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)[:, 0]
             yield tokens[int(token)]
             logits = stepper.step(token, layer_states).float()
-
