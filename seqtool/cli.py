@@ -5,6 +5,7 @@ level, so `seqtool --help` stays fast; user-facing errors become `Error: ...` an
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
 import traceback
@@ -90,65 +91,68 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[
-        Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
-    ],
-    data: Annotated[Path | None, typer.Option("--data", help="Evaluate on this file instead of the run's own split.")] = None,
-    split: Annotated[str, typer.Option("--split", help="Which held-out part of the run's data: val or test.")] = "val",
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)],
+    data: Annotated[Path | None, typer.Option("--data", help="Evaluate on this file instead of the run's own data.")] = None,
+    split: Annotated[str, typer.Option("--split", help="Which held-out part: val or test.")] = "val",
     as_json: Annotated[bool, typer.Option("--json", help="Print one flat JSON object of metrics on stdout.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Forecasts: draw the backtest on the held-out part to this PNG.")] = None,
 ) -> None:
-    """Score a trained model and its baselines on held-out data."""
+    """Score a trained model beside its baselines on held-out data."""
     if split not in ("val", "test"):
         raise SeqtoolError(f"--split must be val or test, got {split!r}")
     from seqtool import engine
 
-    metrics = engine.evaluate(checkpoint, split=split, data_path=str(data) if data else None)
+    metrics, baselines = engine.evaluate(checkpoint, split=split, data_path=str(data) if data else None, plot_path=plot)
     if as_json:
-        typer.echo(json.dumps(metrics))
+        typer.echo(json.dumps({k: (v if math.isfinite(v) else None) for k, v in metrics.items()}))
         return
-    Console().print(_metrics_table(metrics, f"{data or split}"))
+    Console().print(_metrics_table(metrics, baselines, str(data or split)))
+    if plot:
+        Console().print(f"Backtest plot written to {plot}")
 
 
-def _metrics_table(metrics: dict[str, float], title: str) -> Table:
-    """Model beside baselines: `loss` next to `unigram_loss`, one baseline per column."""
-    counts = {k: v for k, v in metrics.items() if k in ("tokens", "samples")}
-    plain = [k for k in metrics if "_" not in k or k in ("bits_per_token", "bits_per_char")]
-    plain = [k for k in plain if k not in counts]
-    baselines = sorted({k[: -len(m) - 1] for k in metrics for m in plain if k.endswith("_" + m) and k != m})
-    table = Table(title=f"Evaluation on {title}" + "".join(f", {int(v):,} {k}" for k, v in counts.items()))
+def _metrics_table(metrics: dict[str, float], baselines: tuple[str, ...], title: str) -> Table:
+    """The model's metrics beside each baseline's: `mase` next to `naive_mase`, and so on."""
+    counts = {k: v for k, v in metrics.items() if isinstance(v, int)}
+    own = [k for k in metrics if k not in counts and not any(k.startswith(b + "_") for b in baselines)]
+    table = Table(title=f"Evaluation on {title}" + "".join(f", {v:,} {k}" for k, v in counts.items()))
     table.add_column("metric")
     table.add_column("model", justify="right", style="bold")
     for name in baselines:
-        table.add_column(f"{name} baseline", justify="right")
-    for metric in plain:
-        row = [metric, f"{metrics[metric]:.4f}"]
-        row += [f"{metrics[f'{b}_{metric}']:.4f}" if f"{b}_{metric}" in metrics else "-" for b in baselines]
-        table.add_row(*row)
+        table.add_column(name.replace("_", "-"), justify="right")
+    for metric in own:
+        cells = [metrics.get(metric)] + [metrics.get(f"{b}_{metric}") for b in baselines]
+        table.add_row(metric, *("-" if v is None else f"{v:.4f}" for v in cells))
     return table
 
 
 @app.command()
 def predict(
-    checkpoint: Annotated[
-        Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
-    ],
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)],
     prompt: Annotated[str, typer.Option("--prompt", help="Language models: text to continue.")] = "",
     length: Annotated[int, typer.Option("--length", min=1, help="Language models: tokens to generate.")] = 500,
-    temperature: Annotated[
-        float, typer.Option("--temperature", min=0.0, help="Language models: sampling temperature (0 = greedy).")
-    ] = 1.0,
-    top_k: Annotated[
-        int | None, typer.Option("--top-k", min=1, help="Language models: sample among the k likeliest tokens only.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed for sampling (default: random).")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Language models: sampling temperature (0 = greedy).")] = 1.0,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Language models: sample among the k likeliest tokens only.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Language models: seed for sampling (default: random).")] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="Language models: independent samples to draw.")] = 1,
+    data: Annotated[Path | None, typer.Option("--data", help="Forecasts: CSV whose last rows are the context (default: the training data's end).")] = None,
+    horizon: Annotated[int | None, typer.Option("--horizon", min=1, help="Forecasts: steps to forecast (at most the model's horizon).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Forecasts: write the forecast CSV here (default: stdout).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Forecasts: draw history, forecast and interval to this PNG.")] = None,
 ) -> None:
-    """Run a trained model: generate text from a language model, streamed as it is produced."""
-    import torch
-
+    """Run a trained model: stream generated text, or forecast beyond the data."""
     from seqtool import engine
 
     task, model, _ = engine.load_trained(checkpoint)
+    if task.config.task == "forecast":
+        _forecast(task, model, data, horizon, output, plot)
+    else:
+        _generate(task, model, prompt, length, temperature, top_k, seed, num_samples)
+
+
+def _generate(task, model, prompt: str, length: int, temperature: float, top_k: int | None, seed: int | None, num_samples: int) -> None:
+    import torch
+
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else torch.seed())
     out = sys.stdout
@@ -162,6 +166,23 @@ def predict(
             out.flush()
         out.write("\n")
         out.flush()
+
+
+def _forecast(task, model, data: Path | None, horizon: int | None, output: Path | None, plot: Path | None) -> None:
+    from seqtool.checkpoint import atomic_write_text
+
+    table = task.predict_future(model, str(data) if data else None, horizon)
+    text = table.to_csv(index=False, float_format="%.6g")
+    if output:
+        atomic_write_text(output, text)
+        Console(stderr=True).print(f"Forecast of {len(table)} steps written to {output}")
+    else:
+        sys.stdout.write(text)
+    if plot:
+        from seqtool.plots import forecast_plot
+
+        forecast_plot(plot, task.history(str(data) if data else None), table, task.config.data.target, task.interval_level)
+        Console(stderr=True).print(f"Forecast plot written to {plot}")
 
 
 def main() -> None:

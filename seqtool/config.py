@@ -23,12 +23,14 @@ import yaml
 
 from seqtool.errors import SeqtoolError
 
-TaskName = Literal["language_model"]
+TaskName = Literal["language_model", "forecast"]
 ModelType = Literal["rnn", "lstm", "gru"]
 
 
 def _field(default: Any, help: str, **checks: Any) -> Any:
     """A dataclass field with its help text and range checks (`ge`, `gt`, `le`, `lt`)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **checks})
     return field(default=default, metadata={"help": help, **checks})
 
 
@@ -42,6 +44,25 @@ class LanguageModelData:
     val_fraction: float = _field(0.1, "tail of `path` held out for validation", gt=0.0, lt=1.0)
     test_fraction: float = _field(0.0, "tail of `path` held out for testing (after val)", ge=0.0, lt=1.0)
     min_freq: int = _field(1, "word tokenizer: rarer words become <unk>", ge=1)
+
+
+@dataclass
+class ForecastData:
+    path: str | None = _field(None, "CSV file with one row per time step")
+    date_column: list[str] | None = _field(None, "date column, or its parts such as [year, month, day, hour]")
+    frequency: str | None = _field(None, "pandas frequency (D, h, MS, ...); inferred from the dates if absent")
+    target: list[str] = _field([], "column(s) to forecast")
+    features: list[str] = _field([], "extra numeric input columns (past covariates)")
+    categorical: list[str] = _field([], "extra categorical input columns, one-hot encoded")
+    calendar_features: bool = _field(False, "add sin/cos of hour, weekday and month derived from the dates")
+    context_length: int = _field(24, "input window: time steps the model sees", ge=1)
+    horizon: int = _field(12, "time steps predicted at once (direct multi-step)", ge=1)
+    val_fraction: float = _field(0.2, "chronological tail held out for validation", gt=0.0, lt=1.0)
+    test_fraction: float = _field(0.0, "chronological tail held out for testing (after val)", ge=0.0, lt=1.0)
+    scaler: Literal["standard", "minmax", "none"] = _field("standard", "per-column scaling, fitted on the training part only")
+    missing: Literal["interpolate", "ffill", "drop", "error"] = _field("interpolate", "what to do with empty or NA cells")
+    seasonality: int | None = _field(None, "seasonal period for seasonal-naive and MASE; inferred from the frequency if absent", ge=1)
+    backtest_stride: int = _field(1, "distance between forecast origins in the backtest", ge=1)
 
 
 @dataclass
@@ -73,9 +94,13 @@ class TrainingConfig:
     early_stopping_patience: int | None = _field(None, "stop after N evaluations without improvement", ge=1)
     device: str = _field("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = _field("fp32", "bf16 uses autocast where the device supports it")
+    loss: Literal["mse", "mae", "huber", "gaussian_nll", "quantile"] | None = _field(
+        None, "forecast loss (default mse); gaussian_nll and quantile give prediction intervals"
+    )
+    quantiles: list[float] = _field([0.1, 0.5, 0.9], "levels predicted with loss: quantile (outermost = interval)")
 
 
-DATA_SCHEMAS: dict[str, type] = {"language_model": LanguageModelData}
+DATA_SCHEMAS: dict[str, type] = {"language_model": LanguageModelData, "forecast": ForecastData}
 
 
 @dataclass
@@ -208,6 +233,10 @@ def _coerce(value: Any, annotation: Any, path: str, where: _Where) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(value, inner, path, where)
+    if origin is list:
+        (inner,) = args
+        items = value if isinstance(value, list) else [value]
+        return [_coerce(item, inner, f"{path}[{i}]", where) for i, item in enumerate(items)]
     if origin is Literal:
         if isinstance(value, str) and value in args:
             return value
@@ -328,6 +357,21 @@ def _check_consistency(config: Config, where: _Where) -> None:
             raise SeqtoolError(f"{where('data.val')} is missing: data.train needs a validation file")
         if data.path and data.val_fraction + data.test_fraction >= 0.9:
             raise SeqtoolError(f"{where('data.val_fraction')}: val_fraction + test_fraction leaves under 10% for training")
+    if isinstance(data, ForecastData):
+        if not data.path:
+            raise SeqtoolError(f"{where('data.path')} is missing: the CSV file to forecast")
+        if not data.target:
+            raise SeqtoolError(f"{where('data.target')} is missing: the column(s) to forecast")
+        if model.tie_weights:
+            raise SeqtoolError(f"{where('model.tie_weights')} applies to language models only")
+        if data.val_fraction + data.test_fraction >= 0.9:
+            raise SeqtoolError(f"{where('data.val_fraction')}: val_fraction + test_fraction leaves under 10% for training")
+        if training.loss == "quantile":
+            qs = training.quantiles
+            if len(qs) < 2 or any(not 0 < q < 1 for q in qs) or qs != sorted(set(qs)):
+                raise SeqtoolError(f"{where('training.quantiles')} must be at least two increasing levels between 0 and 1, got {qs}")
+    elif training.loss is not None:
+        raise SeqtoolError(f"{where('training.loss')} applies to task: forecast (language models use cross-entropy)")
     if model.tie_weights and model.embedding_size != model.hidden_size:
         raise SeqtoolError(
             f"{where('model.tie_weights')} needs model.embedding_size == model.hidden_size "

@@ -461,9 +461,19 @@ def load_trained(target: str | Path, device: str = "cpu") -> tuple[Task, Sequenc
     return task, model, payload
 
 
-def evaluate(target: str | Path, split: str = "val", data_path: str | None = None) -> dict[str, float]:
-    """Metrics of a trained model and its baselines on a split or on another file."""
+def evaluate(
+    target: str | Path, split: str = "val", data_path: str | None = None, plot_path: str | Path | None = None
+) -> tuple[dict[str, float], tuple[str, ...]]:
+    """Metrics of a trained model and its baselines on a split or on another file, and the
+    baselines' names (their metrics carry the name as a prefix)."""
     task, model, _ = load_trained(target)
     device = next(model.parameters()).device
     with autocast(device, task.config.training.precision):
-        return task.evaluate(model, split, device, data_path=data_path)
+        metrics = task.evaluate(model, split, device, data_path=data_path)
+    if plot_path is not None:
+        if not hasattr(task, "backtest_frame"):
+            raise SeqtoolError(f"--plot is not available for task {task.config.task}")
+        from seqtool.plots import backtest_plot
+
+        backtest_plot(plot_path, task.backtest_frame(model, split, data_path), task.interval_level, split)
+    return metrics, task.baselines

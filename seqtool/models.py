@@ -18,16 +18,22 @@ _RECURRENT = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 class SequenceModel(nn.Module):
-    """Embedding -> dropout -> stacked recurrent layers -> dropout -> linear head."""
+    """Input layer -> dropout -> stacked recurrent layers -> dropout -> linear head.
 
-    def __init__(self, config: ModelConfig, vocab_size: int, output_size: int):
+    The input layer is an embedding for token ids (`vocab_size`), or nothing for real-valued
+    features (`input_size`), which go straight into the recurrent layers.
+    """
+
+    def __init__(self, config: ModelConfig, output_size: int, vocab_size: int | None = None, input_size: int | None = None):
         super().__init__()
+        if (vocab_size is None) == (input_size is None):
+            raise ValueError("give exactly one of vocab_size (tokens) and input_size (features)")
         self.config = config
-        self.embedding = nn.Embedding(vocab_size, config.embedding_size)
+        self.embedding = nn.Embedding(vocab_size, config.embedding_size) if vocab_size is not None else None
         self.dropout = nn.Dropout(config.dropout)
         extra = {"nonlinearity": config.nonlinearity} if config.type == "rnn" else {}
         self.recurrent = _RECURRENT[config.type](
-            config.embedding_size,
+            config.embedding_size if vocab_size is not None else input_size,
             config.hidden_size,
             num_layers=config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
@@ -39,10 +45,19 @@ class SequenceModel(nn.Module):
             # Press & Wolf (2017), "Using the Output Embedding to Improve Language Models".
             self.head.weight = self.embedding.weight
 
-    def forward(self, tokens: torch.Tensor, state: RecurrentState | None = None) -> tuple[torch.Tensor, RecurrentState]:
-        """tokens (batch, time) -> outputs (batch, time, output_size) and the final state."""
-        embedded = self.dropout(self.embedding(tokens))  # (batch, time, embedding_size)
-        hidden, state = self.recurrent(embedded, state)  # (batch, time, hidden_size)
+    def forward(
+        self, inputs: torch.Tensor, state: RecurrentState | None = None, last_only: bool = False
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        """inputs: token ids (batch, time) or features (batch, time, input_size).
+
+        Returns outputs (batch, time, output_size), or (batch, output_size) for the last time step
+        only when `last_only` (a forecast or a classification reads the final state), and the state.
+        """
+        if self.embedding is not None:
+            inputs = self.dropout(self.embedding(inputs))  # (batch, time, embedding_size)
+        hidden, state = self.recurrent(inputs, state)  # (batch, time, hidden_size)
+        if last_only:
+            hidden = hidden[:, -1]  # (batch, hidden_size)
         return self.head(self.dropout(hidden)), state
 
 

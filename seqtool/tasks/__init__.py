@@ -19,6 +19,7 @@ class Task(Protocol):
 
     config: Config
     unit: str  # what throughput counts: "tok" or "samples"
+    baselines: tuple[str, ...]  # names prefixing baseline metrics in `evaluate`
 
     def load_training_data(self) -> None:
         """Read and encode the train and validation data (building vocabularies or scalers)."""
@@ -49,7 +50,10 @@ class Task(Protocol):
         """Move restored training state (loaded on CPU) to the training device."""
 
 
-TASKS = {"language_model": "seqtool.tasks.language_model:LanguageModelTask"}
+TASKS = {
+    "language_model": "seqtool.tasks.language_model:LanguageModelTask",
+    "forecast": "seqtool.tasks.forecast:ForecastTask",
+}
 
 
 def make_task(config: Config, artifacts: dict[str, Any] | None = None) -> Task:

@@ -33,6 +33,7 @@ from seqtool.models import CellStepper, RecurrentState, SequenceModel, detach_st
 
 class LanguageModelTask:
     unit = "tok"
+    baselines = ("unigram",)
 
     def __init__(self, config: Config, artifacts: dict[str, Any] | None = None):
         self.config = config
@@ -103,7 +104,7 @@ class LanguageModelTask:
 
     def build_model(self) -> SequenceModel:
         size = len(self.vocabulary)
-        return SequenceModel(self.config.model, vocab_size=size, output_size=size)
+        return SequenceModel(self.config.model, output_size=size, vocab_size=size)
 
     def steps_per_epoch(self) -> int:
         return len(self.windows)

@@ -1,0 +1,268 @@
+"""CSV time series: parse, regularise, clean, encode, scale and window. Pure functions, no torch.
+
+The pipeline a forecast config runs, in order:
+
+    read_csv -> parse_dates (one column or year/month/day/hour parts) -> sort, refuse duplicates
+    -> regular_index (infer the frequency, insert rows for missing timestamps)
+    -> numeric_columns (non-numeric cells are errors naming row and column)
+    -> fill_missing (interpolate | ffill | drop | error) -> one_hot (categorical columns)
+    -> calendar features -> split chronologically -> Scaler fitted on the training rows only
+    -> windows (strided views: no copy per window)
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from seqtool.errors import SeqtoolError
+
+_DATE_PARTS = ("year", "month", "day", "hour", "minute", "second")
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """Read a CSV as strings-or-numbers with pandas; errors name the file (and byte offset)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SeqtoolError(f"data file not found: {path}") from None
+    except IsADirectoryError:
+        raise SeqtoolError(f"data path is a directory, not a CSV file: {path}") from None
+    except PermissionError:
+        raise SeqtoolError(f"data file is not readable (permission denied): {path}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SeqtoolError(f"{path}: not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at byte offset {exc.start})") from None
+    if not text.strip():
+        raise SeqtoolError(f"{path}: the file is empty")
+    try:
+        frame = pd.read_csv(io.StringIO(text), skipinitialspace=True)
+    except pd.errors.ParserError as exc:
+        raise SeqtoolError(f"{path}: not a valid CSV ({str(exc).strip().splitlines()[-1]})") from None
+    except pd.errors.EmptyDataError:
+        raise SeqtoolError(f"{path}: the file has no columns") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise SeqtoolError(f"{path}: the CSV has a header but no rows")
+    return frame
+
+
+def check_columns(frame: pd.DataFrame, wanted: dict[str, list[str]], source: str) -> None:
+    """Every configured column must exist; the error lists the columns that do."""
+    for key, columns in wanted.items():
+        for column in columns:
+            if column not in frame.columns:
+                raise SeqtoolError(
+                    f"{source}: column '{column}' (data.{key}) not found; the file has columns: {', '.join(frame.columns)}"
+                )
+
+
+def csv_row(index: int) -> int:
+    """The line number of a data row in the CSV file (header is line 1)."""
+    return int(index) + 2
+
+
+def parse_dates(frame: pd.DataFrame, date_columns: list[str], source: str) -> pd.Series:
+    """Timestamps from one column, or assembled from parts such as year, month, day, hour."""
+    if len(date_columns) == 1:
+        values = frame[date_columns[0]]
+        parsed = pd.to_datetime(values.astype(str).str.strip(), errors="coerce", format="mixed")
+    elif all(c.lower() in _DATE_PARTS for c in date_columns):
+        parts = frame[date_columns].rename(columns={c: c.lower() for c in date_columns})
+        parts = parts.apply(pd.to_numeric, errors="coerce")
+        parsed = pd.to_datetime(parts, errors="coerce")
+        values = frame[date_columns].astype(str).agg(" ".join, axis=1)
+    else:
+        values = frame[date_columns].astype(str).agg(" ".join, axis=1)
+        parsed = pd.to_datetime(values, errors="coerce", format="mixed")
+    bad = parsed.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise SeqtoolError(f"{source}: row {csv_row(i)}: cannot parse date {values.iloc[i]!r} in column {'/'.join(date_columns)}")
+    return pd.Series(parsed.to_numpy(), index=frame.index)
+
+
+def order_by_time(frame: pd.DataFrame, dates: pd.Series, source: str) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
+    """Rows in time order (newest-first files, common for stock prices, are reversed); duplicate
+    timestamps are an error naming both rows."""
+    duplicated = dates.duplicated(keep=False)
+    if duplicated.any():
+        rows = [csv_row(i) for i in np.flatnonzero(duplicated.to_numpy())[:2]]
+        raise SeqtoolError(f"{source}: duplicate timestamp {dates[duplicated].iloc[0]} at rows {rows[0]} and {rows[1]}")
+    order = np.argsort(dates.to_numpy(), kind="stable")
+    frame = frame.iloc[order].reset_index(drop=True)
+    return frame, pd.DatetimeIndex(dates.to_numpy()[order])
+
+
+def infer_frequency(index: pd.DatetimeIndex, given: str | None, source: str) -> str:
+    """The series' frequency: as given, as pandas infers it, or (when a few timestamps are
+    missing, which defeats pandas) the most common frequency of short runs of the series."""
+    if given:
+        try:
+            return pd.tseries.frequencies.to_offset(given).freqstr
+        except ValueError:
+            raise SeqtoolError(f"data.frequency: {given!r} is not a pandas frequency such as D, h, MS, W") from None
+    if len(index) >= 3:
+        freq = pd.infer_freq(index)
+        if freq:
+            return freq
+        votes = Counter(pd.infer_freq(index[i : i + 8]) for i in range(0, len(index) - 8, 4))
+        votes.pop(None, None)
+        if votes:
+            return votes.most_common(1)[0][0]
+    raise SeqtoolError(f"{source}: cannot infer the series' frequency from its dates; set data.frequency (e.g. D, h, MS)")
+
+
+def regular_index(frame: pd.DataFrame, index: pd.DatetimeIndex, freq: str, source: str) -> tuple[pd.DataFrame, int]:
+    """Reindex onto the full regular range so every step is one period; returns the frame and
+    how many timestamps were missing (their rows are empty until `fill_missing`)."""
+    full = pd.date_range(index[0], index[-1], freq=freq)
+    if len(full) == len(index) and (full == index).all():
+        return frame.set_index(index), 0
+    off_grid = ~index.isin(full)
+    if off_grid.any():
+        raise SeqtoolError(f"{source}: timestamp {index[off_grid][0]} does not fall on the series' frequency {freq}; set data.frequency")
+    frame = frame.set_index(index).reindex(full)
+    return frame, len(full) - len(index)
+
+
+def numeric_columns(frame: pd.DataFrame, columns: list[str], source: str, positions: np.ndarray | None = None) -> pd.DataFrame:
+    """Columns as float64; empty or NA cells become NaN, anything else non-numeric is an error."""
+    out = {}
+    for column in columns:
+        values = frame[column]
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna() & values.notna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            row = csv_row(positions[i]) if positions is not None else csv_row(i)
+            raise SeqtoolError(f"{source}: row {row}, column '{column}': {values.iloc[i]!r} is not a number")
+        numbers = numbers.astype("float64")
+        if np.isinf(numbers.to_numpy()).any():
+            i = int(np.flatnonzero(np.isinf(numbers.to_numpy()))[0])
+            row = csv_row(positions[i]) if positions is not None else csv_row(i)
+            raise SeqtoolError(f"{source}: row {row}, column '{column}': infinite value")
+        out[column] = numbers
+    return pd.DataFrame(out, index=frame.index)
+
+
+def fill_missing(values: pd.DataFrame, policy: str, source: str) -> pd.DataFrame:
+    """Fill NaN cells: interpolate in time, carry forward, drop the rows, or refuse."""
+    if not values.isna().any().any():
+        return values
+    if policy == "error":
+        column = values.columns[values.isna().any()][0]
+        when = values.index[values[column].isna()][0]
+        raise SeqtoolError(f"{source}: missing value in column '{column}' at {when} (data.missing: error)")
+    if policy == "drop":
+        return values.dropna()
+    filled = values.interpolate(method="linear", limit_direction="both") if policy == "interpolate" else values.ffill().bfill()
+    empty = filled.columns[filled.isna().all()]
+    if len(empty):
+        raise SeqtoolError(f"{source}: column '{empty[0]}' has no values at all")
+    return filled
+
+
+def one_hot(frame: pd.DataFrame, column: str, categories: list[str]) -> pd.DataFrame:
+    """0/1 columns `column=value` for the known categories; unseen values get all zeros."""
+    values = frame[column].astype(str)
+    return pd.DataFrame({f"{column}={c}": (values == c).astype("float64") for c in categories}, index=frame.index)
+
+
+def calendar_features(index: pd.DatetimeIndex, freq: str) -> pd.DataFrame:
+    """Cyclical encodings (sin, cos) of the calendar cycles finer than the series spans:
+    hour of day for sub-daily data, day of week for daily or finer, month of year for anything
+    finer than yearly."""
+    step = pd.tseries.frequencies.to_offset(freq)
+    probe = pd.Timestamp("2000-01-01")
+    seconds = ((probe + step) - probe).total_seconds()
+    cycles = []
+    if seconds < 86400:
+        cycles.append(("hour", index.hour + index.minute / 60, 24))
+    if seconds <= 86400:
+        cycles.append(("dayofweek", index.dayofweek, 7))
+    if seconds < 365 * 86400:
+        cycles.append(("month", index.month - 1 + (index.day - 1) / 31, 12))
+    out = {}
+    for name, value, period in cycles:
+        angle = 2 * np.pi * np.asarray(value, dtype=np.float64) / period
+        out[f"{name}_sin"], out[f"{name}_cos"] = np.sin(angle), np.cos(angle)
+    return pd.DataFrame(out, index=index)
+
+
+def continue_dates(last: pd.Timestamp, freq: str, steps: int) -> pd.DatetimeIndex:
+    """The `steps` timestamps after `last` at the series' frequency."""
+    return pd.date_range(last, periods=steps + 1, freq=freq)[1:]
+
+
+def seasonality_from_frequency(freq: str) -> int | None:
+    """The usual seasonal period for a frequency: 12 for monthly, 24 for hourly, 7 for daily..."""
+    base = pd.tseries.frequencies.to_offset(freq).name.upper().rstrip("S").split("-")[0]
+    return {"M": 12, "ME": 12, "MS": 12, "Q": 4, "QE": 4, "QS": 4, "H": 24, "D": 7, "B": 5, "W": 52, "T": 60, "MIN": 60}.get(base)
+
+
+@dataclass
+class Scaler:
+    """Per-column affine scaling fitted on training rows only, so validation data never leaks
+    into the inputs the model trains on."""
+
+    kind: str
+    shift: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, values: np.ndarray, kind: str) -> Scaler:
+        columns = values.shape[1]
+        if kind == "standard":
+            shift, scale = values.mean(axis=0), values.std(axis=0)
+        elif kind == "minmax":
+            shift, scale = values.min(axis=0), values.max(axis=0) - values.min(axis=0)
+        else:
+            shift, scale = np.zeros(columns), np.ones(columns)
+        scale = np.where(scale > 1e-12, scale, 1.0)  # a constant column stays as it is
+        return cls(kind, shift.astype(np.float64), scale.astype(np.float64))
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return (values - self.shift) / self.scale
+
+    def inverse(self, values: np.ndarray, columns: slice | list[int] = slice(None)) -> np.ndarray:
+        return values * self.scale[columns] + self.shift[columns]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "shift": self.shift.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scaler:
+        return cls(data["kind"], np.asarray(data["shift"], dtype=np.float64), np.asarray(data["scale"], dtype=np.float64))
+
+
+def window_origins(start: int, stop: int, context_length: int, horizon: int, stride: int = 1) -> np.ndarray:
+    """Forecast origins t whose context rows [t - context_length, t) exist and whose target rows
+    [t, t + horizon) lie inside [start, stop).
+
+    Rows 0..9, context_length 3, horizon 2, start 0, stop 10:
+
+        t=3:  context 0 1 2 | targets 3 4
+        t=4:  context 1 2 3 | targets 4 5
+        ...
+        t=8:  context 5 6 7 | targets 8 9
+    """
+    first = max(start, context_length)
+    return np.arange(first, stop - horizon + 1, stride, dtype=np.int64)
+
+
+def gather_windows(array: np.ndarray, origins: np.ndarray, offset: int, length: int) -> np.ndarray:
+    """Rows [t + offset, t + offset + length) for each origin t: (len(origins), length, columns).
+
+    Uses a strided view of `array`, so only the selected windows are copied, never all of them.
+    """
+    view = np.lib.stride_tricks.sliding_window_view(array, length, axis=0)  # (rows - length + 1, columns, length)
+    return view[origins + offset].transpose(0, 2, 1)

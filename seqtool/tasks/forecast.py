@@ -1,0 +1,423 @@
+"""Forecasting CSV time series: direct multi-step prediction from a context window.
+
+For an origin t the model reads rows [t - context_length, t) of every input column and predicts
+the target columns at rows [t, t + horizon) in one shot. Target inputs and outputs are taken
+relative to the last observed target value (in scaled units), so the network forecasts the
+change from "now": a series that trends beyond its training range (airline passengers) still
+looks familiar to it, and a network that learns nothing falls back to the naive forecast.
+
+The split is chronological (train | val | test), the scaler is fitted on the training rows only,
+and evaluation is a rolling-origin backtest over the held-out tail, in the data's own units,
+beside three baselines: naive, seasonal naive and a linear autoregression.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from seqtool.config import Config
+from seqtool.data import series
+from seqtool.errors import SeqtoolError
+from seqtool.models import SequenceModel
+
+Z_80 = 1.2815515655446004  # standard normal quantile of 0.9: mean +- Z_80 sigma covers 80%
+
+
+@dataclass
+class PreparedSeries:
+    """A cleaned series: `values` (rows, columns) in original units, targets first."""
+
+    values: np.ndarray
+    columns: list[str]
+    index: pd.Index  # DatetimeIndex, or a RangeIndex when the CSV has no date column
+    frequency: str | None
+    source: str
+    filled_gaps: int
+
+
+class ForecastTask:
+    unit = "samples"
+    baselines = ("naive", "seasonal_naive", "linear")
+
+    def __init__(self, config: Config, artifacts: dict[str, Any] | None = None):
+        self.config = config
+        self.data = config.data
+        self.artifacts_ = dict(artifacts) if artifacts else None
+        self.scaler = series.Scaler.from_dict(artifacts["scaler"]) if artifacts else None
+        self.train_inputs: np.ndarray | None = None  # scaled (rows, columns) of the training data file
+        self.train_origins = np.empty(0, dtype=np.int64)
+        self.order = np.empty(0, dtype=np.int64)
+        self.prepared: PreparedSeries | None = None
+        self._categories: dict[str, list[str]] = {}
+        self._eval_cache: dict[str, Any] = {}
+
+    # ---- data ----------------------------------------------------------------------------------
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.data.target)
+
+    def _prepare(self, path: str) -> PreparedSeries:
+        """CSV -> cleaned values. Column layout and categories come from the checkpoint when
+        there is one, so evaluation and prediction see exactly the training columns."""
+        data = self.data
+        source = str(path)
+        frame = series.read_csv(path)
+        date_columns = data.date_column or []
+        series.check_columns(
+            frame,
+            {"target": data.target, "features": data.features, "categorical": data.categorical, "date_column": date_columns},
+            source,
+        )
+        frequency, gaps = None, 0
+        frame = frame.assign(_row=np.arange(len(frame), dtype=np.float64))  # CSV positions, for error messages
+        if date_columns:
+            dates = series.parse_dates(frame, date_columns, source)
+            frame, index = series.order_by_time(frame, dates, source)
+            frequency = self.artifacts_["frequency"] if self.artifacts_ else series.infer_frequency(index, data.frequency, source)
+            frame, gaps = series.regular_index(frame, index, frequency, source)
+        positions = np.nan_to_num(frame["_row"].to_numpy(), nan=0).astype(np.int64)
+        numeric = series.numeric_columns(frame, data.target + data.features, source, positions)
+        numeric = series.fill_missing(numeric, data.missing, source)
+        parts = [numeric]
+        categories = dict(self.artifacts_["categories"]) if self.artifacts_ else {}
+        for column in data.categorical:
+            if column not in categories:
+                categories[column] = sorted(frame[column].dropna().astype(str).unique().tolist())
+            parts.append(series.one_hot(frame.loc[numeric.index], column, categories[column]))
+        if data.calendar_features:
+            if frequency is None:
+                raise SeqtoolError("data.calendar_features needs data.date_column")
+            parts.append(series.calendar_features(pd.DatetimeIndex(numeric.index), frequency))
+        table = pd.concat(parts, axis=1)
+        self._categories = categories
+        return PreparedSeries(table.to_numpy(np.float64), list(table.columns), table.index, frequency, source, gaps)
+
+    def _split_bounds(self, rows: int) -> tuple[int, int]:
+        """End of the training rows and end of the validation rows (the test rows follow)."""
+        n_test = round(rows * self.data.test_fraction)
+        n_val = round(rows * self.data.val_fraction)
+        return rows - n_val - n_test, rows - n_test
+
+    def load_training_data(self) -> None:
+        data = self.data
+        prepared = self._prepare(data.path)
+        train_end, _ = self._split_bounds(len(prepared.values))
+        needed = data.context_length + data.horizon
+        if train_end < needed:
+            raise SeqtoolError(
+                f"{prepared.source}: the training part has {train_end} rows, fewer than data.context_length + "
+                f"data.horizon = {needed}; lower them or give a longer series"
+            )
+        if self.scaler is None:
+            self.scaler = series.Scaler.fit(prepared.values[:train_end], data.scaler)
+        self.train_inputs = self.scaler.transform(prepared.values)
+        self.train_origins = series.window_origins(0, train_end, data.context_length, data.horizon)
+        self._check_eval_rows(prepared, "val")
+        self.prepared = prepared
+        m = data.seasonality or (series.seasonality_from_frequency(prepared.frequency) if prepared.frequency else None)
+        self.artifacts_ = {
+            "columns": prepared.columns,
+            "categories": self._categories,
+            "frequency": prepared.frequency,
+            "scaler": self.scaler.to_dict(),
+            "seasonality": m,
+            "last_context": self.train_inputs[-data.context_length :].tolist(),
+            "last_index": str(prepared.index[-1]),
+            "date_name": "/".join(data.date_column) if data.date_column else None,
+        }
+
+    def _check_eval_rows(self, prepared: PreparedSeries, split: str) -> None:
+        train_end, val_end = self._split_bounds(len(prepared.values))
+        start, stop = (train_end, val_end) if split == "val" else (val_end, len(prepared.values))
+        if stop - start < self.data.horizon:
+            raise SeqtoolError(
+                f"{prepared.source}: the {split} part has {stop - start} rows, fewer than data.horizon = "
+                f"{self.data.horizon}; raise data.{split}_fraction or lower the horizon"
+            )
+
+    def artifacts(self) -> dict[str, Any]:
+        return self.artifacts_
+
+    # ---- model and training ------------------------------------------------------------------
+
+    @property
+    def outputs_per_step(self) -> int:
+        loss = self.config.training.loss
+        return {"gaussian_nll": 2, "quantile": len(self.config.training.quantiles)}.get(loss, 1)
+
+    def build_model(self) -> SequenceModel:
+        size = self.data.horizon * self.n_targets * self.outputs_per_step
+        return SequenceModel(self.config.model, output_size=size, input_size=len(self.artifacts_["columns"]))
+
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(len(self.train_origins) / self.config.training.batch_size))
+
+    def units_per_step(self) -> int:
+        return min(self.config.training.batch_size, len(self.train_origins))
+
+    def start_epoch(self, epoch: int) -> None:
+        # Shuffle windows (each is self-contained; the split itself stays chronological). The
+        # order depends on seed and epoch only, so a resumed run sees the same batches.
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        self.order = self.train_origins[torch.randperm(len(self.train_origins), generator=generator).numpy()]
+
+    def _windows(self, inputs: np.ndarray, origins: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """Model inputs (batch, context, columns) and targets (batch, horizon, targets), with the
+        targets' last observed values subtracted; returns that base too, (batch, targets)."""
+        k, context, horizon = self.n_targets, self.data.context_length, self.data.horizon
+        x = series.gather_windows(inputs, origins, -context, context).copy()  # (batch, context, columns)
+        base = x[:, -1, :k].copy()  # (batch, targets)
+        x[:, :, :k] -= base[:, None, :]
+        y = series.gather_windows(inputs[:, :k], origins, 0, horizon) - base[:, None, :]  # (batch, horizon, targets)
+        return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32)), base
+
+    def _outputs(self, model: SequenceModel, x: torch.Tensor) -> torch.Tensor:
+        out, _ = model(x, last_only=True)  # (batch, horizon * targets * outputs_per_step)
+        return out.float().reshape(len(x), self.data.horizon, self.n_targets, self.outputs_per_step)
+
+    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """out (batch, horizon, targets, outputs_per_step), y (batch, horizon, targets)."""
+        loss = self.config.training.loss or "mse"
+        if loss == "mse":
+            return F.mse_loss(out[..., 0], y)
+        if loss == "mae":
+            return F.l1_loss(out[..., 0], y)
+        if loss == "huber":
+            return F.huber_loss(out[..., 0], y, delta=1.0)
+        if loss == "gaussian_nll":
+            return F.gaussian_nll_loss(out[..., 0], y, F.softplus(out[..., 1]) + 1e-6)
+        levels = torch.tensor(self.config.training.quantiles, device=out.device)
+        error = y.unsqueeze(-1) - out  # (batch, horizon, targets, quantiles)
+        return torch.maximum(levels * error, (levels - 1) * error).mean()  # pinball loss
+
+    def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor:
+        size = self.config.training.batch_size
+        origins = self.order[batch_index * size : (batch_index + 1) * size]
+        x, y, _ = self._windows(self.train_inputs, origins)
+        return self._loss(self._outputs(model, x.to(device)), y.to(device))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def move_state(self, device: torch.device) -> None:
+        pass
+
+    # ---- forecasting -------------------------------------------------------------------------
+
+    def _point_and_interval(self, out: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Point forecast and 80% (or outermost-quantile) interval, all (batch, horizon, targets)."""
+        loss = self.config.training.loss or "mse"
+        if loss == "gaussian_nll":
+            mean, sigma = out[..., 0], (F.softplus(out[..., 1]) + 1e-6).sqrt()
+            return mean.numpy(), (mean - Z_80 * sigma).numpy(), (mean + Z_80 * sigma).numpy()
+        if loss == "quantile":
+            levels = self.config.training.quantiles
+            middle = min(range(len(levels)), key=lambda i: abs(levels[i] - 0.5))
+            return out[..., middle].numpy(), out[..., 0].numpy(), out[..., -1].numpy()
+        return out[..., 0].numpy(), None, None
+
+    @property
+    def interval_level(self) -> float | None:
+        loss = self.config.training.loss
+        if loss == "gaussian_nll":
+            return 0.8
+        if loss == "quantile":
+            return self.config.training.quantiles[-1] - self.config.training.quantiles[0]
+        return None
+
+    @torch.no_grad()
+    def forecast(self, model: SequenceModel, inputs: np.ndarray, origins: np.ndarray, device: torch.device) -> dict[str, np.ndarray]:
+        """Forecasts in original units for each origin: point, lower, upper (batch, horizon, targets)."""
+        model.eval()
+        results: dict[str, list[np.ndarray]] = {"point": [], "lower": [], "upper": []}
+        k = self.n_targets
+        for start in range(0, len(origins), 1024):
+            chunk = origins[start : start + 1024]
+            x, _, base = self._windows(inputs, chunk)
+            point, lower, upper = self._point_and_interval(self._outputs(model, x.to(device)).cpu())
+            for name, values in (("point", point), ("lower", lower), ("upper", upper)):
+                if values is not None:
+                    results[name].append(self.scaler.inverse(values + base[:, None, :], slice(0, k)))
+        return {name: np.concatenate(parts) for name, parts in results.items() if parts}
+
+    # ---- evaluation --------------------------------------------------------------------------
+
+    def _eval_setup(self, split: str, data_path: str | None) -> dict[str, Any]:
+        """Data, origins and baselines of a split, computed once per (split, file)."""
+        key = f"{split}:{data_path}"
+        if key in self._eval_cache:
+            return self._eval_cache[key]
+        if data_path is None and self.prepared is not None:
+            prepared = self.prepared
+        else:
+            try:
+                prepared = self._prepare(data_path or self.data.path)
+            except SeqtoolError as exc:
+                hint = "" if data_path else " (the run's data; pass --data FILE to evaluate on another file)"
+                raise SeqtoolError(f"{exc}{hint}") from None
+        if split == "test" and round(len(prepared.values) * self.data.test_fraction) == 0:
+            raise SeqtoolError("no test split in this run's data (set data.test_fraction)")
+        self._check_eval_rows(prepared, split)
+        train_end, val_end = self._split_bounds(len(prepared.values))
+        start, stop = (train_end, val_end) if split == "val" else (val_end, len(prepared.values))
+        context, horizon, k = self.data.context_length, self.data.horizon, self.n_targets
+        origins = series.window_origins(start, stop, context, horizon, self.data.backtest_stride)
+        actual_series = prepared.values[:, :k]
+        m = self.artifacts_["seasonality"] or 1
+        setup = {
+            "prepared": prepared,
+            "inputs": self.scaler.transform(prepared.values),
+            "origins": origins,
+            "actual": series.gather_windows(actual_series, origins, 0, horizon),  # (origins, horizon, targets)
+            "mase_scale": mase_scale(actual_series[:train_end], m),
+            "baselines": {
+                "naive": naive_forecast(actual_series, origins, horizon),
+                "seasonal_naive": seasonal_naive_forecast(actual_series, origins, horizon, m),
+                "linear": linear_forecast(actual_series, train_end, origins, context, horizon),
+            },
+        }
+        self._eval_cache[key] = setup
+        return setup
+
+    @torch.no_grad()
+    def evaluate(self, model: SequenceModel, split: str, device: torch.device, data_path: str | None = None) -> dict[str, float]:
+        setup = self._eval_setup(split, data_path)
+        inputs, origins = setup["inputs"], setup["origins"]
+        was_training = model.training
+        model.eval()
+        losses = []
+        for start in range(0, len(origins), 1024):
+            x, y, _ = self._windows(inputs, origins[start : start + 1024])
+            losses.append(self._loss(self._outputs(model, x.to(device)), y.to(device)).item() * len(x))
+        model.train(was_training)
+        predicted = self.forecast(model, inputs, origins, device)
+        metrics = {"loss": sum(losses) / len(origins)}
+        metrics.update(forecast_metrics(setup["actual"], predicted["point"], setup["mase_scale"]))
+        if "lower" in predicted:
+            inside = (setup["actual"] >= predicted["lower"]) & (setup["actual"] <= predicted["upper"])
+            metrics[f"coverage_{round(100 * self.interval_level)}"] = float(inside.mean())
+        for name, forecast in setup["baselines"].items():
+            metrics.update({f"{name}_{k}": v for k, v in forecast_metrics(setup["actual"], forecast, setup["mase_scale"]).items()})
+        metrics["origins"] = len(origins)
+        return metrics
+
+    # ---- prediction beyond the data ------------------------------------------------------------
+
+    def predict_future(self, model: SequenceModel, data_path: str | None, horizon: int | None) -> pd.DataFrame:
+        """Forecast the steps after the last row of `data_path` (or of the training data, whose
+        last context window travels in the checkpoint)."""
+        horizon = horizon or self.data.horizon
+        if horizon > self.data.horizon:
+            raise SeqtoolError(f"--horizon {horizon} is beyond the model's horizon of {self.data.horizon} steps (data.horizon)")
+        if data_path:
+            prepared = self._prepare(data_path)
+            if len(prepared.values) < self.data.context_length:
+                raise SeqtoolError(f"{data_path}: {len(prepared.values)} rows, fewer than data.context_length = {self.data.context_length}")
+            inputs, last = self.scaler.transform(prepared.values), prepared.index[-1]
+        else:
+            inputs = np.asarray(self.artifacts_["last_context"], dtype=np.float64)
+            last = self.artifacts_["last_index"]
+        origin = np.array([len(inputs)], dtype=np.int64)
+        padded = np.concatenate([inputs, np.zeros((self.data.horizon, inputs.shape[1]))])  # room for the (unknown) future
+        predicted = self.forecast(model, padded, origin, torch.device("cpu"))
+        frequency = self.artifacts_["frequency"]
+        if frequency:
+            future = series.continue_dates(pd.Timestamp(last), frequency, horizon)
+            table = pd.DataFrame({self.artifacts_["date_name"]: future.strftime(_date_format(future))})
+        else:
+            table = pd.DataFrame({"step": np.arange(1, horizon + 1)})
+        for j, name in enumerate(self.data.target):
+            table[name] = predicted["point"][0, :horizon, j]
+            if "lower" in predicted:
+                table[f"{name}_lower"] = predicted["lower"][0, :horizon, j]
+                table[f"{name}_upper"] = predicted["upper"][0, :horizon, j]
+        return table
+
+    def history(self, data_path: str | None) -> pd.DataFrame | None:
+        """Target history for a plot: from the CSV, or None without one."""
+        if not data_path:
+            return None
+        prepared = self._prepare(data_path)
+        return pd.DataFrame(prepared.values[:, : self.n_targets], index=prepared.index, columns=self.data.target)
+
+    def backtest_frame(self, model: SequenceModel, split: str, data_path: str | None) -> dict[str, Any]:
+        """Actual values of the split and non-overlapping forecasts across it, for plotting."""
+        setup = self._eval_setup(split, data_path)
+        prepared, horizon = setup["prepared"], self.data.horizon
+        origins = setup["origins"]
+        origins = origins[:: max(1, horizon // self.data.backtest_stride)]
+        predicted = self.forecast(model, setup["inputs"], origins, torch.device("cpu"))
+        return {"prepared": prepared, "origins": origins, "predicted": predicted, "targets": self.data.target}
+
+
+def _date_format(index: pd.DatetimeIndex) -> str:
+    has_time = (index.hour != 0).any() or (index.minute != 0).any()
+    return "%Y-%m-%d %H:%M:%S" if has_time else "%Y-%m-%d"
+
+
+# ---- metrics and baselines (pure numpy) ---------------------------------------------------------
+
+
+def mase_scale(history: np.ndarray, m: int) -> np.ndarray:
+    """Mean absolute error of the in-sample seasonal-naive forecast, per target: the yardstick MASE
+    divides by (Hyndman & Koehler, 2006). Falls back to lag 1 when the history is too short."""
+    lag = m if len(history) > m else 1
+    scale = np.abs(history[lag:] - history[:-lag]).mean(axis=0)
+    return np.where(scale > 1e-12, scale, 1.0)
+
+
+def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, scale: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, MAPE and sMAPE (in %) and MASE over (origins, horizon, targets), averaged over targets."""
+    error = predicted - actual
+    absolute = np.abs(error)
+    nonzero = np.abs(actual) > 1e-12
+    mape = [100 * (absolute[..., j][nonzero[..., j]] / np.abs(actual[..., j][nonzero[..., j]])).mean() for j in range(actual.shape[-1])]
+    denominator = np.abs(actual) + np.abs(predicted)
+    smape = np.where(denominator > 1e-12, 2 * absolute / np.where(denominator > 1e-12, denominator, 1), 0.0)
+    per_target_mae = absolute.reshape(-1, actual.shape[-1]).mean(axis=0)
+    return {
+        "mae": float(per_target_mae.mean()),
+        "rmse": float(np.sqrt((error**2).reshape(-1, actual.shape[-1]).mean(axis=0)).mean()),
+        "mape": float(np.nanmean(mape)) if np.isfinite(mape).any() else float("nan"),
+        "smape": float(100 * smape.mean()),
+        "mase": float((per_target_mae / scale).mean()),
+    }
+
+
+def naive_forecast(values: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
+    """The last observed value, repeated over the horizon: (origins, horizon, targets)."""
+    return np.repeat(values[origins - 1][:, None, :], horizon, axis=1)
+
+
+def seasonal_naive_forecast(values: np.ndarray, origins: np.ndarray, horizon: int, m: int) -> np.ndarray:
+    """The value one season earlier: step h (0-based) after origin t copies row t + h - m * (h // m + 1)."""
+    steps = np.arange(horizon)
+    rows = origins[:, None] + steps[None, :] - m * (steps[None, :] // m + 1)
+    return values[np.clip(rows, 0, None)]
+
+
+def linear_forecast(values: np.ndarray, train_end: int, origins: np.ndarray, context: int, horizon: int) -> np.ndarray:
+    """Least squares from the context window straight to the horizon, one map per target, fitted
+    on the training windows only."""
+    train_origins = series.window_origins(0, train_end, context, horizon)
+    forecast = np.empty((len(origins), horizon, values.shape[1]))
+    for j in range(values.shape[1]):
+        column = values[:, j : j + 1]
+        x = series.gather_windows(column, train_origins, -context, context)[..., 0]  # (windows, context)
+        y = series.gather_windows(column, train_origins, 0, horizon)[..., 0]  # (windows, horizon)
+        design = np.hstack([x, np.ones((len(x), 1))])
+        weights, *_ = np.linalg.lstsq(design, y, rcond=None)
+        x_eval = series.gather_windows(column, origins, -context, context)[..., 0]
+        forecast[:, :, j] = np.hstack([x_eval, np.ones((len(x_eval), 1))]) @ weights
+    return forecast
