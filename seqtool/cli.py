@@ -91,11 +91,15 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
+    ],
     data: Annotated[Path | None, typer.Option("--data", help="Evaluate on this file instead of the run's own data.")] = None,
     split: Annotated[str, typer.Option("--split", help="Which held-out part: val or test.")] = "val",
     as_json: Annotated[bool, typer.Option("--json", help="Print one flat JSON object of metrics on stdout.")] = False,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Forecasts: draw the backtest on the held-out part to this PNG.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Forecasts: draw the backtest on the held-out part to this PNG.")
+    ] = None,
 ) -> None:
     """Score a trained model beside its baselines on held-out data."""
     if split not in ("val", "test"):
@@ -128,17 +132,32 @@ def _metrics_table(metrics: dict[str, float], baselines: tuple[str, ...], title:
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
+    ],
     prompt: Annotated[str, typer.Option("--prompt", help="Language models: text to continue.")] = "",
     length: Annotated[int, typer.Option("--length", min=1, help="Language models: tokens to generate.")] = 500,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Language models: sampling temperature (0 = greedy).")] = 1.0,
-    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Language models: sample among the k likeliest tokens only.")] = None,
+    temperature: Annotated[
+        float, typer.Option("--temperature", min=0.0, help="Language models: sampling temperature (0 = greedy).")
+    ] = 1.0,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="Language models: sample among the k likeliest tokens only.")
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Language models: seed for sampling (default: random).")] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="Language models: independent samples to draw.")] = 1,
-    data: Annotated[Path | None, typer.Option("--data", help="Forecasts: CSV whose last rows are the context (default: the training data's end).")] = None,
-    horizon: Annotated[int | None, typer.Option("--horizon", min=1, help="Forecasts: steps to forecast (at most the model's horizon).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", help="Forecasts: write the forecast CSV here (default: stdout).")] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Forecasts: draw history, forecast and interval to this PNG.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Forecasts: CSV whose last rows are the context (default: the training data's end)."),
+    ] = None,
+    horizon: Annotated[
+        int | None, typer.Option("--horizon", min=1, help="Forecasts: steps to forecast (at most the model's horizon).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Forecasts: write the forecast CSV here (default: stdout).")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Forecasts: draw history, forecast and interval to this PNG.")
+    ] = None,
 ) -> None:
     """Run a trained model: stream generated text, or forecast beyond the data."""
     from seqtool import engine
@@ -150,7 +169,9 @@ def predict(
         _generate(task, model, prompt, length, temperature, top_k, seed, num_samples)
 
 
-def _generate(task, model, prompt: str, length: int, temperature: float, top_k: int | None, seed: int | None, num_samples: int) -> None:
+def _generate(
+    task, model, prompt: str, length: int, temperature: float, top_k: int | None, seed: int | None, num_samples: int
+) -> None:
     import torch
 
     generator = torch.Generator()

@@ -61,7 +61,9 @@ class ForecastData:
     test_fraction: float = _field(0.0, "chronological tail held out for testing (after val)", ge=0.0, lt=1.0)
     scaler: Literal["standard", "minmax", "none"] = _field("standard", "per-column scaling, fitted on the training part only")
     missing: Literal["interpolate", "ffill", "drop", "error"] = _field("interpolate", "what to do with empty or NA cells")
-    seasonality: int | None = _field(None, "seasonal period for seasonal-naive and MASE; inferred from the frequency if absent", ge=1)
+    seasonality: int | None = _field(
+        None, "seasonal period for seasonal-naive and MASE; inferred from the frequency if absent", ge=1
+    )
     backtest_stride: int = _field(1, "distance between forecast origins in the backtest", ge=1)
 
 
@@ -369,7 +371,9 @@ def _check_consistency(config: Config, where: _Where) -> None:
         if training.loss == "quantile":
             qs = training.quantiles
             if len(qs) < 2 or any(not 0 < q < 1 for q in qs) or qs != sorted(set(qs)):
-                raise SeqtoolError(f"{where('training.quantiles')} must be at least two increasing levels between 0 and 1, got {qs}")
+                raise SeqtoolError(
+                    f"{where('training.quantiles')} must be at least two increasing levels between 0 and 1, got {qs}"
+                )
     elif training.loss is not None:
         raise SeqtoolError(f"{where('training.loss')} applies to task: forecast (language models use cross-entropy)")
     if model.tie_weights and model.embedding_size != model.hidden_size:

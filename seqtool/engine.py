@@ -281,6 +281,7 @@ def train(
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
         state = TrainState(**resumed["train_state"])
+        task.start_epoch(state.epoch)  # the epoch's batch order; then the carried state on top
         task.load_state_dict(resumed["task_state"])
         task.move_state(device)
         _restore_rng(resumed["rng"])

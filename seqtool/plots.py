@@ -26,7 +26,9 @@ def _save(figure, path: str | Path) -> None:
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def forecast_plot(path: str | Path, history: pd.DataFrame | None, forecast: pd.DataFrame, targets: list[str], level: float | None) -> None:
+def forecast_plot(
+    path: str | Path, history: pd.DataFrame | None, forecast: pd.DataFrame, targets: list[str], level: float | None
+) -> None:
     """History (its recent part), the forecast and its interval, one panel per target."""
     plt = _pyplot()
     figure, axes = plt.subplots(len(targets), 1, figsize=(10, 3.2 * len(targets)), squeeze=False)
@@ -37,8 +39,14 @@ def forecast_plot(path: str | Path, history: pd.DataFrame | None, forecast: pd.D
             axis.plot(recent.index, recent.to_numpy(), color="black", linewidth=1.2, label="history")
         axis.plot(x_future, forecast[name], color="tab:blue", linewidth=1.8, marker=".", label="forecast")
         if f"{name}_lower" in forecast:
-            axis.fill_between(x_future, forecast[f"{name}_lower"], forecast[f"{name}_upper"], color="tab:blue", alpha=0.2,
-                              label=f"{round(100 * level)}% interval")
+            axis.fill_between(
+                x_future,
+                forecast[f"{name}_lower"],
+                forecast[f"{name}_upper"],
+                color="tab:blue",
+                alpha=0.2,
+                label=f"{round(100 * level)}% interval",
+            )
         axis.set_title(name)
         axis.legend(loc="upper left")
         axis.grid(alpha=0.3)
@@ -60,11 +68,22 @@ def backtest_plot(path: str | Path, backtest: dict[str, Any], level: float | Non
         axis.plot(index[start:stop], prepared.values[start:stop, j], color="black", linewidth=1.2, label="actual")
         for n, origin in enumerate(origins):
             steps = index[origin : origin + horizon]
-            axis.plot(steps, predicted["point"][n, : len(steps), j], color="tab:orange", linewidth=1.6,
-                      label="forecast" if n == 0 else None)
+            axis.plot(
+                steps,
+                predicted["point"][n, : len(steps), j],
+                color="tab:orange",
+                linewidth=1.6,
+                label="forecast" if n == 0 else None,
+            )
             if "lower" in predicted:
-                axis.fill_between(steps, predicted["lower"][n, : len(steps), j], predicted["upper"][n, : len(steps), j],
-                                  color="tab:orange", alpha=0.2, label=f"{round(100 * level)}% interval" if n == 0 else None)
+                axis.fill_between(
+                    steps,
+                    predicted["lower"][n, : len(steps), j],
+                    predicted["upper"][n, : len(steps), j],
+                    color="tab:orange",
+                    alpha=0.2,
+                    label=f"{round(100 * level)}% interval" if n == 0 else None,
+                )
         axis.axvline(index[int(origins[0])], color="grey", linestyle="--", linewidth=1)
         axis.set_title(f"{name}: backtest on the {split} part (forecasts of {horizon} steps from successive origins)")
         axis.legend(loc="upper left")
@@ -72,4 +91,3 @@ def backtest_plot(path: str | Path, backtest: dict[str, Any], level: float | Non
     figure.autofmt_xdate()
     _save(figure, path)
     plt.close(figure)
-

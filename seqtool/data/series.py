@@ -13,6 +13,7 @@ The pipeline a forecast config runs, in order:
 from __future__ import annotations
 
 import io
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import pandas as pd
 from seqtool.errors import SeqtoolError
 
 _DATE_PARTS = ("year", "month", "day", "hour", "minute", "second")
+_MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "?"})
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
@@ -111,14 +113,22 @@ def infer_frequency(index: pd.DatetimeIndex, given: str | None, source: str) -> 
         except ValueError:
             raise SeqtoolError(f"data.frequency: {given!r} is not a pandas frequency such as D, h, MS, W") from None
     if len(index) >= 3:
-        freq = pd.infer_freq(index)
+        freq = _infer_freq(index)
         if freq:
             return freq
-        votes = Counter(pd.infer_freq(index[i : i + 8]) for i in range(0, len(index) - 8, 4))
+        votes = Counter(_infer_freq(index[i : i + 8]) for i in range(0, len(index) - 8, 4))
         votes.pop(None, None)
         if votes:
             return votes.most_common(1)[0][0]
     raise SeqtoolError(f"{source}: cannot infer the series' frequency from its dates; set data.frequency (e.g. D, h, MS)")
+
+
+def _infer_freq(index: pd.DatetimeIndex) -> str | None:
+    """pandas' inference as a frequency string (newer pandas returns an offset object)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        freq = pd.infer_freq(index)
+    return freq if freq is None or isinstance(freq, str) else freq.freqstr
 
 
 def regular_index(frame: pd.DataFrame, index: pd.DatetimeIndex, freq: str, source: str) -> tuple[pd.DataFrame, int]:
@@ -129,7 +139,9 @@ def regular_index(frame: pd.DataFrame, index: pd.DatetimeIndex, freq: str, sourc
         return frame.set_index(index), 0
     off_grid = ~index.isin(full)
     if off_grid.any():
-        raise SeqtoolError(f"{source}: timestamp {index[off_grid][0]} does not fall on the series' frequency {freq}; set data.frequency")
+        raise SeqtoolError(
+            f"{source}: timestamp {index[off_grid][0]} does not fall on the series' frequency {freq}; set data.frequency"
+        )
     frame = frame.set_index(index).reindex(full)
     return frame, len(full) - len(index)
 
@@ -140,7 +152,8 @@ def numeric_columns(frame: pd.DataFrame, columns: list[str], source: str, positi
     for column in columns:
         values = frame[column]
         numbers = pd.to_numeric(values, errors="coerce")
-        bad = numbers.isna() & values.notna()
+        missing = values.isna() | values.astype(str).str.strip().str.lower().isin(_MISSING_MARKERS)
+        bad = numbers.isna() & ~missing
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             row = csv_row(positions[i]) if positions is not None else csv_row(i)
@@ -188,7 +201,7 @@ def calendar_features(index: pd.DatetimeIndex, freq: str) -> pd.DataFrame:
     if seconds < 86400:
         cycles.append(("hour", index.hour + index.minute / 60, 24))
     if seconds <= 86400:
-        cycles.append(("dayofweek", index.dayofweek, 7))
+        cycles.append(("dayofweek", index.day_of_week, 7))
     if seconds < 365 * 86400:
         cycles.append(("month", index.month - 1 + (index.day - 1) / 31, 12))
     out = {}
@@ -205,7 +218,7 @@ def continue_dates(last: pd.Timestamp, freq: str, steps: int) -> pd.DatetimeInde
 
 def seasonality_from_frequency(freq: str) -> int | None:
     """The usual seasonal period for a frequency: 12 for monthly, 24 for hourly, 7 for daily..."""
-    base = pd.tseries.frequencies.to_offset(freq).name.upper().rstrip("S").split("-")[0]
+    base = pd.tseries.frequencies.to_offset(freq).rule_code.upper().rstrip("S").split("-")[0]
     return {"M": 12, "ME": 12, "MS": 12, "Q": 4, "QE": 4, "QS": 4, "H": 24, "D": 7, "B": 5, "W": 52, "T": 60, "MIN": 60}.get(base)
 
 

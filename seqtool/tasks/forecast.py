@@ -131,7 +131,7 @@ class ForecastTask:
             "seasonality": m,
             "last_context": self.train_inputs[-data.context_length :].tolist(),
             "last_index": str(prepared.index[-1]),
-            "date_name": "/".join(data.date_column) if data.date_column else None,
+            "date_name": (data.date_column[0] if len(data.date_column) == 1 else "date") if data.date_column else None,
         }
 
     def _check_eval_rows(self, prepared: PreparedSeries, split: str) -> None:
@@ -237,7 +237,9 @@ class ForecastTask:
         return None
 
     @torch.no_grad()
-    def forecast(self, model: SequenceModel, inputs: np.ndarray, origins: np.ndarray, device: torch.device) -> dict[str, np.ndarray]:
+    def forecast(
+        self, model: SequenceModel, inputs: np.ndarray, origins: np.ndarray, device: torch.device
+    ) -> dict[str, np.ndarray]:
         """Forecasts in original units for each origin: point, lower, upper (batch, horizon, targets)."""
         model.eval()
         results: dict[str, list[np.ndarray]] = {"point": [], "lower": [], "upper": []}
@@ -308,7 +310,9 @@ class ForecastTask:
             inside = (setup["actual"] >= predicted["lower"]) & (setup["actual"] <= predicted["upper"])
             metrics[f"coverage_{round(100 * self.interval_level)}"] = float(inside.mean())
         for name, forecast in setup["baselines"].items():
-            metrics.update({f"{name}_{k}": v for k, v in forecast_metrics(setup["actual"], forecast, setup["mase_scale"]).items()})
+            metrics.update(
+                {f"{name}_{k}": v for k, v in forecast_metrics(setup["actual"], forecast, setup["mase_scale"]).items()}
+            )
         metrics["origins"] = len(origins)
         return metrics
 
@@ -323,7 +327,9 @@ class ForecastTask:
         if data_path:
             prepared = self._prepare(data_path)
             if len(prepared.values) < self.data.context_length:
-                raise SeqtoolError(f"{data_path}: {len(prepared.values)} rows, fewer than data.context_length = {self.data.context_length}")
+                raise SeqtoolError(
+                    f"{data_path}: {len(prepared.values)} rows, fewer than data.context_length = {self.data.context_length}"
+                )
             inputs, last = self.scaler.transform(prepared.values), prepared.index[-1]
         else:
             inputs = np.asarray(self.artifacts_["last_context"], dtype=np.float64)
@@ -382,7 +388,10 @@ def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, scale: np.ndarra
     error = predicted - actual
     absolute = np.abs(error)
     nonzero = np.abs(actual) > 1e-12
-    mape = [100 * (absolute[..., j][nonzero[..., j]] / np.abs(actual[..., j][nonzero[..., j]])).mean() for j in range(actual.shape[-1])]
+    mape = [
+        100 * (absolute[..., j][nonzero[..., j]] / np.abs(actual[..., j][nonzero[..., j]])).mean()
+        for j in range(actual.shape[-1])
+    ]
     denominator = np.abs(actual) + np.abs(predicted)
     smape = np.where(denominator > 1e-12, 2 * absolute / np.where(denominator > 1e-12, denominator, 1), 0.0)
     per_target_mae = absolute.reshape(-1, actual.shape[-1]).mean(axis=0)

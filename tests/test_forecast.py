@@ -1,0 +1,277 @@
+"""Forecasting end to end through the CLI on small synthetic series."""
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from seqtool.checkpoint import load_checkpoint
+from seqtool.config import build_config
+from seqtool.engine import load_trained, train
+from seqtool.tasks.forecast import ForecastTask
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def sine_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Sine (period 20) plus trend plus noise, daily."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    value = 10 + 0.02 * t + 3 * np.sin(2 * np.pi * t / 20) + rng.normal(0, 0.3, rows)
+    return pd.DataFrame(
+        {"Date": pd.date_range("2020-01-01", periods=rows, freq="D").strftime("%Y-%m-%d"), "Value": value.round(4)}
+    )
+
+
+def forecast_config(path, **sections):
+    config = {
+        "task": "forecast",
+        "seed": 3,
+        "data": {
+            "path": str(path),
+            "date_column": "Date",
+            "target": "Value",
+            "context_length": 40,
+            "horizon": 10,
+            "val_fraction": 0.2,
+            "seasonality": 20,
+        },
+        "model": {"type": "lstm", "hidden_size": 32, "num_layers": 1, "dropout": 0.0},
+        "training": {
+            "batch_size": 32,
+            "epochs": 25,
+            "lr": 0.01,
+            "eval_every": 50,
+            "log_every": 25,
+            "device": "cpu",
+            "loss": "mse",
+        },
+    }
+    for section, values in sections.items():
+        config[section].update(values)
+    return config
+
+
+@pytest.fixture
+def sine_csv(tmp_path):
+    path = tmp_path / "sine.csv"
+    sine_frame().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def write_forecast_config(tmp_path, sine_csv):
+    def write(name="fc.yaml", path=None, **sections):
+        file = tmp_path / name
+        file.write_text(yaml.safe_dump(forecast_config(path or sine_csv, **sections)))
+        return file
+
+    return write
+
+
+def test_lstm_beats_naive_and_predicts_beyond_the_data(tmp_path, write_forecast_config, run_cli, sine_csv):
+    run = tmp_path / "run"
+    assert run_cli("train", write_forecast_config(), "--run-dir", run).code == 0
+    result = run_cli("evaluate", run, "--json", "--plot", tmp_path / "backtest.png")
+    assert result.code == 0, result
+    metrics = json.loads(result.out)
+    for name in ("mae", "rmse", "mape", "smape", "mase"):
+        for prefix in ("", "naive_", "seasonal_naive_", "linear_"):
+            assert isinstance(metrics[prefix + name], float), prefix + name
+    assert metrics["mase"] < 0.6 * metrics["naive_mase"], metrics
+    assert metrics["origins"] == 80 - 10 + 1  # every origin of the 80 held-out rows
+    assert (tmp_path / "backtest.png").read_bytes().startswith(PNG)
+
+    table = run_cli("evaluate", run)
+    assert "seasonal-naive" in table.out and "mase" in table.out
+
+    out = tmp_path / "fc.csv"
+    result = run_cli("predict", run, "--data", sine_csv, "--horizon", "7", "--output", out, "--plot", tmp_path / "fc.png")
+    assert result.code == 0, result
+    forecast = pd.read_csv(out)
+    assert list(forecast.columns) == ["Date", "Value"]
+    assert forecast["Date"].tolist() == pd.date_range("2021-02-04", periods=7, freq="D").strftime("%Y-%m-%d").tolist()
+    assert (tmp_path / "fc.png").read_bytes().startswith(PNG)
+    stdout = run_cli("predict", run, "--horizon", "7")  # no --data: the training data's end travels in the checkpoint
+    assert stdout.out == out.read_text()
+
+
+def test_checkpoint_round_trip_gives_identical_forecasts(tmp_path, write_forecast_config, run_cli, sine_csv):
+    run = tmp_path / "run"
+    assert run_cli("train", write_forecast_config(training={"epochs": 2}), "--run-dir", run).code == 0
+    task, model, payload = load_trained(run / "best.pt")
+    first = task.predict_future(model, str(sine_csv), None)
+    from seqtool.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "copy.pt", payload)
+    task2, model2, _ = load_trained(tmp_path / "copy.pt")
+    assert first.equals(task2.predict_future(model2, str(sine_csv), None))
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_forecast_run(tmp_path, sine_csv, monkeypatch):
+    config = build_config(forecast_config(sine_csv, training={"epochs": None, "max_steps": 60, "eval_every": 20}), "test")
+    train(config, tmp_path / "full")
+    original = ForecastTask.training_loss
+    calls = {"n": 0}
+
+    def crashing(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 47:
+            raise MemoryError("simulated crash")
+        return original(self, *args)
+
+    monkeypatch.setattr(ForecastTask, "training_loss", crashing)
+    with pytest.raises(MemoryError):
+        train(config, tmp_path / "cut")
+    monkeypatch.setattr(ForecastTask, "training_loss", original)
+    train(config, tmp_path / "cut", resume=True)
+    full, cut = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("full", "cut"))
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+
+
+def test_probabilistic_losses_give_intervals(tmp_path, write_forecast_config, run_cli, sine_csv):
+    for loss in ("gaussian_nll", "quantile"):
+        run = tmp_path / loss
+        assert (
+            run_cli("train", write_forecast_config(f"{loss}.yaml", training={"loss": loss, "epochs": 10}), "--run-dir", run).code
+            == 0
+        )
+        metrics = json.loads(run_cli("evaluate", run, "--json").out)
+        assert 0.4 < metrics["coverage_80"] <= 1.0, metrics
+        forecast = run_cli("predict", run, "--horizon", "3").out.splitlines()
+        assert forecast[0] == "Date,Value,Value_lower,Value_upper"
+        value, lower, upper = (float(cell) for cell in forecast[1].split(",")[1:4])
+        assert lower <= value <= upper
+
+
+def test_stock_ohlcv_newest_first_business_days(tmp_path, run_cli):
+    rng = np.random.default_rng(1)
+    dates = pd.bdate_range("2023-01-02", periods=300)
+    close = 100 + np.cumsum(rng.normal(0, 1, 300))
+    frame = pd.DataFrame(
+        {
+            "Date": dates.strftime("%Y-%m-%d"),
+            "Open": close + rng.normal(0, 0.5, 300),
+            "High": close + 1,
+            "Low": close - 1,
+            "Close": close,
+            "Volume": rng.integers(1000, 5000, 300),
+        }
+    )
+    path = tmp_path / "stock.csv"
+    frame.iloc[::-1].to_csv(path, index=False)  # newest first, as stock exports often are
+    config = tmp_path / "stock.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            forecast_config(
+                path,
+                data={
+                    "target": "Close",
+                    "features": ["Open", "High", "Low", "Volume"],
+                    "context_length": 20,
+                    "horizon": 5,
+                    "seasonality": None,
+                },
+                training={"epochs": 2},
+            )
+        )
+    )
+    assert run_cli("train", config, "--run-dir", tmp_path / "run").code == 0
+    forecast = pd.read_csv(io.StringIO(run_cli("predict", tmp_path / "run", "--data", path).out))
+    last = dates[-1]
+    assert forecast["Date"].tolist() == pd.bdate_range(last, periods=6)[1:].strftime("%Y-%m-%d").tolist()  # skips weekends
+
+
+def test_untidy_multivariate_csv_with_date_parts_na_cells_and_categories(tmp_path, run_cli):
+    rng = np.random.default_rng(2)
+    stamps = pd.date_range("2012-01-01", periods=500, freq="h")
+    pm = (50 + 30 * np.sin(2 * np.pi * np.arange(500) / 24) + rng.normal(0, 5, 500)).round(1).astype(object)
+    pm[:24] = "NA"  # the first day unknown, as in the Beijing data
+    pm[100] = "NA"
+    frame = pd.DataFrame(
+        {
+            "No": range(1, 501),
+            "year": stamps.year,
+            "month": stamps.month,
+            "day": stamps.day,
+            "hour": stamps.hour,
+            "pm2.5": pm,
+            "TEMP": rng.normal(0, 1, 500).round(2),
+            "cbwd": rng.choice(["NW", "SE", "cv"], 500),
+        }
+    )
+    path = tmp_path / "pollution.csv"
+    frame.to_csv(path, index=False)
+    config = tmp_path / "p.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            forecast_config(
+                path,
+                data={
+                    "date_column": ["year", "month", "day", "hour"],
+                    "target": "pm2.5",
+                    "features": ["TEMP"],
+                    "categorical": ["cbwd"],
+                    "calendar_features": True,
+                    "context_length": 24,
+                    "horizon": 6,
+                    "seasonality": 24,
+                },
+                training={"epochs": 2},
+            )
+        )
+    )
+    assert run_cli("train", config, "--run-dir", tmp_path / "run").code == 0
+    artifacts = load_checkpoint(tmp_path / "run" / "best.pt")["artifacts"]
+    assert artifacts["categories"] == {"cbwd": ["NW", "SE", "cv"]} and artifacts["frequency"] == "h"
+    assert "cbwd=SE" in artifacts["columns"] and "hour_sin" in artifacts["columns"]
+    out = run_cli("predict", tmp_path / "run", "--data", path).out.splitlines()
+    assert out[0] == "date,pm2.5" and out[1].startswith("2012-01-21 20:00:00")
+
+
+def _assert_clean_error(result, *fragments):
+    assert result.code == 2, result
+    assert "Traceback" not in result.err
+    line = result.err.strip().splitlines()
+    assert len(line) == 1 and line[0].startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in line[0], (fragment, line[0])
+
+
+def test_bad_forecast_inputs(tmp_path, write_forecast_config, run_cli, sine_csv):
+    def train_on(frame, name, **data):
+        path = tmp_path / f"{name}.csv"
+        if isinstance(frame, str):
+            path.write_text(frame)
+        else:
+            frame.to_csv(path, index=False)
+        return run_cli("train", write_forecast_config(f"{name}.yaml", path=path, data=data), "--run-dir", tmp_path / name)
+
+    good = sine_frame()
+    _assert_clean_error(train_on(good, "t1", target="Passengers"), "column 'Passengers' (data.target) not found", "Date, Value")
+    _assert_clean_error(train_on(good, "t2", date_column="Month"), "column 'Month' (data.date_column) not found")
+    bad_cell = good.copy().astype({"Value": object})
+    bad_cell.loc[57, "Value"] = "12,5x"
+    _assert_clean_error(train_on(bad_cell, "t3"), "row 59, column 'Value'", "'12,5x' is not a number")
+    _assert_clean_error(train_on(good.head(40), "t4"), "fewer than data.context_length + data.horizon")
+    bad_date = good.copy()
+    bad_date.loc[9, "Date"] = "the tenth"
+    _assert_clean_error(train_on(bad_date, "t5"), "row 11", "cannot parse date 'the tenth'")
+    duplicated = good.copy()
+    duplicated.loc[20, "Date"] = duplicated.loc[19, "Date"]
+    _assert_clean_error(train_on(duplicated, "t6"), "duplicate timestamp", "rows 21 and 22")
+    _assert_clean_error(train_on("Date,Value\n", "t7"), "header but no rows")
+    _assert_clean_error(train_on("", "t8"), "empty")
+    config = write_forecast_config("t9.yaml", data={"scaler": "robust"})
+    _assert_clean_error(run_cli("train", config), "'data.scaler' must be one of standard, minmax, none")
+    run = tmp_path / "ok"
+    assert run_cli("train", write_forecast_config(training={"epochs": 1}), "--run-dir", run).code == 0
+    _assert_clean_error(run_cli("predict", run, "--horizon", "11"), "beyond the model's horizon of 10")
+    other = tmp_path / "other.csv"
+    good.rename(columns={"Value": "Price"}).to_csv(other, index=False)
+    _assert_clean_error(run_cli("predict", run, "--data", other), "column 'Value' (data.target) not found", "Date, Price")
+    _assert_clean_error(run_cli("evaluate", run, "--split", "test"), "no test split")
