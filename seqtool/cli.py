@@ -84,9 +84,8 @@ def train(
         raise
     console.print(result.summary.rstrip(), highlight=False)
     if not result.already_finished:
-        console.print(
-            f"Next: seqtool evaluate {result.run_dir}   |   seqtool predict {result.run_dir} --prompt ...", highlight=False
-        )
+        predict_hint = {"forecast": "--horizon N --output forecast.csv", "language_model": '--prompt "..."'}[cfg.task]
+        console.print(f"Next: seqtool evaluate {result.run_dir}   |   seqtool predict {result.run_dir} {predict_hint}", highlight=False)
 
 
 @app.command()

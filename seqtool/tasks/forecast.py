@@ -100,6 +100,10 @@ class ForecastTask:
         self._categories = categories
         return PreparedSeries(table.to_numpy(np.float64), list(table.columns), table.index, frequency, source, gaps)
 
+    def _model_inputs(self, values: np.ndarray) -> np.ndarray:
+        """Scaled values as float32, the precision the model computes in (half the memory)."""
+        return self.scaler.transform(values).astype(np.float32)
+
     def _split_bounds(self, rows: int) -> tuple[int, int]:
         """End of the training rows and end of the validation rows (the test rows follow)."""
         n_test = round(rows * self.data.test_fraction)
@@ -118,7 +122,7 @@ class ForecastTask:
             )
         if self.scaler is None:
             self.scaler = series.Scaler.fit(prepared.values[:train_end], data.scaler)
-        self.train_inputs = self.scaler.transform(prepared.values)
+        self.train_inputs = self._model_inputs(prepared.values)
         self.train_origins = series.window_origins(0, train_end, data.context_length, data.horizon)
         self._check_eval_rows(prepared, "val")
         self.prepared = prepared
@@ -177,7 +181,7 @@ class ForecastTask:
         base = x[:, -1, :k].copy()  # (batch, targets)
         x[:, :, :k] -= base[:, None, :]
         y = series.gather_windows(inputs[:, :k], origins, 0, horizon) - base[:, None, :]  # (batch, horizon, targets)
-        return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32)), base
+        return torch.from_numpy(x), torch.from_numpy(y), base
 
     def _outputs(self, model: SequenceModel, x: torch.Tensor) -> torch.Tensor:
         out, _ = model(x, last_only=True)  # (batch, horizon * targets * outputs_per_step)
@@ -279,7 +283,7 @@ class ForecastTask:
         m = self.artifacts_["seasonality"] or 1
         setup = {
             "prepared": prepared,
-            "inputs": self.scaler.transform(prepared.values),
+            "inputs": self.train_inputs if prepared is self.prepared else self._model_inputs(prepared.values),
             "origins": origins,
             "actual": series.gather_windows(actual_series, origins, 0, horizon),  # (origins, horizon, targets)
             "mase_scale": mase_scale(actual_series[:train_end], m),
@@ -330,12 +334,12 @@ class ForecastTask:
                 raise SeqtoolError(
                     f"{data_path}: {len(prepared.values)} rows, fewer than data.context_length = {self.data.context_length}"
                 )
-            inputs, last = self.scaler.transform(prepared.values), prepared.index[-1]
+            inputs, last = self._model_inputs(prepared.values), prepared.index[-1]
         else:
-            inputs = np.asarray(self.artifacts_["last_context"], dtype=np.float64)
+            inputs = np.asarray(self.artifacts_["last_context"], dtype=np.float32)
             last = self.artifacts_["last_index"]
         origin = np.array([len(inputs)], dtype=np.int64)
-        padded = np.concatenate([inputs, np.zeros((self.data.horizon, inputs.shape[1]))])  # room for the (unknown) future
+        padded = np.concatenate([inputs, np.zeros((self.data.horizon, inputs.shape[1]), dtype=inputs.dtype)])  # room for the unknown future
         predicted = self.forecast(model, padded, origin, torch.device("cpu"))
         frequency = self.artifacts_["frequency"]
         if frequency:
@@ -418,15 +422,24 @@ def seasonal_naive_forecast(values: np.ndarray, origins: np.ndarray, horizon: in
 
 def linear_forecast(values: np.ndarray, train_end: int, origins: np.ndarray, context: int, horizon: int) -> np.ndarray:
     """Least squares from the context window straight to the horizon, one map per target, fitted
-    on the training windows only."""
+    on the training windows only. The normal equations are accumulated over chunks of windows,
+    so memory stays small however long the series."""
     train_origins = series.window_origins(0, train_end, context, horizon)
     forecast = np.empty((len(origins), horizon, values.shape[1]))
     for j in range(values.shape[1]):
-        column = values[:, j : j + 1]
-        x = series.gather_windows(column, train_origins, -context, context)[..., 0]  # (windows, context)
-        y = series.gather_windows(column, train_origins, 0, horizon)[..., 0]  # (windows, horizon)
-        design = np.hstack([x, np.ones((len(x), 1))])
-        weights, *_ = np.linalg.lstsq(design, y, rcond=None)
-        x_eval = series.gather_windows(column, origins, -context, context)[..., 0]
-        forecast[:, :, j] = np.hstack([x_eval, np.ones((len(x_eval), 1))]) @ weights
+        column = values[:, j : j + 1].astype(np.float64)
+        gram = np.zeros((context + 1, context + 1))
+        cross = np.zeros((context + 1, horizon))
+        for start in range(0, len(train_origins), 8192):
+            chunk = train_origins[start : start + 8192]
+            x = _with_bias(series.gather_windows(column, chunk, -context, context)[..., 0])  # (windows, context + 1)
+            gram += x.T @ x
+            cross += x.T @ series.gather_windows(column, chunk, 0, horizon)[..., 0]
+        ridge = 1e-9 * np.trace(gram) / (context + 1)  # keeps a rank-deficient fit (few windows) solvable
+        weights = np.linalg.solve(gram + ridge * np.eye(context + 1), cross)
+        forecast[:, :, j] = _with_bias(series.gather_windows(column, origins, -context, context)[..., 0]) @ weights
     return forecast
+
+
+def _with_bias(x: np.ndarray) -> np.ndarray:
+    return np.hstack([x, np.ones((len(x), 1))])
