@@ -162,6 +162,14 @@ def predict(
     from seqtool import engine
 
     task, model, _ = engine.load_trained(checkpoint)
+    given = {"--prompt": prompt != "", "--length": length != 500, "--temperature": temperature != 1.0, "--top-k": top_k is not None,
+             "--seed": seed is not None, "--num-samples": num_samples != 1, "--data": data is not None,
+             "--horizon": horizon is not None, "--output": output is not None, "--plot": plot is not None}
+    own = _FORECAST_OPTIONS if task.config.task == "forecast" else _GENERATION_OPTIONS
+    foreign = [name for name, used in given.items() if used and name not in own]
+    if foreign:
+        kind = "forecasts" if foreign[0] in _FORECAST_OPTIONS else "language models"
+        raise SeqtoolError(f"{foreign[0]} applies to {kind}; {checkpoint} is a {task.config.task} model")
     if task.config.task == "forecast":
         _forecast(task, model, data, horizon, output, plot)
     else:

@@ -275,3 +275,42 @@ def test_bad_forecast_inputs(tmp_path, write_forecast_config, run_cli, sine_csv)
     good.rename(columns={"Value": "Price"}).to_csv(other, index=False)
     _assert_clean_error(run_cli("predict", run, "--data", other), "column 'Value' (data.target) not found", "Date, Price")
     _assert_clean_error(run_cli("evaluate", run, "--split", "test"), "no test split")
+
+
+def test_validation_values_never_leak_into_training_inputs(tmp_path, sine_csv):
+    def training_inputs(path):
+        task = ForecastTask(build_config(forecast_config(path), "test"))
+        task.load_training_data()
+        train_end, _ = task._split_bounds(len(task.train_inputs))
+        return task.train_inputs[:train_end], task.scaler
+
+    before, scaler = training_inputs(sine_csv)
+    frame = pd.read_csv(sine_csv)
+    frame.loc[330:, "Value"] *= 100  # only validation rows change
+    changed = tmp_path / "changed.csv"
+    frame.to_csv(changed, index=False)
+    after, scaler_after = training_inputs(changed)
+    assert np.array_equal(before, after)
+    assert np.array_equal(scaler.shift, scaler_after.shift) and np.array_equal(scaler.scale, scaler_after.scale)
+
+
+def test_several_targets_from_several_inputs(tmp_path, run_cli):
+    frame = sine_frame()
+    frame["Other"] = (frame["Value"] * 2 + 1).round(4)
+    frame["Driver"] = np.cos(np.arange(len(frame)) / 5).round(4)
+    path = tmp_path / "multi.csv"
+    frame.to_csv(path, index=False)
+    config = tmp_path / "multi.yaml"
+    config.write_text(yaml.safe_dump(forecast_config(path, data={"target": ["Value", "Other"], "features": ["Driver"]},
+                                                     training={"epochs": 3})))
+    assert run_cli("train", config, "--run-dir", tmp_path / "run").code == 0
+    metrics = json.loads(run_cli("evaluate", tmp_path / "run", "--json").out)
+    assert metrics["mase"] > 0
+    lines = run_cli("predict", tmp_path / "run", "--horizon", "2").out.splitlines()
+    assert lines[0] == "Date,Value,Other" and len(lines) == 3
+
+
+def test_options_of_the_other_task_are_refused(tmp_path, write_forecast_config, run_cli):
+    run = tmp_path / "run"
+    assert run_cli("train", write_forecast_config(training={"epochs": 1}), "--run-dir", run).code == 0
+    _assert_clean_error(run_cli("predict", run, "--prompt", "hello"), "--prompt", "language models")
