@@ -48,13 +48,31 @@ def main() -> None:
         del frame, values
         baseline = peak_rss_mb()
         config_path = Path(tmp) / "big.yaml"
-        config_path.write_text(yaml.safe_dump({
-            "task": "forecast",
-            "data": {"path": str(path), "date_column": "time", "target": "x0", "features": [f"x{i}" for i in range(1, columns)],
-                     "context_length": args.context, "horizon": 12, "val_fraction": 0.05, "backtest_stride": 500},
-            "model": {"hidden_size": 64, "num_layers": 1, "dropout": 0.0},
-            "training": {"batch_size": 256, "epochs": None, "max_steps": args.steps, "eval_every": args.steps, "device": "cpu"},
-        }))
+        config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "task": "forecast",
+                    "data": {
+                        "path": str(path),
+                        "date_column": "time",
+                        "target": "x0",
+                        "features": [f"x{i}" for i in range(1, columns)],
+                        "context_length": args.context,
+                        "horizon": 12,
+                        "val_fraction": 0.05,
+                        "backtest_stride": 500,
+                    },
+                    "model": {"hidden_size": 64, "num_layers": 1, "dropout": 0.0},
+                    "training": {
+                        "batch_size": 256,
+                        "epochs": None,
+                        "max_steps": args.steps,
+                        "eval_every": args.steps,
+                        "device": "cpu",
+                    },
+                }
+            )
+        )
         start = time.perf_counter()
         engine.train(load_config(config_path), Path(tmp) / "run", console=Console(file=io.StringIO()))
         seconds = time.perf_counter() - start
@@ -62,7 +80,9 @@ def main() -> None:
         size_mb = path.stat().st_size / 2**20
     data_mb = args.rows * columns * 8 / 2**20
     windows_mb = args.rows * args.context * columns * 8 / 2**20
-    table = Table(title=f"Forecast training on {args.rows:,} rows x {columns} columns ({size_mb:,.0f} MB of CSV), {args.steps} steps")
+    table = Table(
+        title=f"Forecast training on {args.rows:,} rows x {columns} columns ({size_mb:,.0f} MB of CSV), {args.steps} steps"
+    )
     table.add_column("quantity")
     table.add_column("MB", justify="right")
     table.add_row("the data as float64", f"{data_mb:,.0f}")
@@ -70,8 +90,12 @@ def main() -> None:
     table.add_row("peak RSS before training (Python, torch, pandas loaded)", f"{baseline:,.0f}")
     table.add_row("peak RSS after reading, training and evaluating", f"{peak:,.0f}", style="bold")
     Console().print(table)
-    print(f"train + evaluate wall time: {seconds:.1f} s; growth {peak - baseline:,.0f} MB = {(peak - baseline) / data_mb:.1f}x the data")
-    print(f"reproduce: .venv/bin/python benchmarks/forecast_memory.py --rows {args.rows} --context {args.context} --steps {args.steps}")
+    print(
+        f"train + evaluate wall time: {seconds:.1f} s; growth {peak - baseline:,.0f} MB = {(peak - baseline) / data_mb:.1f}x the data"
+    )
+    print(
+        f"reproduce: .venv/bin/python benchmarks/forecast_memory.py --rows {args.rows} --context {args.context} --steps {args.steps}"
+    )
 
 
 if __name__ == "__main__":

@@ -85,7 +85,9 @@ def train(
     console.print(result.summary.rstrip(), highlight=False)
     if not result.already_finished:
         predict_hint = {"forecast": "--horizon N --output forecast.csv", "language_model": '--prompt "..."'}[cfg.task]
-        console.print(f"Next: seqtool evaluate {result.run_dir}   |   seqtool predict {result.run_dir} {predict_hint}", highlight=False)
+        console.print(
+            f"Next: seqtool evaluate {result.run_dir}   |   seqtool predict {result.run_dir} {predict_hint}", highlight=False
+        )
 
 
 @app.command()
@@ -162,9 +164,18 @@ def predict(
     from seqtool import engine
 
     task, model, _ = engine.load_trained(checkpoint)
-    given = {"--prompt": prompt != "", "--length": length != 500, "--temperature": temperature != 1.0, "--top-k": top_k is not None,
-             "--seed": seed is not None, "--num-samples": num_samples != 1, "--data": data is not None,
-             "--horizon": horizon is not None, "--output": output is not None, "--plot": plot is not None}
+    given = {
+        "--prompt": prompt != "",
+        "--length": length != 500,
+        "--temperature": temperature != 1.0,
+        "--top-k": top_k is not None,
+        "--seed": seed is not None,
+        "--num-samples": num_samples != 1,
+        "--data": data is not None,
+        "--horizon": horizon is not None,
+        "--output": output is not None,
+        "--plot": plot is not None,
+    }
     own = _FORECAST_OPTIONS if task.config.task == "forecast" else _GENERATION_OPTIONS
     foreign = [name for name, used in given.items() if used and name not in own]
     if foreign:
@@ -174,6 +185,10 @@ def predict(
         _forecast(task, model, data, horizon, output, plot)
     else:
         _generate(task, model, prompt, length, temperature, top_k, seed, num_samples)
+
+
+_GENERATION_OPTIONS = ("--prompt", "--length", "--temperature", "--top-k", "--seed", "--num-samples")
+_FORECAST_OPTIONS = ("--data", "--horizon", "--output", "--plot")
 
 
 def _generate(

@@ -301,8 +301,9 @@ def test_several_targets_from_several_inputs(tmp_path, run_cli):
     path = tmp_path / "multi.csv"
     frame.to_csv(path, index=False)
     config = tmp_path / "multi.yaml"
-    config.write_text(yaml.safe_dump(forecast_config(path, data={"target": ["Value", "Other"], "features": ["Driver"]},
-                                                     training={"epochs": 3})))
+    config.write_text(
+        yaml.safe_dump(forecast_config(path, data={"target": ["Value", "Other"], "features": ["Driver"]}, training={"epochs": 3}))
+    )
     assert run_cli("train", config, "--run-dir", tmp_path / "run").code == 0
     metrics = json.loads(run_cli("evaluate", tmp_path / "run", "--json").out)
     assert metrics["mase"] > 0

@@ -339,7 +339,9 @@ class ForecastTask:
             inputs = np.asarray(self.artifacts_["last_context"], dtype=np.float32)
             last = self.artifacts_["last_index"]
         origin = np.array([len(inputs)], dtype=np.int64)
-        padded = np.concatenate([inputs, np.zeros((self.data.horizon, inputs.shape[1]), dtype=inputs.dtype)])  # room for the unknown future
+        padded = np.concatenate(
+            [inputs, np.zeros((self.data.horizon, inputs.shape[1]), dtype=inputs.dtype)]
+        )  # room for the unknown future
         predicted = self.forecast(model, padded, origin, torch.device("cpu"))
         frequency = self.artifacts_["frequency"]
         if frequency:
