@@ -32,7 +32,10 @@ def forecast_plot(
     """History (its recent part), the forecast and its interval, one panel per target."""
     plt = _pyplot()
     figure, axes = plt.subplots(len(targets), 1, figsize=(10, 3.2 * len(targets)), squeeze=False)
-    x_future = pd.to_datetime(forecast.iloc[:, 0]) if forecast.columns[0] != "step" else forecast["step"]
+    if forecast.columns[0] == "step":  # no dates: steps after the last history row
+        x_future = forecast["step"] + (history.index[-1] if history is not None else 0)
+    else:
+        x_future = pd.to_datetime(forecast.iloc[:, 0])
     for axis, name in zip(axes[:, 0], targets, strict=True):
         if history is not None:
             recent = history[name].iloc[-max(4 * len(forecast), 48) :]

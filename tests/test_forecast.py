@@ -315,3 +315,14 @@ def test_options_of_the_other_task_are_refused(tmp_path, write_forecast_config, 
     run = tmp_path / "run"
     assert run_cli("train", write_forecast_config(training={"epochs": 1}), "--run-dir", run).code == 0
     _assert_clean_error(run_cli("predict", run, "--prompt", "hello"), "--prompt", "language models")
+
+
+def test_series_without_dates_forecasts_numbered_steps(tmp_path, run_cli):
+    path = tmp_path / "plain.csv"
+    sine_frame().drop(columns=["Date"]).to_csv(path, index=False)
+    config = tmp_path / "plain.yaml"
+    config.write_text(yaml.safe_dump(forecast_config(path, data={"date_column": None}, training={"epochs": 2})))
+    assert run_cli("train", config, "--run-dir", tmp_path / "run").code == 0
+    result = run_cli("predict", tmp_path / "run", "--horizon", "3", "--plot", tmp_path / "p.png")
+    assert result.out.splitlines()[0] == "step,Value" and result.out.splitlines()[1].startswith("1,")
+    assert (tmp_path / "p.png").read_bytes().startswith(PNG)

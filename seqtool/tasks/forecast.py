@@ -27,6 +27,7 @@ from seqtool.data import series
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel
 
+HISTORY_TAIL = 200  # rows of target history kept in the checkpoint for plots
 Z_80 = 1.2815515655446004  # standard normal quantile of 0.9: mean +- Z_80 sigma covers 80%
 
 
@@ -135,6 +136,10 @@ class ForecastTask:
             "seasonality": m,
             "last_context": self.train_inputs[-data.context_length :].tolist(),
             "last_index": str(prepared.index[-1]),
+            "history_tail": {  # for plots of forecasts made without --data
+                "index": [str(i) for i in prepared.index[-HISTORY_TAIL:]],
+                "values": prepared.values[-HISTORY_TAIL:, : self.n_targets].tolist(),
+            },
             "date_name": (data.date_column[0] if len(data.date_column) == 1 else "date") if data.date_column else None,
         }
 
@@ -357,11 +362,16 @@ class ForecastTask:
         return table
 
     def history(self, data_path: str | None) -> pd.DataFrame | None:
-        """Target history for a plot: from the CSV, or None without one."""
-        if not data_path:
+        """Target history for a plot: from the CSV, or the training data's tail kept in the checkpoint
+        (None for checkpoints written before seqtool kept it)."""
+        if data_path:
+            prepared = self._prepare(data_path)
+            return pd.DataFrame(prepared.values[:, : self.n_targets], index=prepared.index, columns=self.data.target)
+        tail = self.artifacts_.get("history_tail")
+        if tail is None:
             return None
-        prepared = self._prepare(data_path)
-        return pd.DataFrame(prepared.values[:, : self.n_targets], index=prepared.index, columns=self.data.target)
+        index = pd.DatetimeIndex(tail["index"]) if self.artifacts_["frequency"] else pd.Index([int(i) for i in tail["index"]])
+        return pd.DataFrame(tail["values"], index=index, columns=self.data.target)
 
     def backtest_frame(self, model: SequenceModel, split: str, data_path: str | None) -> dict[str, Any]:
         """Actual values of the split and non-overlapping forecasts across it, for plotting."""
