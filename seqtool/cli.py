@@ -84,7 +84,11 @@ def train(
         raise
     console.print(result.summary.rstrip(), highlight=False)
     if not result.already_finished:
-        predict_hint = {"forecast": "--horizon N --output forecast.csv", "language_model": '--prompt "..."'}[cfg.task]
+        predict_hint = {
+            "forecast": "--horizon N --output forecast.csv",
+            "language_model": '--prompt "..."',
+            "classify": "--data texts.csv --output labelled.csv",
+        }[cfg.task]
         console.print(
             f"Next: seqtool evaluate {result.run_dir}   |   seqtool predict {result.run_dir} {predict_hint}", highlight=False
         )
@@ -111,15 +115,21 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps({k: (v if math.isfinite(v) else None) for k, v in metrics.items()}))
         return
-    Console().print(_metrics_table(metrics, baselines, str(data or split)))
+    console = Console()
+    console.print(_metrics_table(metrics, baselines, str(data or split)))
+    confusion = {k: v for k, v in metrics.items() if k.startswith("confusion/")}
+    if confusion:
+        console.print(_confusion_table(confusion))
+    if metrics.get("truncated_texts"):
+        console.print(f"{metrics['truncated_texts']:,} texts were longer than data.max_length and were truncated.")
     if plot:
         Console().print(f"Backtest plot written to {plot}")
 
 
 def _metrics_table(metrics: dict[str, float], baselines: tuple[str, ...], title: str) -> Table:
     """The model's metrics beside each baseline's: `mase` next to `naive_mase`, and so on."""
-    counts = {k: v for k, v in metrics.items() if isinstance(v, int)}
-    own = [k for k in metrics if k not in counts and not any(k.startswith(b + "_") for b in baselines)]
+    counts = {k: v for k, v in metrics.items() if isinstance(v, int) and "/" not in k and k != "truncated_texts"}
+    own = [k for k, v in metrics.items() if not isinstance(v, int) and not any(k.startswith(b + "_") for b in baselines)]
     table = Table(title=f"Evaluation on {title}" + "".join(f", {v:,} {k}" for k, v in counts.items()))
     table.add_column("metric")
     table.add_column("model", justify="right", style="bold")
@@ -128,6 +138,18 @@ def _metrics_table(metrics: dict[str, float], baselines: tuple[str, ...], title:
     for metric in own:
         cells = [metrics.get(metric)] + [metrics.get(f"{b}_{metric}") for b in baselines]
         table.add_row(metric, *("-" if v is None else f"{v:.4f}" for v in cells))
+    return table
+
+
+def _confusion_table(confusion: dict[str, int]) -> Table:
+    """Rows: true label; columns: predicted label."""
+    labels = list(dict.fromkeys(k.split("/")[1] for k in confusion))
+    table = Table(title="Confusion matrix (rows: true, columns: predicted)")
+    table.add_column("true \\ predicted")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for true in labels:
+        table.add_row(true, *(f"{confusion[f'confusion/{true}/{p}']:,}" for p in labels))
     return table
 
 
@@ -148,19 +170,22 @@ def predict(
     num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="Language models: independent samples to draw.")] = 1,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Forecasts: CSV whose last rows are the context (default: the training data's end)."),
+        typer.Option(
+            "--data",
+            help="Forecasts: CSV whose last rows are the context (default: the training data's end). Classifiers: CSV of texts to label (default: lines on stdin).",
+        ),
     ] = None,
     horizon: Annotated[
         int | None, typer.Option("--horizon", min=1, help="Forecasts: steps to forecast (at most the model's horizon).")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", help="Forecasts: write the forecast CSV here (default: stdout).")
+        Path | None, typer.Option("--output", help="Forecasts and classifiers: write the result CSV here (default: stdout).")
     ] = None,
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Forecasts: draw history, forecast and interval to this PNG.")
     ] = None,
 ) -> None:
-    """Run a trained model: stream generated text, or forecast beyond the data."""
+    """Run a trained model: stream generated text, forecast beyond the data, or label texts."""
     from seqtool import engine
 
     task, model, _ = engine.load_trained(checkpoint)
@@ -176,19 +201,24 @@ def predict(
         "--output": output is not None,
         "--plot": plot is not None,
     }
-    own = _FORECAST_OPTIONS if task.config.task == "forecast" else _GENERATION_OPTIONS
-    foreign = [name for name, used in given.items() if used and name not in own]
+    kind = task.config.task
+    foreign = [name for name, used in given.items() if used and name not in _OPTIONS[kind]]
     if foreign:
-        kind = "forecasts" if foreign[0] in _FORECAST_OPTIONS else "language models"
-        raise SeqtoolError(f"{foreign[0]} applies to {kind}; {checkpoint} is a {task.config.task} model")
-    if task.config.task == "forecast":
+        owners = " and ".join(k.replace("_", " ") for k, names in _OPTIONS.items() if foreign[0] in names)
+        raise SeqtoolError(f"{foreign[0]} applies to {owners} models; {checkpoint} is a {kind.replace('_', ' ')} model")
+    if kind == "forecast":
         _forecast(task, model, data, horizon, output, plot)
+    elif kind == "classify":
+        _classify(task, model, data, output)
     else:
         _generate(task, model, prompt, length, temperature, top_k, seed, num_samples)
 
 
-_GENERATION_OPTIONS = ("--prompt", "--length", "--temperature", "--top-k", "--seed", "--num-samples")
-_FORECAST_OPTIONS = ("--data", "--horizon", "--output", "--plot")
+_OPTIONS = {  # which predict options each task kind takes
+    "language_model": ("--prompt", "--length", "--temperature", "--top-k", "--seed", "--num-samples"),
+    "forecast": ("--data", "--horizon", "--output", "--plot"),
+    "classify": ("--data", "--output"),
+}
 
 
 def _generate(
@@ -226,6 +256,31 @@ def _forecast(task, model, data: Path | None, horizon: int | None, output: Path 
 
         forecast_plot(plot, task.history(str(data) if data else None), table, task.config.data.target, task.interval_level)
         Console(stderr=True).print(f"Forecast plot written to {plot}")
+
+
+def _classify(task, model, data: Path | None, output: Path | None) -> None:
+    """A CSV in, the CSV with predictions out; or text lines on stdin, `label<TAB>probability` out."""
+    if data is not None:
+        from seqtool.checkpoint import atomic_write_text
+
+        text = task.predict_frame(model, str(data)).to_csv(index=False)
+        if output:
+            atomic_write_text(output, text)
+            Console(stderr=True).print(f"Predictions for {text.count(chr(10)) - 1} rows written to {output}")
+        else:
+            sys.stdout.write(text)
+        return
+    if output is not None:
+        raise SeqtoolError("--output needs --data CSV (text from stdin is answered on stdout)")
+    if sys.stdin.isatty():
+        raise SeqtoolError("give --data CSV, or pipe text lines on stdin: echo 'a wonderful film' | seqtool predict RUN")
+    for number, line in enumerate(sys.stdin, 1):
+        text = line.rstrip("\n")
+        if not text.strip():
+            raise SeqtoolError(f"stdin line {number} is empty")
+        ((label, probability),) = task.predict_texts(model, [text])
+        sys.stdout.write(f"{label}\t{probability:.4f}\n")
+        sys.stdout.flush()
 
 
 def main() -> None:

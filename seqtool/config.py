@@ -23,7 +23,7 @@ import yaml
 
 from seqtool.errors import SeqtoolError
 
-TaskName = Literal["language_model", "forecast"]
+TaskName = Literal["language_model", "forecast", "classify"]
 ModelType = Literal["rnn", "lstm", "gru"]
 
 
@@ -68,6 +68,22 @@ class ForecastData:
 
 
 @dataclass
+class ClassifyData:
+    path: str | None = _field(None, "one CSV file, split into train/val(/test) with class ratios kept")
+    train: str | None = _field(None, "training CSV (instead of path)")
+    val: str | None = _field(None, "validation CSV (with train)")
+    test: str | None = _field(None, "test CSV (with train)")
+    text_column: str = _field("text", "column holding the text")
+    label_column: str = _field("label", "column holding the class label (strings or integers)")
+    tokenizer: Literal["word", "char"] = _field("word", "word: words and punctuation marks; char: characters")
+    lowercase: bool = _field(True, "lower-case texts before tokenizing")
+    max_length: int = _field(256, "longer texts are truncated to this many tokens", ge=1)
+    min_freq: int = _field(2, "rarer tokens map to <unk>", ge=1)
+    val_fraction: float = _field(0.1, "share of `path` held out for validation (stratified)", gt=0.0, lt=1.0)
+    test_fraction: float = _field(0.0, "share of `path` held out for testing (stratified)", ge=0.0, lt=1.0)
+
+
+@dataclass
 class ModelConfig:
     type: ModelType = _field("lstm", "recurrent cell: rnn (Elman), lstm or gru")
     hidden_size: int = _field(256, "units per recurrent layer", ge=1)
@@ -76,6 +92,8 @@ class ModelConfig:
     embedding_size: int = _field(64, "size of the token embedding", ge=1)
     nonlinearity: Literal["tanh", "relu"] = _field("tanh", "activation f of the vanilla RNN (type: rnn only)")
     tie_weights: bool = _field(False, "share the embedding and output matrices (needs embedding_size == hidden_size)")
+    bidirectional: bool = _field(False, "classify: read the text in both directions")
+    pooling: Literal["last", "mean", "max"] = _field("last", "classify: final state, or mean/max over time steps")
 
 
 @dataclass
@@ -100,9 +118,10 @@ class TrainingConfig:
         None, "forecast loss (default mse); gaussian_nll and quantile give prediction intervals"
     )
     quantiles: list[float] = _field([0.1, 0.5, 0.9], "levels predicted with loss: quantile (outermost = interval)")
+    class_weights: Literal["none", "balanced"] = _field("none", "classify: balanced weighs classes by inverse frequency")
 
 
-DATA_SCHEMAS: dict[str, type] = {"language_model": LanguageModelData, "forecast": ForecastData}
+DATA_SCHEMAS: dict[str, type] = {"language_model": LanguageModelData, "forecast": ForecastData, "classify": ClassifyData}
 
 
 @dataclass
@@ -350,7 +369,7 @@ def build_config(raw: Any, source: str, overridden: set[str] | None = None) -> C
 def _check_consistency(config: Config, where: _Where) -> None:
     """Rules that involve more than one key."""
     data, model, training = config.data, config.model, config.training
-    if isinstance(data, LanguageModelData):
+    if isinstance(data, (LanguageModelData, ClassifyData)):
         if data.path and data.train:
             raise SeqtoolError(f"{where('data.path')} and data.train are exclusive: give one text file or separate files")
         if not data.path and not data.train:
@@ -376,6 +395,16 @@ def _check_consistency(config: Config, where: _Where) -> None:
                 )
     elif training.loss is not None:
         raise SeqtoolError(f"{where('training.loss')} applies to task: forecast (language models use cross-entropy)")
+    if isinstance(data, ClassifyData) and model.tie_weights:
+        raise SeqtoolError(f"{where('model.tie_weights')} applies to language models only")
+    if model.bidirectional and not isinstance(data, ClassifyData):
+        raise SeqtoolError(
+            f"{where('model.bidirectional')} applies to task: classify (a forecast or language model reads forward)"
+        )
+    if model.pooling != "last" and not isinstance(data, ClassifyData):
+        raise SeqtoolError(f"{where('model.pooling')} applies to task: classify")
+    if training.class_weights != "none" and not isinstance(data, ClassifyData):
+        raise SeqtoolError(f"{where('training.class_weights')} applies to task: classify")
     if model.tie_weights and model.embedding_size != model.hidden_size:
         raise SeqtoolError(
             f"{where('model.tie_weights')} needs model.embedding_size == model.hidden_size "

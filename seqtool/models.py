@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqtool.config import ModelConfig
 
@@ -38,9 +39,10 @@ class SequenceModel(nn.Module):
             num_layers=config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
             batch_first=True,
+            bidirectional=config.bidirectional,
             **extra,
         )
-        self.head = nn.Linear(config.hidden_size, output_size)
+        self.head = nn.Linear(config.hidden_size * (2 if config.bidirectional else 1), output_size)
         if config.tie_weights:
             # Press & Wolf (2017), "Using the Output Embedding to Improve Language Models".
             self.head.weight = self.embedding.weight
@@ -59,6 +61,31 @@ class SequenceModel(nn.Module):
         if last_only:
             hidden = hidden[:, -1]  # (batch, hidden_size)
         return self.head(self.dropout(hidden)), state
+
+    def classify(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """tokens (batch, time) padded, lengths (batch,) -> logits (batch, output_size).
+
+        The batch is packed, so the recurrent layers never read padding: a text gets the same
+        logits alone or beside longer texts. Pooling reads the final state ("last"; for a
+        bidirectional model, the forward direction's end and the backward direction's start), or
+        the mean or max over the text's own time steps.
+        """
+        embedded = self.dropout(self.embedding(tokens))  # (batch, time, embedding_size)
+        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        outputs, state = self.recurrent(packed)
+        if self.config.pooling == "last":
+            h = state[0] if isinstance(state, tuple) else state  # (layers * directions, batch, hidden)
+            features = torch.cat([h[-2], h[-1]], dim=-1) if self.config.bidirectional else h[-1]
+        else:
+            padded, _ = pad_packed_sequence(outputs, batch_first=True)  # (batch, longest, hidden * directions)
+            mask = (torch.arange(padded.shape[1], device=padded.device)[None, :] < lengths.to(padded.device)[:, None]).unsqueeze(
+                -1
+            )
+            if self.config.pooling == "mean":
+                features = (padded * mask).sum(dim=1) / lengths.to(padded.device)[:, None]
+            else:
+                features = padded.masked_fill(~mask, float("-inf")).max(dim=1).values
+        return self.head(self.dropout(features))
 
 
 def detach_state(state: RecurrentState | None) -> RecurrentState | None:

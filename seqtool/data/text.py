@@ -22,7 +22,7 @@ NEWLINE = "\n"
 
 # Words (with inner apostrophes such as "don't"), single punctuation marks, and newlines: line
 # structure matters for poetry and plays, so "\n" is a token of its own.
-_WORD_PATTERN = re.compile(r"\w+(?:'\w+)*|[^\w\s]|\n")
+WORD_PATTERN = re.compile(r"\w+(?:'\w+)*|[^\w\s]|\n")
 # Detokenizing writes "word, word." rather than "word , word ." (and re-tokenizes to the same tokens).
 _CLOSING_PUNCTUATION = frozenset(",.;:!?)]}")
 _OPENING_BRACKETS = frozenset("([{")
@@ -53,7 +53,7 @@ def tokenize(text: str, tokenizer: str) -> list[str]:
     """Split text into tokens: characters, or words/punctuation/newlines."""
     if tokenizer == "char":
         return list(text)
-    return _WORD_PATTERN.findall(text)
+    return WORD_PATTERN.findall(text)
 
 
 def detokenize_pieces(tokens: Iterable[str], tokenizer: str, continues_line: bool = False) -> Iterator[str]:
@@ -112,6 +112,11 @@ class Vocabulary:
         else:
             words, counts = np.unique(np.array(tokenize(text, tokenizer), dtype=object), return_counts=True)
             pairs = [(str(w), int(c)) for w, c in zip(words, counts, strict=True)]
+        return cls.from_counts(tokenizer, [t for t, _ in pairs], [c for _, c in pairs], min_freq)
+
+    @classmethod
+    def from_counts(cls, tokenizer: str, tokens: list[str], counts: list[int], min_freq: int = 1) -> Vocabulary:
+        pairs = list(zip(tokens, counts, strict=True))
         kept = [(t, c) for t, c in pairs if c >= min_freq and t != UNK]
         unk_count = sum(c for t, c in pairs if c < min_freq or t == UNK)
         # Most frequent first (ties by token) so ids are stable and small ids are common tokens.

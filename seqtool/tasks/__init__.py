@@ -53,6 +53,7 @@ class Task(Protocol):
 TASKS = {
     "language_model": "seqtool.tasks.language_model:LanguageModelTask",
     "forecast": "seqtool.tasks.forecast:ForecastTask",
+    "classify": "seqtool.tasks.classify:ClassifyTask",
 }
 
 

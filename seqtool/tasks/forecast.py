@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from seqtool.config import Config
-from seqtool.data import series
+from seqtool.data import csvfile, series
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel
 
@@ -70,9 +70,9 @@ class ForecastTask:
         there is one, so evaluation and prediction see exactly the training columns."""
         data = self.data
         source = str(path)
-        frame = series.read_csv(path)
+        frame = csvfile.read_csv(path)
         date_columns = data.date_column or []
-        series.check_columns(
+        csvfile.check_columns(
             frame,
             {"target": data.target, "features": data.features, "categorical": data.categorical, "date_column": date_columns},
             source,

@@ -1,0 +1,59 @@
+"""Reading CSV files with errors that say what and where (file, byte offset, row, column)."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+import pandas as pd
+
+from seqtool.errors import SeqtoolError
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """Read a CSV as strings-or-numbers with pandas; errors name the file (and byte offset)."""
+    path = Path(path)
+    if path.is_dir():
+        raise SeqtoolError(f"data path is a directory, not a CSV file: {path}")
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True, encoding="utf-8-sig")  # streamed: no copy of the text
+    except FileNotFoundError:
+        raise SeqtoolError(f"data file not found: {path}") from None
+    except PermissionError:
+        raise SeqtoolError(f"data file is not readable (permission denied): {path}") from None
+    except UnicodeDecodeError:
+        raise SeqtoolError(f"{path}: not UTF-8 text ({_first_invalid_byte(path)})") from None
+    except pd.errors.EmptyDataError:
+        raise SeqtoolError(f"{path}: the file is empty") from None
+    except pd.errors.ParserError as exc:
+        raise SeqtoolError(f"{path}: not a valid CSV ({str(exc).strip().splitlines()[-1]})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise SeqtoolError(f"{path}: the CSV has a header but no rows")
+    return frame
+
+
+def _first_invalid_byte(path: Path) -> str:
+    """Where UTF-8 decoding fails (read in full, but only on this error path)."""
+    raw = path.read_bytes()
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"invalid byte 0x{raw[skip + exc.start]:02x} at byte offset {skip + exc.start}"
+    return "invalid bytes"
+
+
+def check_columns(frame: pd.DataFrame, wanted: dict[str, list[str]], source: str) -> None:
+    """Every configured column must exist; the error lists the columns that do."""
+    for key, columns in wanted.items():
+        for column in columns:
+            if column not in frame.columns:
+                raise SeqtoolError(
+                    f"{source}: column '{column}' (data.{key}) not found; the file has columns: {', '.join(frame.columns)}"
+                )
+
+
+def csv_row(index: int) -> int:
+    """The line number of a data row in the CSV file (header is line 1)."""
+    return int(index) + 2

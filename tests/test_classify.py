@@ -1,0 +1,210 @@
+"""Text classification: data helpers, padding invariance, and the CLI end to end."""
+
+import io
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from seqtool.config import ModelConfig
+from seqtool.data import table
+from seqtool.data.text import UNK, Vocabulary
+from seqtool.models import SequenceModel
+
+FILLER = "the a of and to in is it that was for on with as by this at from or an be".split()
+
+
+def memory_frame(rows: int = 800, length: int = 20, seed: int = 0) -> pd.DataFrame:
+    """The label is the first word ("good" or "bad"), followed by `length` filler words: the
+    answer sits early in a long sequence, so the model must carry it to the end."""
+    rng = np.random.default_rng(seed)
+    first = rng.choice(["good", "bad"], rows)
+    texts = [f"{w} " + " ".join(rng.choice(FILLER, length)) for w in first]
+    return pd.DataFrame({"review": texts, "sentiment": np.where(first == "good", "pos", "neg")})
+
+
+def classify_config(path, **sections):
+    config = {
+        "task": "classify",
+        "seed": 5,
+        "data": {"path": str(path), "text_column": "review", "label_column": "sentiment", "min_freq": 1, "val_fraction": 0.2},
+        "model": {"type": "lstm", "hidden_size": 32, "num_layers": 1, "embedding_size": 16, "dropout": 0.0, "pooling": "last"},
+        "training": {"batch_size": 32, "epochs": 15, "lr": 0.01, "eval_every": 30, "log_every": 15, "device": "cpu"},
+    }
+    for section, values in sections.items():
+        config[section].update(values)
+    return config
+
+
+@pytest.fixture
+def memory_csv(tmp_path):
+    path = tmp_path / "memory.csv"
+    memory_frame().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def write_classify_config(tmp_path, memory_csv):
+    def write(name="cls.yaml", path=None, **sections):
+        file = tmp_path / name
+        file.write_text(yaml.safe_dump(classify_config(path or memory_csv, **sections)))
+        return file
+
+    return write
+
+
+def test_stratified_split_keeps_class_ratios():
+    labels = np.array(["a"] * 900 + ["b"] * 100)
+    train, val, test = table.stratified_split(labels, 0.1, 0.2, seed=0)
+    assert len(train) + len(val) + len(test) == 1000 and not set(train) & set(val)
+    assert (labels[val] == "b").sum() == 10 and (labels[val] == "a").sum() == 90
+    assert (labels[test] == "b").sum() == 20 and (labels[train] == "b").sum() == 70
+
+
+def test_tokenize_encode_and_unknown_words():
+    texts = pd.Series(["Great film, GREAT cast!", "awful"])
+    tokens = table.tokenize_column(texts, "word", lowercase=True)
+    assert tokens[0] == ["great", "film", ",", "great", "cast", "!"]
+    vocab = table.build_vocabulary(tokens, "word", min_freq=1)
+    assert vocab.tokens[:2] == [UNK, "great"]
+    ids, lengths, truncated = table.encode_column(
+        table.tokenize_column(pd.Series(["great unseenword film", "cast"]), "word", True), vocab, 2
+    )
+    assert lengths.tolist() == [2, 1] and truncated == 1
+    assert ids.tolist() == [[vocab.tokens.index("great"), 0], [vocab.tokens.index("cast"), 0]]  # unseenword -> <unk> (0)
+    chars = table.tokenize_column(pd.Series(["Ab"]), "char", lowercase=False)
+    assert chars[0] == ["A", "b"]
+
+
+def test_vocabulary_from_counts_applies_min_freq():
+    vocab = Vocabulary.from_counts("word", ["a", "b", "c"], [5, 1, 3], min_freq=2)
+    assert vocab.tokens == [UNK, "a", "c"] and vocab.counts == [1, 5, 3]
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_never_changes_a_prediction(pooling, bidirectional):
+    torch.manual_seed(0)
+    config = ModelConfig(
+        type="lstm", hidden_size=16, num_layers=2, embedding_size=8, dropout=0.0, bidirectional=bidirectional, pooling=pooling
+    )
+    model = SequenceModel(config, output_size=3, vocab_size=20).eval()
+    short = torch.tensor([[3, 5, 7]])
+    batch = torch.zeros(3, 40, dtype=torch.long)
+    batch[0, :40] = torch.randint(1, 20, (40,))
+    batch[1, :3] = short[0]
+    batch[2, :25] = torch.randint(1, 20, (25,))
+    with torch.no_grad():
+        alone = model.classify(short, torch.tensor([3]))
+        among_long = model.classify(batch, torch.tensor([40, 3, 25]))
+        batch[1, 3:] = 9  # garbage in the padding changes nothing either
+        garbage = model.classify(batch, torch.tensor([40, 3, 25]))
+    assert torch.allclose(alone[0], among_long[1], atol=1e-6)
+    assert torch.allclose(among_long[1], garbage[1], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def memory_run(tmp_path_factory):
+    """One trained run shared by the tests that only read it (training is the slow part)."""
+    from rich.console import Console
+
+    from seqtool.config import build_config
+    from seqtool.engine import train
+
+    folder = tmp_path_factory.mktemp("memory")
+    path = folder / "memory.csv"
+    memory_frame().to_csv(path, index=False)
+    train(build_config(classify_config(path), "test"), folder / "run", console=Console(file=io.StringIO()))
+    return folder / "run", path
+
+
+def test_lstm_learns_a_word_early_in_a_long_sequence(tmp_path, run_cli, memory_run):
+    run, memory_csv = memory_run
+    result = run_cli("evaluate", run, "--json")
+    metrics = json.loads(result.out)
+    assert metrics["accuracy"] > 0.9 and metrics["majority_accuracy"] < 0.6, metrics
+    assert {"macro_f1", "precision_pos", "recall_neg", "majority_macro_f1", "confusion/pos/neg"} <= metrics.keys()
+    n_pos = (memory_frame()["sentiment"] == "pos").sum()
+    assert metrics["confusion/pos/pos"] + metrics["confusion/pos/neg"] == round(0.2 * n_pos)  # stratified
+
+    table_view = run_cli("evaluate", run)
+    assert "Confusion matrix" in table_view.out and "majority" in table_view.out
+
+    out = tmp_path / "preds.csv"
+    assert run_cli("predict", run, "--data", memory_csv, "--output", out).code == 0
+    predictions = pd.read_csv(out)
+    assert list(predictions.columns) == ["review", "sentiment", "label", "prob_neg", "prob_pos"]
+    assert np.allclose(predictions[["prob_neg", "prob_pos"]].sum(axis=1), 1.0, atol=1e-5)
+    assert (predictions["label"] == predictions["sentiment"]).mean() > 0.9
+
+
+def test_stdin_prediction_one_line_per_input_line(run_cli, monkeypatch, memory_run):
+    run, _ = memory_run
+    text = "good " + " ".join(FILLER * 2) + "\nbad " + " ".join(FILLER) + "\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    result = run_cli("predict", run)
+    lines = result.out.splitlines()
+    assert result.code == 0 and len(lines) == 2
+    assert lines[0].startswith("pos\t") and lines[1].startswith("neg\t")
+    assert 0.5 <= float(lines[0].split("\t")[1]) <= 1.0
+
+
+def test_integer_labels_round_trip(tmp_path, run_cli):
+    frame = memory_frame()
+    frame["sentiment"] = np.where(frame["sentiment"] == "pos", 1, 0)
+    path = tmp_path / "ints.csv"
+    frame.to_csv(path, index=False)
+    config = tmp_path / "ints.yaml"
+    config.write_text(yaml.safe_dump(classify_config(path, training={"epochs": 2})))
+    assert run_cli("train", config, "--run-dir", tmp_path / "run").code == 0
+    predicted = pd.read_csv(io.StringIO(run_cli("predict", tmp_path / "run", "--data", path).out))
+    assert set(predicted["label"]) <= {0, 1} and "prob_1" in predicted.columns
+
+
+def _assert_clean_error(result, *fragments):
+    assert result.code == 2, result
+    assert "Traceback" not in result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_bad_classification_inputs(tmp_path, write_classify_config, run_cli, memory_csv):
+    frame = memory_frame()
+
+    def train_on(data, name, **data_keys):
+        path = tmp_path / f"{name}.csv"
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            data.to_csv(path, index=False)
+        return run_cli("train", write_classify_config(f"{name}.yaml", path=path, data=data_keys), "--run-dir", tmp_path / name)
+
+    _assert_clean_error(
+        train_on(frame, "c1", text_column="body"), "column 'body' (data.text_column) not found", "review, sentiment"
+    )
+    _assert_clean_error(train_on(frame, "c2", label_column="stars"), "column 'stars' (data.label_column) not found")
+    empty = frame.copy()
+    empty.loc[7, "review"] = "   "
+    _assert_clean_error(train_on(empty, "c3"), "row 9: empty text in column 'review'")
+    _assert_clean_error(
+        train_on(b"review,sentiment\ngood film,pos\nbad \xe9 film,neg\n", "c4"), "not UTF-8", "byte 0xe9 at byte offset 35"
+    )
+    single = frame.assign(sentiment="pos")
+    _assert_clean_error(train_on(single, "c5"), "single label")
+
+    run = tmp_path / "run"
+    assert run_cli("train", write_classify_config(training={"epochs": 1}), "--run-dir", run).code == 0
+    unseen = frame.copy()
+    unseen.loc[3, "sentiment"] = "mixed"
+    unseen_path = tmp_path / "unseen.csv"
+    unseen.to_csv(unseen_path, index=False)
+    _assert_clean_error(
+        run_cli("evaluate", run, "--data", unseen_path), "row 5: label 'mixed' was never seen in training", "neg, pos"
+    )
+    _assert_clean_error(run_cli("predict", run, "--horizon", "3"), "--horizon applies to forecast models")
