@@ -204,8 +204,8 @@ def predict(
     kind = task.config.task
     foreign = [name for name, used in given.items() if used and name not in _OPTIONS[kind]]
     if foreign:
-        owners = " and ".join(k.replace("_", " ") for k, names in _OPTIONS.items() if foreign[0] in names)
-        raise SeqtoolError(f"{foreign[0]} applies to {owners} models; {checkpoint} is a {kind.replace('_', ' ')} model")
+        owners = " and ".join(_KIND_NAMES[k] for k, names in _OPTIONS.items() if foreign[0] in names)
+        raise SeqtoolError(f"{foreign[0]} applies to {owners} models; {checkpoint} is a {_KIND_NAMES[kind]} model")
     if kind == "forecast":
         _forecast(task, model, data, horizon, output, plot)
     elif kind == "classify":
@@ -214,6 +214,7 @@ def predict(
         _generate(task, model, prompt, length, temperature, top_k, seed, num_samples)
 
 
+_KIND_NAMES = {"language_model": "language", "forecast": "forecast", "classify": "classification"}
 _OPTIONS = {  # which predict options each task kind takes
     "language_model": ("--prompt", "--length", "--temperature", "--top-k", "--seed", "--num-samples"),
     "forecast": ("--data", "--horizon", "--output", "--plot"),
