@@ -153,16 +153,21 @@ def test_stdin_prediction_one_line_per_input_line(run_cli, monkeypatch, memory_r
     assert 0.5 <= float(lines[0].split("\t")[1]) <= 1.0
 
 
-def test_integer_labels_round_trip(tmp_path, run_cli):
+def test_integer_labels_and_three_classes_round_trip(tmp_path, run_cli):
     frame = memory_frame()
     frame["sentiment"] = np.where(frame["sentiment"] == "pos", 1, 0)
+    frame.loc[::3, "sentiment"] = 2  # a third class
     path = tmp_path / "ints.csv"
     frame.to_csv(path, index=False)
     config = tmp_path / "ints.yaml"
     config.write_text(yaml.safe_dump(classify_config(path, training={"epochs": 2})))
     assert run_cli("train", config, "--run-dir", tmp_path / "run").code == 0
     predicted = pd.read_csv(io.StringIO(run_cli("predict", tmp_path / "run", "--data", path).out))
-    assert set(predicted["label"]) <= {0, 1} and "prob_1" in predicted.columns
+    assert set(predicted["label"]) <= {0, 1, 2}
+    assert [c for c in predicted.columns if c.startswith("prob_")] == ["prob_0", "prob_1", "prob_2"]
+    metrics = json.loads(run_cli("evaluate", tmp_path / "run", "--json").out)
+    assert sum(v for k, v in metrics.items() if k.startswith("confusion/")) == metrics["samples"]
+    assert "confusion/2/0" in metrics and "recall_2" in metrics
 
 
 def _assert_clean_error(result, *fragments):
