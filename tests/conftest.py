@@ -94,3 +94,13 @@ def run_cli(capsys, monkeypatch):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def assert_clean_error(result: CliResult, *fragments: str) -> None:
+    """Exit code 2, one `Error: ...` line on stderr naming every fragment, no traceback."""
+    assert result.code == 2, result
+    assert "Traceback" not in result.err and "Traceback" not in result.out
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import assert_clean_error
 
 from seqtool.config import ModelConfig
 from seqtool.data import table
@@ -170,15 +171,6 @@ def test_integer_labels_and_three_classes_round_trip(tmp_path, run_cli):
     assert "confusion/2/0" in metrics and "recall_2" in metrics
 
 
-def _assert_clean_error(result, *fragments):
-    assert result.code == 2, result
-    assert "Traceback" not in result.err
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-
-
 def test_bad_classification_inputs(tmp_path, write_classify_config, run_cli, memory_csv):
     frame = memory_frame()
 
@@ -190,18 +182,18 @@ def test_bad_classification_inputs(tmp_path, write_classify_config, run_cli, mem
             data.to_csv(path, index=False)
         return run_cli("train", write_classify_config(f"{name}.yaml", path=path, data=data_keys), "--run-dir", tmp_path / name)
 
-    _assert_clean_error(
+    assert_clean_error(
         train_on(frame, "c1", text_column="body"), "column 'body' (data.text_column) not found", "review, sentiment"
     )
-    _assert_clean_error(train_on(frame, "c2", label_column="stars"), "column 'stars' (data.label_column) not found")
+    assert_clean_error(train_on(frame, "c2", label_column="stars"), "column 'stars' (data.label_column) not found")
     empty = frame.copy()
     empty.loc[7, "review"] = "   "
-    _assert_clean_error(train_on(empty, "c3"), "row 9: empty text in column 'review'")
-    _assert_clean_error(
+    assert_clean_error(train_on(empty, "c3"), "row 9: empty text in column 'review'")
+    assert_clean_error(
         train_on(b"review,sentiment\ngood film,pos\nbad \xe9 film,neg\n", "c4"), "not UTF-8", "byte 0xe9 at byte offset 35"
     )
     single = frame.assign(sentiment="pos")
-    _assert_clean_error(train_on(single, "c5"), "single label")
+    assert_clean_error(train_on(single, "c5"), "single label")
 
     run = tmp_path / "run"
     assert run_cli("train", write_classify_config(training={"epochs": 1}), "--run-dir", run).code == 0
@@ -209,7 +201,7 @@ def test_bad_classification_inputs(tmp_path, write_classify_config, run_cli, mem
     unseen.loc[3, "sentiment"] = "mixed"
     unseen_path = tmp_path / "unseen.csv"
     unseen.to_csv(unseen_path, index=False)
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("evaluate", run, "--data", unseen_path), "row 5: label 'mixed' was never seen in training", "neg, pos"
     )
-    _assert_clean_error(run_cli("predict", run, "--horizon", "3"), "--horizon applies to forecast models")
+    assert_clean_error(run_cli("predict", run, "--horizon", "3"), "--horizon applies to forecast models")

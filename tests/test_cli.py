@@ -7,18 +7,10 @@ import sys
 
 import pytest
 import yaml
+from conftest import assert_clean_error
 
 from seqtool import __version__
 from seqtool.data.text import tokenize
-
-
-def assert_clean_error(result, *fragments):
-    assert result.code == 2, result
-    assert "Traceback" not in result.err and "Traceback" not in result.out
-    lines = [line for line in result.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import assert_clean_error
 
 from seqtool.checkpoint import load_checkpoint
 from seqtool.config import build_config
@@ -233,15 +234,6 @@ def test_untidy_multivariate_csv_with_date_parts_na_cells_and_categories(tmp_pat
     assert out[0] == "date,pm2.5" and out[1].startswith("2012-01-21 20:00:00")
 
 
-def _assert_clean_error(result, *fragments):
-    assert result.code == 2, result
-    assert "Traceback" not in result.err
-    line = result.err.strip().splitlines()
-    assert len(line) == 1 and line[0].startswith("Error: ")
-    for fragment in fragments:
-        assert fragment in line[0], (fragment, line[0])
-
-
 def test_bad_forecast_inputs(tmp_path, write_forecast_config, run_cli, sine_csv):
     def train_on(frame, name, **data):
         path = tmp_path / f"{name}.csv"
@@ -252,29 +244,29 @@ def test_bad_forecast_inputs(tmp_path, write_forecast_config, run_cli, sine_csv)
         return run_cli("train", write_forecast_config(f"{name}.yaml", path=path, data=data), "--run-dir", tmp_path / name)
 
     good = sine_frame()
-    _assert_clean_error(train_on(good, "t1", target="Passengers"), "column 'Passengers' (data.target) not found", "Date, Value")
-    _assert_clean_error(train_on(good, "t2", date_column="Month"), "column 'Month' (data.date_column) not found")
+    assert_clean_error(train_on(good, "t1", target="Passengers"), "column 'Passengers' (data.target) not found", "Date, Value")
+    assert_clean_error(train_on(good, "t2", date_column="Month"), "column 'Month' (data.date_column) not found")
     bad_cell = good.copy().astype({"Value": object})
     bad_cell.loc[57, "Value"] = "12,5x"
-    _assert_clean_error(train_on(bad_cell, "t3"), "row 59, column 'Value'", "'12,5x' is not a number")
-    _assert_clean_error(train_on(good.head(40), "t4"), "fewer than data.context_length + data.horizon")
+    assert_clean_error(train_on(bad_cell, "t3"), "row 59, column 'Value'", "'12,5x' is not a number")
+    assert_clean_error(train_on(good.head(40), "t4"), "fewer than data.context_length + data.horizon")
     bad_date = good.copy()
     bad_date.loc[9, "Date"] = "the tenth"
-    _assert_clean_error(train_on(bad_date, "t5"), "row 11", "cannot parse date 'the tenth'")
+    assert_clean_error(train_on(bad_date, "t5"), "row 11", "cannot parse date 'the tenth'")
     duplicated = good.copy()
     duplicated.loc[20, "Date"] = duplicated.loc[19, "Date"]
-    _assert_clean_error(train_on(duplicated, "t6"), "duplicate timestamp", "rows 21 and 22")
-    _assert_clean_error(train_on("Date,Value\n", "t7"), "header but no rows")
-    _assert_clean_error(train_on("", "t8"), "empty")
+    assert_clean_error(train_on(duplicated, "t6"), "duplicate timestamp", "rows 21 and 22")
+    assert_clean_error(train_on("Date,Value\n", "t7"), "header but no rows")
+    assert_clean_error(train_on("", "t8"), "empty")
     config = write_forecast_config("t9.yaml", data={"scaler": "robust"})
-    _assert_clean_error(run_cli("train", config), "'data.scaler' must be one of standard, minmax, none")
+    assert_clean_error(run_cli("train", config), "'data.scaler' must be one of standard, minmax, none")
     run = tmp_path / "ok"
     assert run_cli("train", write_forecast_config(training={"epochs": 1}), "--run-dir", run).code == 0
-    _assert_clean_error(run_cli("predict", run, "--horizon", "11"), "beyond the model's horizon of 10")
+    assert_clean_error(run_cli("predict", run, "--horizon", "11"), "beyond the model's horizon of 10")
     other = tmp_path / "other.csv"
     good.rename(columns={"Value": "Price"}).to_csv(other, index=False)
-    _assert_clean_error(run_cli("predict", run, "--data", other), "column 'Value' (data.target) not found", "Date, Price")
-    _assert_clean_error(run_cli("evaluate", run, "--split", "test"), "no test split")
+    assert_clean_error(run_cli("predict", run, "--data", other), "column 'Value' (data.target) not found", "Date, Price")
+    assert_clean_error(run_cli("evaluate", run, "--split", "test"), "no test split")
 
 
 def test_validation_values_never_leak_into_training_inputs(tmp_path, sine_csv):
@@ -314,7 +306,7 @@ def test_several_targets_from_several_inputs(tmp_path, run_cli):
 def test_options_of_the_other_task_are_refused(tmp_path, write_forecast_config, run_cli):
     run = tmp_path / "run"
     assert run_cli("train", write_forecast_config(training={"epochs": 1}), "--run-dir", run).code == 0
-    _assert_clean_error(run_cli("predict", run, "--prompt", "hello"), "--prompt", "language models")
+    assert_clean_error(run_cli("predict", run, "--prompt", "hello"), "--prompt", "language models")
 
 
 def test_series_without_dates_forecasts_numbered_steps(tmp_path, run_cli):

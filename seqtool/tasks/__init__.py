@@ -50,6 +50,20 @@ class Task(Protocol):
         """Move restored training state (loaded on CPU) to the training device."""
 
 
+class WindowedTask:
+    """Base for tasks whose batches are independent windows or texts: no state is carried from
+    one batch to the next, so there is nothing beyond the epoch's order to save or restore."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def move_state(self, device: torch.device) -> None:
+        pass
+
+
 TASKS = {
     "language_model": "seqtool.tasks.language_model:LanguageModelTask",
     "forecast": "seqtool.tasks.forecast:ForecastTask",

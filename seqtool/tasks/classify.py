@@ -23,6 +23,7 @@ from seqtool.data import csvfile, table
 from seqtool.data.text import Vocabulary
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel
+from seqtool.tasks import WindowedTask
 
 EVAL_BATCH = 256
 
@@ -36,7 +37,7 @@ class EncodedTexts:
     source: str
 
 
-class ClassifyTask:
+class ClassifyTask(WindowedTask):
     unit = "samples"
     baselines = ("majority",)
 
@@ -171,15 +172,6 @@ class ClassifyTask:
         logits = model.classify(tokens, lengths).float()
         weights = self.class_weights.to(device) if self.class_weights is not None else None
         return F.cross_entropy(logits, torch.from_numpy(self.train.labels[rows]).to(device), weight=weights)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-    def move_state(self, device: torch.device) -> None:
-        pass
 
     # ---- inference and evaluation ------------------------------------------------------------
 

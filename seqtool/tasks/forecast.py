@@ -26,6 +26,7 @@ from seqtool.config import Config
 from seqtool.data import csvfile, series
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel
+from seqtool.tasks import WindowedTask
 
 HISTORY_TAIL = 200  # rows of target history kept in the checkpoint for plots
 Z_80 = 1.2815515655446004  # standard normal quantile of 0.9: mean +- Z_80 sigma covers 80%
@@ -43,7 +44,7 @@ class PreparedSeries:
     filled_gaps: int
 
 
-class ForecastTask:
+class ForecastTask(WindowedTask):
     unit = "samples"
     baselines = ("naive", "seasonal_naive", "linear")
 
@@ -212,15 +213,6 @@ class ForecastTask:
         origins = self.order[batch_index * size : (batch_index + 1) * size]
         x, y, _ = self._windows(self.train_inputs, origins)
         return self._loss(self._outputs(model, x.to(device)), y.to(device))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-    def move_state(self, device: torch.device) -> None:
-        pass
 
     # ---- forecasting -------------------------------------------------------------------------
 
