@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
@@ -191,6 +192,7 @@ def dump_yaml(data: dict[str, Any]) -> str:
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)")
 
 
+@functools.lru_cache(maxsize=64)  # the training loop asks every step
 def parse_duration(value: str | float | int) -> float:
     """Seconds in "10m", "90s", "1h30m" or a plain number of seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
