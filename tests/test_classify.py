@@ -205,3 +205,20 @@ def test_bad_classification_inputs(tmp_path, write_classify_config, run_cli, mem
         run_cli("evaluate", run, "--data", unseen_path), "row 5: label 'mixed' was never seen in training", "neg, pos"
     )
     assert_clean_error(run_cli("predict", run, "--horizon", "3"), "--horizon applies to forecast models")
+
+
+def test_balanced_class_weights_follow_inverse_frequency(tmp_path):
+    from seqtool.config import build_config
+    from seqtool.tasks.classify import ClassifyTask
+
+    frame = memory_frame(rows=400)
+    frame.loc[frame.index[:300], "sentiment"] = "neg"  # make the classes imbalanced
+    path = tmp_path / "skewed.csv"
+    frame.to_csv(path, index=False)
+    task = ClassifyTask(build_config(classify_config(path, training={"class_weights": "balanced"}), "test"))
+    task.load_training_data()
+    counts = np.bincount(task.train.labels)
+    expected = len(task.train.labels) / (2 * counts)
+    assert torch.allclose(task.class_weights, torch.tensor(expected, dtype=torch.float32))
+    assert task.class_weights[task.labels.index("pos")] > task.class_weights[task.labels.index("neg")]
+    assert task.majority == task.labels.index("neg")
