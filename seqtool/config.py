@@ -119,6 +119,7 @@ class TrainingConfig:
         None, "forecast loss (default mse); gaussian_nll and quantile give prediction intervals"
     )
     quantiles: list[float] = _field([0.1, 0.5, 0.9], "levels predicted with loss: quantile (outermost = interval)")
+    on_nan: Literal["stop", "skip_batch"] = _field("stop", "a non-finite loss or gradient stops training, or skips that batch")
     class_weights: Literal["none", "balanced"] = _field("none", "classify: balanced weighs classes by inverse frequency")
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import random
 import shutil
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +53,8 @@ class TrainState:
     last_train_loss: float | None = None
     loss_sum_since_log: float = 0.0  # so a resumed run logs the same averaged train loss
     steps_since_log: int = 0
+    skipped_batches: int = 0  # batches whose loss or gradient was not finite (training.on_nan)
+    non_finite_in_a_row: int = 0
     finished: bool = False
     stop_reason: str = ""
 
@@ -195,6 +199,20 @@ def _check_resumable(config: Config, payload: dict[str, Any], run_dir: Path) -> 
         )
 
 
+MAX_NON_FINITE_IN_A_ROW = 20  # with on_nan: skip_batch, this many bad batches in a row still stop training
+
+
+def _diverged(state: TrainState, loss: float, run_dir: Path, policy: str) -> SeqtoolError:
+    kept = (
+        f"the last good checkpoint {run_dir / LAST} is kept" if (run_dir / LAST).exists() else "no checkpoint had been saved yet"
+    )
+    why = "" if policy == "stop" else f" ({MAX_NON_FINITE_IN_A_ROW} batches in a row)"
+    return SeqtoolError(
+        f"training diverged at step {state.step + 1}: the loss is {loss}{why}; {kept}. Lower training.lr, "
+        "keep training.grad_clip on, or set training.on_nan=skip_batch"
+    )
+
+
 def _stop_reason(state: TrainState, training: TrainingConfig, steps_per_epoch: int, elapsed_s: float) -> str:
     if training.max_steps is not None and state.step >= training.max_steps:
         return f"max_steps reached ({training.max_steps})"
@@ -247,6 +265,59 @@ def _payload(config: Config, task: Task, model: torch.nn.Module, optimizer, stat
     }
 
 
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[Path]:
+    """One writer per run directory: a lock file beside it holds the owner's host and PID.
+
+    A second process refuses to start; a lock left by a process that no longer exists (killed,
+    machine rebooted) is taken over. The file sits beside the run directory, so a run that fails
+    before writing anything leaves no directory behind.
+    """
+    lock = run_dir.parent / f".{run_dir.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = lock.read_text(errors="replace").strip() if lock.exists() else ""
+            if _lock_owner_alive(owner):
+                raise SeqtoolError(
+                    f"run directory {run_dir} is in use by process {owner.split()[-1]} on {owner.split()[0]} "
+                    f"(lock {lock}); wait for it, stop it, or use another --run-dir"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(me + "\n")
+        break
+    else:
+        raise SeqtoolError(f"could not take the lock {lock} for {run_dir}")
+    try:
+        yield lock
+    finally:
+        if lock.exists() and lock.read_text(errors="replace").strip() == me:
+            lock.unlink()
+
+
+def _lock_owner_alive(owner: str) -> bool:
+    parts = owner.split()
+    if len(parts) != 2 or not parts[1].isdigit():
+        return False  # unreadable or half-written: treat as stale
+    host, pid = parts[0], int(parts[1])
+    if host != socket.gethostname():
+        return True  # cannot check another machine's processes: assume it is alive
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def train(
     config: Config,
     run_dir: str | Path,
@@ -256,9 +327,15 @@ def train(
     init_from: str | Path | None = None,
     console: Console | None = None,
 ) -> TrainResult:
-    """Train `config` into `run_dir`; see the module docstring for the order of events."""
-    console = console or Console()
+    """Train `config` into `run_dir`, holding the directory's lock; see the module docstring."""
     run_dir = Path(run_dir)
+    with run_dir_lock(run_dir):
+        return _train(config, run_dir, resume=resume, force=force, init_from=init_from, console=console or Console())
+
+
+def _train(
+    config: Config, run_dir: Path, *, resume: bool, force: bool, init_from: str | Path | None, console: Console
+) -> TrainResult:
     training = config.training
     if resume and init_from:
         raise SeqtoolError("--resume and --init-from contradict each other: resume continues a run, init-from starts a new one")
@@ -369,17 +446,37 @@ def train(
                     loss = task.training_loss(model, state.batch_in_epoch, device)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                grad_norm = None
                 if training.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
-                optimizer.step()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
+                if torch.isfinite(loss) and (grad_norm is None or torch.isfinite(grad_norm)):
+                    optimizer.step()
+                    running_loss += loss.detach()
+                    state.steps_since_log += 1
+                    state.non_finite_in_a_row = 0
+                else:
+                    state.skipped_batches += 1
+                    state.non_finite_in_a_row += 1
+                    giving_up = training.on_nan == "stop" or state.non_finite_in_a_row >= MAX_NON_FINITE_IN_A_ROW
+                    log.write(
+                        {
+                            "step": state.step + 1,
+                            "epoch": round((state.step + 1) / steps_per_epoch, 4),
+                            "split": "train",
+                            "loss": float(loss.detach()),
+                            "lr": lr,
+                            "elapsed_s": round(clock.elapsed(), 3),
+                            "event": "diverged" if giving_up else "skipped_batch",
+                        }
+                    )
+                    if giving_up:
+                        raise _diverged(state, float(loss.detach()), run_dir, training.on_nan)
 
                 state.step += 1
                 state.batch_in_epoch += 1
                 if state.batch_in_epoch == steps_per_epoch:
                     state.epoch += 1
                     state.batch_in_epoch = 0
-                running_loss += loss.detach()
-                state.steps_since_log += 1
                 interval_steps += 1
 
                 log_now = state.step % training.log_every == 0
@@ -387,7 +484,7 @@ def train(
                     now = clock.elapsed()
                     rate = interval_steps * units / max(now - interval_start, 1e-9)
                     interval_start, interval_steps = now, 0
-                    state.last_train_loss = running_loss.item() / state.steps_since_log
+                    state.last_train_loss = running_loss.item() / max(state.steps_since_log, 1)
                     running_loss.zero_()
                     state.steps_since_log = 0
                     log.write(

@@ -1,0 +1,124 @@
+"""Divergence guard, one writer per run directory, full or read-only disks, SIGTERM."""
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from seqtool import checkpoint as checkpoint_module
+from seqtool.checkpoint import load_checkpoint
+from seqtool.config import build_config
+from seqtool.engine import run_dir_lock, train
+from seqtool.errors import SeqtoolError
+from seqtool.tasks.language_model import LanguageModelTask
+
+
+def poison(monkeypatch, at_calls):
+    """Make the training loss NaN on the given calls of training_loss (1-based)."""
+    original = LanguageModelTask.training_loss
+    calls = {"n": 0}
+
+    def poisoned(self, *args):
+        calls["n"] += 1
+        loss = original(self, *args)
+        return loss * float("nan") if calls["n"] in at_calls else loss
+
+    monkeypatch.setattr(LanguageModelTask, "training_loss", poisoned)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, corpus, monkeypatch):
+    poison(monkeypatch, {12})
+    config = build_config(tiny_config(corpus, training={"max_steps": 30}), "test")
+    with pytest.raises(SeqtoolError, match="training diverged at step 12: the loss is nan; the last good checkpoint .* is kept"):
+        train(config, tmp_path / "run")
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert saved["train_state"]["step"] == 10
+    assert all(torch.isfinite(t).all() for t in saved["model"].values())
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["train_state"]["step"] == 10
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "diverged" and events[-1]["step"] == 12
+
+
+def test_huge_learning_rate_diverges_through_the_cli(tmp_path, write_config, run_cli):
+    huge = {"lr": 1e30, "grad_clip": None, "optimizer": "sgd"}
+    relu_rnn = {"type": "rnn", "nonlinearity": "relu"}  # unbounded activations: overflow to inf, then nan
+    result = run_cli("train", write_config(training=huge, model=relu_rnn), "--run-dir", tmp_path / "run")
+    assert result.code == 2 and "training diverged at step" in result.err and "Traceback" not in result.err
+
+
+def test_skip_batch_policy_skips_and_finishes(tmp_path, corpus, monkeypatch):
+    poison(monkeypatch, {12, 13})
+    config = build_config(tiny_config(corpus, training={"max_steps": 30, "on_nan": "skip_batch"}), "test")
+    result = train(config, tmp_path / "run")
+    assert result.state.step == 30 and result.state.skipped_batches == 2
+    weights = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, write_config, run_cli):
+    run = tmp_path / "run"
+    lock = tmp_path / ".run.lock"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{socket.gethostname()} {sleeper.pid}\n")  # a live process holds the run
+        result = run_cli("train", write_config(training={"max_steps": 5}), "--run-dir", run, "--resume")
+        assert result.code == 2 and f"in use by process {sleeper.pid}" in result.err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the holder is gone: its lock is stale and is taken over
+    result = run_cli("train", write_config(training={"max_steps": 5}), "--run-dir", run)
+    assert result.code == 0, result
+    assert not lock.exists()  # released at the end
+
+
+def test_lock_is_released_after_a_failure(tmp_path):
+    with pytest.raises(RuntimeError), run_dir_lock(tmp_path / "run") as lock:
+        assert lock.read_text().split()[1] == str(os.getpid())
+        raise RuntimeError("boom")
+    assert not (tmp_path / ".run.lock").exists()
+
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")])
+def test_full_or_read_only_disk_keeps_the_previous_checkpoint(tmp_path, corpus, monkeypatch, code, words):
+    config = build_config(tiny_config(corpus, training={"max_steps": 30}), "test")
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def failing_replace(source, target):
+        calls["n"] += 1
+        if calls["n"] > 3:  # config.yaml, then last.pt and best.pt at step 10 succeed
+            raise OSError(code, os.strerror(code))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(checkpoint_module.os, "replace", failing_replace)
+    with pytest.raises(
+        SeqtoolError, match=f"could not write checkpoint .*last.pt: {words}; the previous checkpoint is unchanged"
+    ):
+        train(config, tmp_path / "run")
+    monkeypatch.setattr(checkpoint_module.os, "replace", real_replace)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["step"] == 10
+    assert not list((tmp_path / "run").glob("*.seqtool-tmp"))  # no temporary file left behind
+
+
+def test_sigterm_saves_and_exits_143(tmp_path, write_config, run_cli, monkeypatch):
+    original = LanguageModelTask.training_loss
+    calls = {"n": 0}
+
+    def terminated(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args)
+
+    monkeypatch.setattr(LanguageModelTask, "training_loss", terminated)
+    result = run_cli("train", write_config(training={"max_steps": 30}), "--run-dir", tmp_path / "run")
+    assert result.code == 143, result
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["step"] == 7
