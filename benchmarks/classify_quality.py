@@ -60,7 +60,7 @@ def main() -> None:
             start = time.perf_counter()
             engine.train(config, Path(tmp) / "run", console=Console(file=io.StringIO()))
             seconds = time.perf_counter() - start
-            metrics, _ = engine.evaluate(Path(tmp) / "run")
+            metrics = engine.evaluate(Path(tmp) / "run").metrics
         result.add_row(name, f"{seconds:.0f}", f"{metrics['accuracy']:.4f}", f"{metrics['macro_f1']:.4f}", style="bold")
     result.add_row("majority class", "-", f"{metrics['majority_accuracy']:.4f}", f"{metrics['majority_macro_f1']:.4f}")
     console.print(result)

@@ -40,7 +40,7 @@ def main() -> None:
                 start = time.perf_counter()
                 engine.train(config, Path(tmp) / "run", console=Console(file=io.StringIO()))
                 seconds = time.perf_counter() - start
-                metrics, _ = engine.evaluate(Path(tmp) / "run")
+                metrics = engine.evaluate(Path(tmp) / "run").metrics
             rows.append((kind.upper(), seconds, [metrics[m] for m in METRICS]))
         table = Table(title=f"{config_path}: backtest on the held-out tail ({metrics['origins']} origins)")
         table.add_column("forecaster")

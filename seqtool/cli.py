@@ -111,7 +111,10 @@ def evaluate(
         raise SeqtoolError(f"--split must be val or test, got {split!r}")
     from seqtool import engine
 
-    metrics, baselines = engine.evaluate(checkpoint, split=split, data_path=str(data) if data else None, plot_path=plot)
+    result = engine.evaluate(checkpoint, split=split, data_path=str(data) if data else None, plot_path=plot)
+    metrics, baselines = result.metrics, result.baselines
+    for warning in result.warnings:
+        Console(stderr=True).print(f"[yellow]Warning:[/] {warning}", highlight=False)
     if as_json:
         typer.echo(json.dumps({k: (v if math.isfinite(v) else None) for k, v in metrics.items()}))
         return

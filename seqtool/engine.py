@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
+import platform
 import random
+import shlex
 import shutil
 import signal
 import socket
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +35,7 @@ import seqtool
 from seqtool.checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, resolve_checkpoint, save_checkpoint
 from seqtool.config import BUDGET_KEYS, Config, TrainingConfig, config_from_dict, dump_yaml, flatten, parse_duration
 from seqtool.errors import SeqtoolError, TrainingInterrupted
-from seqtool.metrics import CONFIG_FILE, MetricsLog, write_summary
+from seqtool.metrics import CONFIG_FILE, RUN_RECORD, MetricsLog, write_summary
 from seqtool.models import SequenceModel, count_parameters
 from seqtool.progress import Stopwatch, TrainingDisplay
 from seqtool.tasks import Task, make_task
@@ -202,6 +207,37 @@ def _check_resumable(config: Config, payload: dict[str, Any], run_dir: Path) -> 
 MAX_NON_FINITE_IN_A_ROW = 20  # with on_nan: skip_batch, this many bad batches in a row still stop training
 
 
+def _record_run(run_dir: Path, config: Config, device: torch.device, command: str | None, resumed_at: int | None) -> None:
+    """run.json: what produced this run (versions, device, seed, command line), one entry per
+    session, so a result can be traced and reproduced."""
+    path = run_dir / RUN_RECORD
+    sessions = json.loads(path.read_text()).get("sessions", []) if resumed_at is not None and path.exists() else []
+    sessions.append(
+        {
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": command if command is not None else shlex.join(["seqtool", *sys.argv[1:]]),
+            "resumed_at_step": resumed_at,
+            "seqtool_version": seqtool.__version__,
+            "torch_version": str(torch.__version__),  # TorchVersion is not plain data
+            "python_version": platform.python_version(),
+            "platform": platform.platform(),
+            "device": str(device),
+            "torch_threads": torch.get_num_threads(),
+            "seed": config.seed,
+        }
+    )
+    atomic_write_text(path, json.dumps({"sessions": sessions}, indent=2) + "\n")
+
+
+def version_warning(payload: dict[str, Any]) -> str | None:
+    """A warning when this torch's major.minor differs from the one that trained the checkpoint:
+    kernels change between releases, so results may differ slightly."""
+    trained = str(payload.get("torch_version", ""))
+    if trained and trained.split(".")[:2] != torch.__version__.split(".")[:2]:
+        return f"this checkpoint was trained with torch {trained}; running torch {torch.__version__} may give slightly different results"
+    return None
+
+
 def _diverged(state: TrainState, loss: float, run_dir: Path, policy: str) -> SeqtoolError:
     kept = (
         f"the last good checkpoint {run_dir / LAST} is kept" if (run_dir / LAST).exists() else "no checkpoint had been saved yet"
@@ -253,6 +289,7 @@ def _catch_stop_signals() -> Iterator[list[int]]:
 def _payload(config: Config, task: Task, model: torch.nn.Module, optimizer, state: TrainState, metrics) -> dict[str, Any]:
     return {
         "seqtool_version": seqtool.__version__,
+        "torch_version": str(torch.__version__),  # TorchVersion is not plain data
         "task": config.task,
         "config": config.to_dict(),
         "artifacts": task.artifacts(),
@@ -326,15 +363,17 @@ def train(
     force: bool = False,
     init_from: str | Path | None = None,
     console: Console | None = None,
+    command: str | None = None,
 ) -> TrainResult:
-    """Train `config` into `run_dir`, holding the directory's lock; see the module docstring."""
+    """Train `config` into `run_dir`, holding the directory's lock; see the module docstring.
+    `command` is recorded in run.json (default: this process's command line)."""
     run_dir = Path(run_dir)
     with run_dir_lock(run_dir):
-        return _train(config, run_dir, resume=resume, force=force, init_from=init_from, console=console or Console())
+        return _train(config, run_dir, resume, force, init_from, console or Console(), command)
 
 
 def _train(
-    config: Config, run_dir: Path, *, resume: bool, force: bool, init_from: str | Path | None, console: Console
+    config: Config, run_dir: Path, resume: bool, force: bool, init_from: str | Path | None, console: Console, command: str | None
 ) -> TrainResult:
     training = config.training
     if resume and init_from:
@@ -384,6 +423,7 @@ def _train(
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, dump_yaml(config.to_dict()))
+    _record_run(run_dir, config, device, command, resumed_at=state.step if resumed is not None else None)
     log = MetricsLog(run_dir)
     if resumed is not None:
         log.truncate_after(state.step)
@@ -559,12 +599,18 @@ def load_trained(target: str | Path, device: str = "cpu") -> tuple[Task, Sequenc
     return task, model, payload
 
 
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    baselines: tuple[str, ...]  # names prefixing the baselines' metrics
+    warnings: list[str]
+
+
 def evaluate(
     target: str | Path, split: str = "val", data_path: str | None = None, plot_path: str | Path | None = None
-) -> tuple[dict[str, float], tuple[str, ...]]:
-    """Metrics of a trained model and its baselines on a split or on another file, and the
-    baselines' names (their metrics carry the name as a prefix)."""
-    task, model, _ = load_trained(target)
+) -> Evaluation:
+    """Metrics of a trained model and of its task's baselines on a split or on another file."""
+    task, model, payload = load_trained(target)
     device = next(model.parameters()).device
     with autocast(device, task.config.training.precision):
         metrics = task.evaluate(model, split, device, data_path=data_path)
@@ -574,4 +620,5 @@ def evaluate(
         from seqtool.plots import backtest_plot
 
         backtest_plot(plot_path, task.backtest_frame(model, split, data_path), task.interval_level, split)
-    return metrics, task.baselines
+    warning = version_warning(payload)
+    return Evaluation(metrics, task.baselines, [warning] if warning else [])

@@ -13,6 +13,7 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_TEXT = "summary.txt"
 SUMMARY_JSON = "summary.json"
 CONFIG_FILE = "config.yaml"
+RUN_RECORD = "run.json"
 
 
 def _clean(value: Any) -> Any:

@@ -94,7 +94,7 @@ def test_full_or_read_only_disk_keeps_the_previous_checkpoint(tmp_path, corpus, 
 
     def failing_replace(source, target):
         calls["n"] += 1
-        if calls["n"] > 3:  # config.yaml, then last.pt and best.pt at step 10 succeed
+        if calls["n"] > 4:  # config.yaml, run.json, then last.pt and best.pt at step 10 succeed
             raise OSError(code, os.strerror(code))
         return real_replace(source, target)
 
@@ -122,3 +122,20 @@ def test_sigterm_saves_and_exits_143(tmp_path, write_config, run_cli, monkeypatc
     result = run_cli("train", write_config(training={"max_steps": 30}), "--run-dir", tmp_path / "run")
     assert result.code == 143, result
     assert load_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["step"] == 7
+
+
+def test_run_record_and_torch_version_warning(tmp_path, write_config, run_cli, monkeypatch):
+    run = tmp_path / "run"
+    assert run_cli("train", write_config(training={"max_steps": 5}), "--run-dir", run).code == 0
+    assert (
+        run_cli("train", write_config(training={"max_steps": 5}), "training.max_steps=8", "--run-dir", run, "--resume").code == 0
+    )
+    sessions = json.loads((run / "run.json").read_text())["sessions"]
+    assert len(sessions) == 2 and sessions[1]["resumed_at_step"] == 5
+    first = sessions[0]
+    assert first["torch_version"] == str(torch.__version__) and first["seed"] == 7 and first["device"] == "cpu"
+    assert first["command"].startswith("seqtool train ") and "--run-dir" in first["command"]
+    assert run_cli("evaluate", run).err == ""
+    monkeypatch.setattr(torch, "__version__", "9.9.0")
+    warned = run_cli("evaluate", run)
+    assert warned.code == 0 and "trained with torch 2." in warned.err and "9.9.0" in warned.err
