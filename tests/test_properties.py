@@ -1,0 +1,179 @@
+"""Property-based tests: whatever the input, loaders either load it or raise SeqtoolError (which
+the CLI turns into one `Error:` line and exit code 2), never another exception.
+
+Example counts stay small for CI; set SEQTOOL_FUZZ_EXAMPLES for a longer run.
+"""
+
+import os
+
+import pandas as pd
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seqtool.config import build_config, load_config
+from seqtool.data import csvfile
+from seqtool.data.text import Vocabulary, detokenize, tokenize
+from seqtool.errors import SeqtoolError
+from seqtool.tasks.classify import ClassifyTask
+from seqtool.tasks.forecast import ForecastTask
+
+EXAMPLES = int(os.environ.get("SEQTOOL_FUZZ_EXAMPLES", "60"))
+fuzz = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+KEYS = [
+    "task",
+    "seed",
+    "data",
+    "model",
+    "training",
+    "path",
+    "lr",
+    "type",
+    "hidden_size",
+    "batch_size",
+    "epochs",
+    "max_time",
+    "target",
+    "date_column",
+    "tokenizer",
+    "loss",
+    "quantiles",
+    "bogus",
+    "dropout",
+    "pooling",
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["1e-3", "yes", "on", "lstm", "forecast", "classify", "10m", "-1", "[]", "{}"]),
+)
+trees = st.recursive(
+    scalars,
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.sampled_from(KEYS), children, max_size=4)),
+    max_leaves=12,
+)
+
+
+@fuzz
+@given(st.dictionaries(st.sampled_from(KEYS), trees, max_size=5))
+def test_config_loader_accepts_or_refuses_any_mapping(raw):
+    try:
+        build_config(raw, "fuzz.yaml")
+    except SeqtoolError:
+        pass
+
+
+@fuzz
+@given(st.text(max_size=300))
+def test_config_loader_accepts_or_refuses_any_text(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_config(path, [])
+    except SeqtoolError:
+        pass
+
+
+@fuzz
+@given(st.binary(max_size=400))
+def test_csv_reader_accepts_or_refuses_any_bytes(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("csv") / "x.csv"
+    path.write_bytes(data)
+    try:
+        csvfile.read_csv(path)
+    except SeqtoolError:
+        pass
+
+
+cells = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-(10**30), 10**30).map(str),
+    st.sampled_from(["", "NA", "n/a", "nan", "inf", "-", "abc", "1e308", "1e999", "2020-01-01", "2020-13-45", '"q,uo"', "é"]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8),
+)
+
+
+def _csv_bytes(header, rows, bom, crlf, latin1):
+    newline = "\r\n" if crlf else "\n"
+    text = ",".join(header) + newline + newline.join(",".join(r) for r in rows) + newline
+    data = text.encode("latin-1", errors="replace") if latin1 else text.encode("utf-8", errors="replace")
+    return (b"\xef\xbb\xbf" if bom else b"") + data
+
+
+@fuzz
+@given(
+    rows=st.lists(st.tuples(cells, cells, cells), max_size=40),
+    dated=st.booleans(),
+    bom=st.booleans(),
+    crlf=st.booleans(),
+    latin1=st.booleans(),
+    context=st.integers(1, 6),
+    horizon=st.integers(1, 4),
+)
+def test_forecast_loader_accepts_or_refuses_any_table(tmp_path_factory, rows, dated, bom, crlf, latin1, context, horizon):
+    if dated:  # a mostly valid date column, so parsing goes further than the first cell
+        rows = [
+            (str(pd.Timestamp("2020-01-01") + pd.Timedelta(days=i)).split()[0] if i % 7 else r[0], r[1], r[2])
+            for i, r in enumerate(rows)
+        ]
+    path = tmp_path_factory.mktemp("fc") / "series.csv"
+    path.write_bytes(_csv_bytes(["d", "v", "w"], rows, bom, crlf, latin1))
+    data = {
+        "path": str(path),
+        "target": "v",
+        "features": ["w"],
+        "context_length": context,
+        "horizon": horizon,
+        "val_fraction": 0.3,
+    }
+    if dated:
+        data["date_column"] = "d"
+    task = ForecastTask(build_config({"task": "forecast", "data": data, "training": {"max_steps": 1}}, "fuzz"))
+    try:
+        task.load_training_data()
+    except SeqtoolError:
+        pass
+
+
+@fuzz
+@given(
+    rows=st.lists(st.tuples(cells, st.sampled_from(["pos", "neg", "", "1", "2.0", "NA", "x"])), max_size=40),
+    bom=st.booleans(),
+    crlf=st.booleans(),
+    tokenizer=st.sampled_from(["word", "char"]),
+)
+def test_classification_loader_accepts_or_refuses_any_table(tmp_path_factory, rows, bom, crlf, tokenizer):
+    path = tmp_path_factory.mktemp("cls") / "texts.csv"
+    path.write_bytes(_csv_bytes(["text", "label"], rows, bom, crlf, latin1=False))
+    data = {"path": str(path), "tokenizer": tokenizer, "min_freq": 1, "val_fraction": 0.3}
+    task = ClassifyTask(build_config({"task": "classify", "data": data, "training": {"max_steps": 1}}, "fuzz"))
+    try:
+        task.load_training_data()
+    except SeqtoolError:
+        pass
+
+
+@fuzz
+@given(st.text(max_size=400))
+def test_char_vocabulary_round_trips_any_text(text):
+    vocab = Vocabulary.build(text, "char")
+    assert vocab.decode(vocab.encode(text)) == text
+
+
+@fuzz
+@given(st.text(max_size=400))
+def test_word_tokens_survive_detokenizing(text):
+    tokens = tokenize(text, "word")
+    assert tokenize(detokenize(tokens, "word"), "word") == tokens
+
+
+def test_yaml_dumped_configs_round_trip(tmp_path):
+    """A resolved config, dumped and read again, validates to the same config (resume relies on it)."""
+    config = build_config({"task": "forecast", "data": {"path": "a.csv", "target": ["x", "y"]}, "training": {"lr": 1e-3}}, "x")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    assert load_config(path).to_dict() == config.to_dict()
