@@ -422,6 +422,8 @@ def _train(
     if clear_run_dir:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in run_dir.glob("*.seqtool-tmp"):  # writes cut short by a killed process (we hold the lock)
+        leftover.unlink()
     atomic_write_text(run_dir / CONFIG_FILE, dump_yaml(config.to_dict()))
     _record_run(run_dir, config, device, command, resumed_at=state.step if resumed is not None else None)
     log = MetricsLog(run_dir)
@@ -471,6 +473,7 @@ def _train(
         )
         display.evaluated(state.step, last_metrics, improved)
         checkpoint(*((LAST, BEST) if improved else (LAST,)))
+        model.train()  # whatever mode a task's evaluation left it in, training goes on with dropout
         interval_start = clock.elapsed()  # evaluation time does not count against throughput
 
     display.start(steps, state.step)

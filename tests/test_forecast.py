@@ -114,7 +114,9 @@ def test_checkpoint_round_trip_gives_identical_forecasts(tmp_path, write_forecas
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_forecast_run(tmp_path, sine_csv, monkeypatch):
-    config = build_config(forecast_config(sine_csv, training={"epochs": None, "max_steps": 60, "eval_every": 20}), "test")
+    # dropout on: a model left in eval mode by an evaluation would make the resumed run differ
+    training = {"epochs": None, "max_steps": 60, "eval_every": 20}
+    config = build_config(forecast_config(sine_csv, training=training, model={"dropout": 0.2, "num_layers": 2}), "test")
     train(config, tmp_path / "full")
     original = ForecastTask.training_loss
     calls = {"n": 0}

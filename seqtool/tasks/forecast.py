@@ -242,6 +242,7 @@ class ForecastTask(WindowedTask):
         self, model: SequenceModel, inputs: np.ndarray, origins: np.ndarray, device: torch.device
     ) -> dict[str, np.ndarray]:
         """Forecasts in original units for each origin: point, lower, upper (batch, horizon, targets)."""
+        was_training = model.training
         model.eval()
         results: dict[str, list[np.ndarray]] = {"point": [], "lower": [], "upper": []}
         k = self.n_targets
@@ -252,6 +253,7 @@ class ForecastTask(WindowedTask):
             for name, values in (("point", point), ("lower", lower), ("upper", upper)):
                 if values is not None:
                     results[name].append(self.scaler.inverse(values + base[:, None, :], slice(0, k)))
+        model.train(was_training)
         return {name: np.concatenate(parts) for name, parts in results.items() if parts}
 
     # ---- evaluation --------------------------------------------------------------------------
