@@ -7,6 +7,7 @@ Example counts stay small for CI; set SEQTOOL_FUZZ_EXAMPLES for a longer run.
 import os
 
 import pandas as pd
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -177,3 +178,38 @@ def test_yaml_dumped_configs_round_trip(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config.to_dict()))
     assert load_config(path).to_dict() == config.to_dict()
+
+
+EDGE_FILES = {
+    "empty": b"",
+    "only_header": b"d,v,w\n",
+    "bom_crlf": b"\xef\xbb\xbfd,v,w\r\n" + b"".join(f"2020-01-{i + 1:02d},{i},{i}\r\n".encode() for i in range(28)),
+    "non_utf8": "d,v,w\n2020-01-01,1,caf\xe9\n".encode("latin-1"),
+    "nan_inf_cells": b"d,v,w\n"
+    + b"".join(f"2020-01-{i + 1:02d},{'nan' if i == 3 else 'inf' if i == 5 else i},1\n".encode() for i in range(28)),
+    "huge_numbers": b"d,v,w\n" + b"".join(f"2020-01-{i + 1:02d},1e308,{10**40}\n".encode() for i in range(28)),
+    "mixed_types": b"d,v,w\n" + b"".join(f"2020-01-{i + 1:02d},{i if i % 2 else 'x'},1\n".encode() for i in range(28)),
+    "very_long_line": b"d,v,w\n2020-01-01," + b"9" * 300_000 + b",1\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_FILES))
+@pytest.mark.parametrize("task", ["forecast", "classify"])
+def test_edge_case_files_through_the_cli(tmp_path, run_cli, name, task):
+    """Each either trains or ends in one `Error:` line and exit code 2, never a traceback."""
+    path = tmp_path / "edge.csv"
+    data = EDGE_FILES[name]
+    if task == "classify":
+        data = data.replace(b"d,v,w", b"text,label,w")
+    path.write_bytes(data)
+    if task == "forecast":
+        section = {"path": str(path), "date_column": "d", "target": "v", "features": ["w"], "context_length": 3, "horizon": 2}
+    else:
+        section = {"path": str(path), "min_freq": 1, "val_fraction": 0.3}
+    config = tmp_path / "edge.yaml"
+    config.write_text(yaml.safe_dump({"task": task, "data": section, "training": {"max_steps": 2, "device": "cpu"}}))
+    result = run_cli("train", config, "--run-dir", tmp_path / "run")
+    assert result.code in (0, 2), result
+    assert "Traceback" not in result.err
+    if result.code == 2:
+        assert result.err.startswith("Error: ") and len(result.err.strip().splitlines()) == 1

@@ -251,7 +251,7 @@ def _where(column: pd.Series, position: int, source: str) -> str:
 
 def _label_strings(labels: pd.Series) -> pd.Series:
     """Labels as strings; integer labels read as floats (1.0) because of a missing cell stay "1"."""
-    if pd.api.types.is_float_dtype(labels) and (labels.dropna() % 1 == 0).all():
+    if pd.api.types.is_float_dtype(labels) and (labels.dropna() % 1 == 0).all() and (labels.dropna().abs() < 2**53).all():
         labels = labels.astype("Int64")
     return labels.astype(str).str.strip()
 

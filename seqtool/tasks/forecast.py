@@ -123,7 +123,12 @@ class ForecastTask(WindowedTask):
                 f"data.horizon = {needed}; lower them or give a longer series"
             )
         if self.scaler is None:
-            self.scaler = series.Scaler.fit(prepared.values[:train_end], data.scaler)
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.scaler = series.Scaler.fit(prepared.values[:train_end], data.scaler)
+            broken = ~(np.isfinite(self.scaler.shift) & np.isfinite(self.scaler.scale))
+            if broken.any():
+                column = prepared.columns[int(np.flatnonzero(broken)[0])]
+                raise SeqtoolError(f"{prepared.source}: column '{column}' has values too large to scale (float64 overflow)")
         self.train_inputs = self._model_inputs(prepared.values)
         self.train_origins = series.window_origins(0, train_end, data.context_length, data.horizon)
         self._check_eval_rows(prepared, "val")
