@@ -139,3 +139,15 @@ def test_run_record_and_torch_version_warning(tmp_path, write_config, run_cli, m
     monkeypatch.setattr(torch, "__version__", "9.9.0")
     warned = run_cli("evaluate", run)
     assert warned.code == 0 and "trained with torch 2." in warned.err and "9.9.0" in warned.err
+
+
+def test_resume_of_a_run_that_died_before_its_first_checkpoint_starts_fresh(tmp_path, write_config, run_cli):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: language_model\n")  # what a process killed during start-up leaves
+    (run / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 9.9}\n')
+    result = run_cli("train", write_config(training={"max_steps": 5}), "--run-dir", run, "--resume")
+    assert result.code == 0, result
+    assert "no checkpoint yet" in result.out and "starting from scratch" in result.out
+    assert load_checkpoint(run / "last.pt")["train_state"]["step"] == 5
+    assert '"loss": 9.9' not in (run / "metrics.jsonl").read_text()  # the dead run's partial log is gone
