@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -142,6 +143,53 @@ def _metrics_table(metrics: dict[str, float], baselines: tuple[str, ...], title:
         cells = [metrics.get(metric)] + [metrics.get(f"{b}_{metric}") for b in baselines]
         table.add_row(metric, *("-" if v is None else f"{v:.4f}" for v in cells))
     return table
+
+
+@app.command()
+def runs(
+    folder: Annotated[Path, typer.Argument(help="Folder holding run directories.")] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of runs on stdout.")] = False,
+) -> None:
+    """List the runs in a folder: task, model, steps, best validation loss, wall time, status."""
+    from seqtool.runs import list_runs
+
+    if not folder.is_dir():
+        raise SeqtoolError(f"no runs folder at {folder}")
+    found = list_runs(folder)
+    if as_json:
+        typer.echo(json.dumps([run.to_dict() for run in found]))
+        return
+    colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "diverged": "red"}
+    headers = ("run", "task", "model", "steps", "val loss", "at best", "time", "status")
+    rows = []
+    for run in found:
+        short = {"perplexity": "ppl", "accuracy": "acc"}.get(run.main_metric, run.main_metric)
+        rows.append(
+            (
+                run.name,
+                run.task,
+                run.model,
+                f"{run.steps:,}",
+                f"{run.best_val_loss:.4f}" if run.best_val_loss is not None else "-",
+                f"{short} {run.main_value:.4g}" if run.main_value is not None else "-",
+                _duration(run.wall_time_s),
+                run.status,
+            )
+        )
+    table = Table(title=f"Runs in {folder}", box=box.SIMPLE_HEAD)
+    for i, header in enumerate(headers[:-1]):
+        table.add_column(header, justify="right" if i >= 3 else "left")
+    table.add_column("status", no_wrap=True, min_width=len("interrupted"))  # never cut the answer people look for
+    for row in rows:
+        table.add_row(*row[:-1], f"[{colours[row[-1]]}]{row[-1]}[/]")
+    Console().print(table if found else f"No runs in {folder}")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
 def _confusion_table(confusion: dict[str, int]) -> Table:

@@ -15,8 +15,9 @@ from conftest import tiny_config
 from seqtool import checkpoint as checkpoint_module
 from seqtool.checkpoint import load_checkpoint
 from seqtool.config import build_config
-from seqtool.engine import run_dir_lock, train
+from seqtool.engine import train
 from seqtool.errors import SeqtoolError
+from seqtool.lock import run_dir_lock
 from seqtool.tasks.language_model import LanguageModelTask
 
 

@@ -1,0 +1,88 @@
+"""What is in a runs folder: one summary per run directory, read from its small text files only
+(config.yaml, metrics.jsonl, summary.json and the lock), so listing is fast and needs no torch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from seqtool.lock import lock_owner_alive, lock_path
+from seqtool.metrics import CONFIG_FILE, METRICS_FILE, SUMMARY_JSON, MetricsLog
+
+# The metric that says most about each task kind, shown beside the validation loss.
+MAIN_METRIC = {"language_model": "perplexity", "forecast": "mase", "classify": "accuracy"}
+
+
+@dataclass
+class RunInfo:
+    name: str
+    path: str
+    task: str
+    model: str
+    steps: int
+    best_val_loss: float | None
+    main_metric: str | None
+    main_value: float | None
+    wall_time_s: float | None
+    status: str  # finished | running | interrupted | diverged
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def list_runs(folder: str | Path) -> list[RunInfo]:
+    """Every run directory directly under `folder` (a directory with a config.yaml and metrics)."""
+    folder = Path(folder)
+    runs = []
+    for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if (path / CONFIG_FILE).is_file():
+            runs.append(describe_run(path))
+    return runs
+
+
+def describe_run(path: Path) -> RunInfo:
+    try:
+        config = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        config = {}
+    model = config.get("model") or {}
+    events = MetricsLog(path).read() if (path / METRICS_FILE).exists() else []
+    task = str(config.get("task", "?"))
+    val = [e for e in events if e.get("split") == "val" and isinstance(e.get("loss"), (int, float))]
+    best = min(val, key=lambda e: e["loss"]) if val else None
+    metric = MAIN_METRIC.get(task)
+    summary = _read_json(path / SUMMARY_JSON)
+    wall = summary.get("wall_time_s") if summary else (events[-1].get("elapsed_s") if events else None)
+    return RunInfo(
+        name=path.name,
+        path=str(path),
+        task=task,
+        model=f"{model.get('type', '?')} {model.get('num_layers', '?')}x{model.get('hidden_size', '?')}",
+        steps=int(events[-1].get("step", 0)) if events else 0,
+        best_val_loss=best["loss"] if best else None,
+        main_metric=metric,
+        main_value=best.get(metric) if best and metric else None,
+        wall_time_s=wall,
+        status=_status(path, events, summary),
+    )
+
+
+def _status(path: Path, events: list[dict], summary: dict | None) -> str:
+    lock = lock_path(path)
+    if lock.exists() and lock_owner_alive(lock.read_text(errors="replace").strip()):
+        return "running"
+    if events and events[-1].get("event") == "diverged":
+        return "diverged"
+    if summary is not None:
+        return "finished"
+    return "interrupted"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,63 @@
+"""`seqtool runs`: status of finished, interrupted, diverged and running runs."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+from conftest import assert_clean_error
+
+from seqtool.tasks.language_model import LanguageModelTask
+
+
+def test_runs_lists_each_status(tmp_path, write_config, run_cli, monkeypatch):
+    runs = tmp_path / "runs"
+    assert run_cli("train", write_config(training={"max_steps": 10}), "--run-dir", runs / "done").code == 0
+
+    original = LanguageModelTask.training_loss
+    calls = {"n": 0}
+
+    def interrupted(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args)
+
+    monkeypatch.setattr(LanguageModelTask, "training_loss", interrupted)
+    assert run_cli("train", write_config(training={"max_steps": 10}), "--run-dir", runs / "stopped").code == 130
+    monkeypatch.setattr(LanguageModelTask, "training_loss", original)
+
+    huge = {"lr": 1e30, "grad_clip": None, "optimizer": "sgd"}
+    diverged = run_cli(
+        "train", write_config(training=huge, model={"type": "rnn", "nonlinearity": "relu"}), "--run-dir", runs / "nan"
+    )
+    assert diverged.code == 2
+
+    (runs / "busy").mkdir()
+    (runs / "busy" / "config.yaml").write_text("task: forecast\nmodel: {type: gru, num_layers: 1, hidden_size: 8}\n")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (runs / ".busy.lock").write_text(f"{socket.gethostname()} {sleeper.pid}\n")
+        listed = {run["name"]: run for run in json.loads(run_cli("runs", runs, "--json").out)}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert {name: run["status"] for name, run in listed.items()} == {
+        "done": "finished",
+        "stopped": "interrupted",
+        "nan": "diverged",
+        "busy": "running",
+    }
+    done = listed["done"]
+    assert done["task"] == "language_model" and done["model"] == "lstm 2x32" and done["steps"] == 10
+    assert done["best_val_loss"] > 0 and done["main_metric"] == "perplexity" and done["main_value"] > 1
+    assert listed["stopped"]["steps"] <= 4
+
+    table = run_cli("runs", runs)
+    assert table.code == 0 and "finished" in table.out and "diverged" in table.out
+
+
+def test_runs_on_a_missing_folder(tmp_path, run_cli):
+    assert_clean_error(run_cli("runs", tmp_path / "nowhere"), "no runs folder")
