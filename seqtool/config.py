@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import json
 import re
 import types
 import typing
@@ -44,7 +45,7 @@ class LanguageModelData:
     tokenizer: Literal["char", "word"] = _field("char", "char: one token per character; word: words and punctuation")
     val_fraction: float = _field(0.1, "tail of `path` held out for validation", gt=0.0, lt=1.0)
     test_fraction: float = _field(0.0, "tail of `path` held out for testing (after val)", ge=0.0, lt=1.0)
-    min_freq: int = _field(1, "word tokenizer: rarer words become <unk>", ge=1)
+    min_freq: int = _field(1, "word tokenizer: rarer words become `<unk>`", ge=1)
 
 
 @dataclass
@@ -79,7 +80,7 @@ class ClassifyData:
     tokenizer: Literal["word", "char"] = _field("word", "word: words and punctuation marks; char: characters")
     lowercase: bool = _field(True, "lower-case texts before tokenizing")
     max_length: int = _field(256, "longer texts are truncated to this many tokens", ge=1)
-    min_freq: int = _field(2, "rarer tokens map to <unk>", ge=1)
+    min_freq: int = _field(2, "rarer tokens map to `<unk>`", ge=1)
     val_fraction: float = _field(0.1, "share of `path` held out for validation (stratified)", gt=0.0, lt=1.0)
     test_fraction: float = _field(0.0, "share of `path` held out for testing (stratified)", ge=0.0, lt=1.0)
 
@@ -491,3 +492,62 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[path] = value
     return flat
+
+
+# --------------------------------------------------------------------------------------------
+# Reference documentation
+
+
+def _type_name(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return " or ".join(_type_name(a) for a in inner) + " or null"
+    if origin is Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(annotation, str(annotation))
+
+
+def _default_of(f: dataclasses.Field) -> str:
+    value = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    return "`null`" if value is None else f"`{json.dumps(value)}`"
+
+
+def _section_rows(cls: type, prefix: str) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        limits = [
+            f"{words} {f.metadata[key]}"
+            for key, words in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+            if key in f.metadata
+        ]
+        meaning = f.metadata.get("help", "") + (f" ({', '.join(limits)})" if limits else "")
+        rows.append(f"| `{prefix}{f.name}` | {_type_name(hints[f.name])} | {_default_of(f)} | {meaning} |")
+    return rows
+
+
+def reference_markdown() -> str:
+    """docs/config.md, generated from the schema (scripts/config_reference.py writes it; a test
+    fails when the file is stale)."""
+    header = "| key | type | default | meaning |\n|---|---|---|---|"
+    parts = [
+        "# Config reference",
+        "",
+        "Generated from `seqtool/config.py` by `python scripts/config_reference.py`; do not edit by hand.",
+        "Every key can be set in the YAML file or overridden on the command line as `section.key=value`",
+        "(values read as YAML). Unknown keys are errors.",
+        "",
+        "## Top level",
+        "",
+        header,
+        "| `task` | " + _type_name(TaskName) + ' | `"language_model"` | what to learn; picks the `data` section below |',
+        "| `seed` | integer | `1234` | seed for every random number generator |",
+    ]
+    for task, cls in DATA_SCHEMAS.items():
+        parts += ["", f"## `data` for `task: {task}`", "", header, *_section_rows(cls, "data.")]
+    parts += ["", "## `model`", "", header, *_section_rows(ModelConfig, "model.")]
+    parts += ["", "## `training`", "", header, *_section_rows(TrainingConfig, "training.")]
+    return "\n".join(parts) + "\n"

@@ -128,3 +128,12 @@ def test_defaults_fill_missing_sections():
 def test_every_shipped_config_validates(path):
     config = load_config(path)
     assert config.task
+
+
+def test_config_reference_is_up_to_date():
+    from seqtool.config import reference_markdown
+
+    documented = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    assert documented == reference_markdown(), "docs/config.md is stale: run python scripts/config_reference.py"
+    for key in ("`training.on_nan`", "`data.context_length`", "`model.pooling`", "`data.text_column`"):
+        assert key in documented
