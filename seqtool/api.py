@@ -1,0 +1,111 @@
+"""The Python API for notebooks and scripts; the CLI does the same through the same engine.
+
+from seqtool import train, load
+run = train("configs/airline_lstm.yaml", overrides={"training.epochs": 50})
+model = load(run.run_dir)            # or load("runs/airline_lstm")
+model.predict(horizon=12)            # forecast: a DataFrame
+model.evaluate()                     # metrics beside the baselines
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from seqtool.config import Config, load_config
+
+
+def _overrides(overrides: dict[str, Any] | list[str] | None) -> list[str]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):  # JSON is valid YAML, so values keep their types
+        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    return list(overrides)
+
+
+def train(
+    config: str | Path,
+    overrides: dict[str, Any] | list[str] | None = None,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    init_from: str | Path | None = None,
+    verbose: bool = False,
+):
+    """Train from a YAML config (plus dotted overrides); returns the engine's TrainResult
+    (`run_dir`, `state`, `summary`). Quiet unless `verbose`."""
+    from seqtool import engine
+
+    resolved: Config = load_config(config, _overrides(overrides))
+    console = Console() if verbose else Console(file=io.StringIO())
+    run_dir = Path(run_dir) if run_dir else Path("runs") / Path(config).stem
+    return engine.train(
+        resolved,
+        run_dir,
+        resume=resume,
+        force=force,
+        init_from=init_from,
+        console=console,
+        command=f"seqtool.train({str(config)!r}, overrides={overrides!r})",
+    )
+
+
+@dataclass
+class Model:
+    """A trained model with everything it needs (vocabulary, scalers, labels) from its checkpoint."""
+
+    task: Any
+    network: Any
+    checkpoint: str
+
+    @property
+    def kind(self) -> str:
+        return self.task.config.task
+
+    def predict(self, data: str | Path | list[str] | None = None, **options: Any):
+        """Language models: `predict(prompt=..., length=..., temperature=..., top_k=..., seed=...)`
+        returns the generated text. Forecasts: `predict(data=CSV or None, horizon=...)` returns a
+        DataFrame. Classifiers: `predict(CSV)` returns the rows with labels and probabilities;
+        `predict(["text", ...])` returns (label, probability) pairs."""
+        if self.kind == "language_model":
+            import torch
+
+            generator = torch.Generator().manual_seed(options.pop("seed", 0))
+            prompt, length = options.pop("prompt", ""), options.pop("length", 200)
+            temperature, top_k = options.pop("temperature", 1.0), options.pop("top_k", None)
+            self._no_more(options)
+            return prompt + "".join(self.task.generate(self.network, prompt, length, temperature, top_k, generator))
+        if self.kind == "forecast":
+            horizon = options.pop("horizon", None)
+            self._no_more(options)
+            return self.task.predict_future(self.network, str(data) if data else None, horizon)
+        self._no_more(options)
+        if isinstance(data, list):
+            return self.task.predict_texts(self.network, data)
+        return self.task.predict_frame(self.network, str(data))
+
+    def evaluate(self, split: str = "val", data: str | Path | None = None) -> dict[str, float]:
+        from seqtool import engine
+
+        return engine.evaluate(self.checkpoint, split=split, data_path=str(data) if data else None).metrics
+
+    def _no_more(self, options: dict[str, Any]) -> None:
+        if options:
+            from seqtool.errors import SeqtoolError
+
+            raise SeqtoolError(f"predict() options {sorted(options)} do not apply to a {self.kind} model")
+
+
+def load(target: str | Path) -> Model:
+    """Load a run directory (its best checkpoint) or a checkpoint file."""
+    from seqtool import engine
+    from seqtool.checkpoint import resolve_checkpoint
+
+    task, network, _ = engine.load_trained(target)
+    return Model(task, network, str(resolve_checkpoint(target)))
