@@ -146,6 +146,23 @@ def _metrics_table(metrics: dict[str, float], baselines: tuple[str, ...], title:
 
 
 @app.command()
+def init(
+    data: Annotated[Path, typer.Argument(help="A .txt corpus or a .csv table or series.", show_default=False)],
+    task: Annotated[str | None, typer.Option("--task", help="Force the kind: language_model, forecast or classify.")] = None,
+) -> None:
+    """Look at a data file and write a commented starter config next to it (never overwrites)."""
+    if task is not None and task not in ("language_model", "forecast", "classify"):
+        raise SeqtoolError(f"--task must be language_model, forecast or classify, got {task!r}")
+    from seqtool.init import write_starter_config
+
+    written, reasons = write_starter_config(data, task)
+    console = Console(soft_wrap=True)
+    for reason in reasons:
+        console.print(f"- {reason}", highlight=False)
+    console.print(f"Wrote {written}. Next: seqtool train {written}", highlight=False)
+
+
+@app.command()
 def runs(
     folder: Annotated[Path, typer.Argument(help="Folder holding run directories.")] = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of runs on stdout.")] = False,

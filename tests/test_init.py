@@ -1,0 +1,48 @@
+"""`seqtool init`: each bundled file gets a starter config that validates and trains."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import assert_clean_error
+
+from seqtool.config import load_config
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+EXPECTED = {
+    "tinyshakespeare.txt": "language_model",
+    "airline-passengers.csv": "forecast",
+    "daily-min-temperatures.csv": "forecast",
+    "pollution.csv": "forecast",
+    "sentiment.csv": "classify",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_init_guesses_the_task_and_the_config_trains(tmp_path, run_cli, name):
+    data = tmp_path / name
+    if name == "tinyshakespeare.txt":
+        data.write_text((DATA / name).read_text()[:60_000])  # a smaller corpus: this test trains
+    else:
+        shutil.copy(DATA / name, data)
+    result = run_cli("init", data)
+    assert result.code == 0, result
+    written = data.with_suffix(".yaml")
+    assert f"Wrote {written}" in result.out and result.out.startswith("- ")  # says what it guessed and why
+    config = load_config(written)
+    assert config.task == EXPECTED[name]
+    trained = run_cli(
+        "train", written, "training.max_steps=3", "training.max_time=null", "training.eval_every=3", "--run-dir", tmp_path / "run"
+    )
+    assert trained.code == 0, trained
+    again = run_cli("init", data)
+    assert_clean_error(again, "already exists", "never overwrites")
+
+
+def test_init_task_can_be_forced_and_is_checked(tmp_path, run_cli):
+    data = tmp_path / "notes.csv"
+    data.write_text("text,label\n" + "".join(f"a long enough sentence number {i} here,{'ab'[i % 2]}\n" for i in range(40)))
+    assert run_cli("init", data, "--task", "classify").code == 0
+    assert load_config(data.with_suffix(".yaml")).data.label_column == "label"
+    assert_clean_error(run_cli("init", data, "--task", "regression"), "--task must be")
+    assert_clean_error(run_cli("init", tmp_path / "missing.csv"), "data file not found")
