@@ -120,6 +120,9 @@ class TrainingConfig:
         None, "forecast loss (default mse); gaussian_nll and quantile give prediction intervals"
     )
     quantiles: list[float] = _field([0.1, 0.5, 0.9], "levels predicted with loss: quantile (outermost = interval)")
+    log: list[Literal["jsonl", "csv", "tensorboard"]] = _field(
+        ["jsonl"], "metric sinks: metrics.jsonl always, plus csv and tensorboard"
+    )
     on_nan: Literal["stop", "skip_batch"] = _field("stop", "a non-finite loss or gradient stops training, or skips that batch")
     class_weights: Literal["none", "balanced"] = _field("none", "classify: balanced weighs classes by inverse frequency")
 

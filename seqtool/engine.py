@@ -34,7 +34,7 @@ from seqtool.checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, r
 from seqtool.config import BUDGET_KEYS, Config, TrainingConfig, config_from_dict, dump_yaml, flatten, parse_duration
 from seqtool.errors import SeqtoolError, TrainingInterrupted
 from seqtool.lock import run_dir_lock
-from seqtool.metrics import CONFIG_FILE, RUN_RECORD, MetricsLog, write_summary
+from seqtool.metrics import CONFIG_FILE, RUN_RECORD, MetricsLog, require_tensorboard, write_summary
 from seqtool.models import SequenceModel, count_parameters
 from seqtool.progress import Stopwatch, TrainingDisplay
 from seqtool.tasks import Task, make_task
@@ -322,6 +322,8 @@ def _train(
     config: Config, run_dir: Path, resume: bool, force: bool, init_from: str | Path | None, console: Console, command: str | None
 ) -> TrainResult:
     training = config.training
+    if "tensorboard" in training.log:
+        require_tensorboard()  # before any work, not after the data is loaded
     if resume and init_from:
         raise SeqtoolError("--resume and --init-from contradict each other: resume continues a run, init-from starts a new one")
 
@@ -372,7 +374,7 @@ def _train(
         leftover.unlink()
     atomic_write_text(run_dir / CONFIG_FILE, dump_yaml(config.to_dict()))
     _record_run(run_dir, config, device, command, resumed_at=state.step if resumed is not None else None)
-    log = MetricsLog(run_dir)
+    log = MetricsLog(run_dir, training.log, resume_step=state.step if resumed is not None else None)
     if resumed is not None:
         log.truncate_after(state.step)
     clock = Stopwatch(state.elapsed_s)
@@ -509,6 +511,7 @@ def _train(
                     break
     finally:
         display.stop()
+        log.close()
 
     state.finished, state.stop_reason = True, reason
     checkpoint(LAST)

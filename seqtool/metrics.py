@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from seqtool.checkpoint import atomic_write_text
+from seqtool.errors import SeqtoolError
 
 METRICS_FILE = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
 SUMMARY_TEXT = "summary.txt"
 SUMMARY_JSON = "summary.json"
 CONFIG_FILE = "config.yaml"
@@ -24,14 +26,31 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsLog:
-    """Append-only JSON-lines log; each line has at least step, epoch, split, loss, lr, elapsed_s."""
+    """Append-only JSON-lines log; each line has at least step, epoch, split, loss, lr, elapsed_s.
 
-    def __init__(self, run_dir: Path):
+    `sinks` (training.log) may add `csv` (metrics.csv: one row per event and metric, so rows of
+    train and validation events share one header) and `tensorboard` (event files under
+    tensorboard/). metrics.jsonl is always written: other commands read it.
+    """
+
+    def __init__(self, run_dir: Path, sinks: list[str] | None = None, resume_step: int | None = None):
         self.path = Path(run_dir) / METRICS_FILE
+        self.csv_path = Path(run_dir) / METRICS_CSV if "csv" in (sinks or []) else None
+        self.tensorboard = _tensorboard_writer(Path(run_dir), resume_step) if "tensorboard" in (sinks or []) else None
 
     def write(self, event: dict[str, Any]) -> None:
+        clean = {k: _clean(v) for k, v in event.items()}
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({k: _clean(v) for k, v in event.items()}) + "\n")
+            handle.write(json.dumps(clean) + "\n")
+        if self.csv_path is not None:
+            new = not self.csv_path.exists()
+            with self.csv_path.open("a", encoding="utf-8") as handle:
+                handle.write(("step,epoch,split,metric,value\n" if new else "") + _csv_rows(clean))
+        if self.tensorboard is not None:
+            for key, value in clean.items():
+                if key not in ("step", "epoch", "split") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.tensorboard.add_scalar(f"{clean['split']}/{key}", value, clean["step"])
+            self.tensorboard.flush()
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -48,6 +67,39 @@ class MetricsLog:
         """Drop events logged after `step`: a resumed run logs them again from its checkpoint."""
         kept = [e for e in self.read() if e.get("step", 0) <= step]
         atomic_write_text(self.path, "".join(json.dumps(e) + "\n" for e in kept))
+        if self.csv_path is not None:
+            atomic_write_text(self.csv_path, "step,epoch,split,metric,value\n" + "".join(_csv_rows(e) for e in kept))
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def _csv_rows(event: dict[str, Any]) -> str:
+    head = f"{event.get('step')},{event.get('epoch')},{event.get('split')}"
+    return "".join(
+        f"{head},{key},{'' if value is None else value}\n"
+        for key, value in event.items()
+        if key not in ("step", "epoch", "split") and not isinstance(value, str)
+    )
+
+
+def require_tensorboard():
+    """TensorBoard's writer class, or a clear error saying how to install it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise SeqtoolError(
+            "training.log includes tensorboard, but the tensorboard package is not installed: "
+            "pip install 'seqtool[tensorboard]' (or remove tensorboard from training.log)"
+        ) from None
+    return SummaryWriter
+
+
+def _tensorboard_writer(run_dir: Path, resume_step: int | None):
+    SummaryWriter = require_tensorboard()
+    # purge_step drops events a killed run logged after the checkpoint this run resumes from
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=None if resume_step is None else resume_step + 1)
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> str:

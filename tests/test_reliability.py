@@ -152,3 +152,45 @@ def test_resume_of_a_run_that_died_before_its_first_checkpoint_starts_fresh(tmp_
     assert "no checkpoint yet" in result.out and "starting from scratch" in result.out
     assert load_checkpoint(run / "last.pt")["train_state"]["step"] == 5
     assert '"loss": 9.9' not in (run / "metrics.jsonl").read_text()  # the dead run's partial log is gone
+
+
+def test_csv_metrics_sink_follows_the_jsonl_through_a_resume(tmp_path, corpus, monkeypatch):
+    config = build_config(tiny_config(corpus, training={"max_steps": 30, "log": ["jsonl", "csv"]}), "test")
+    original = LanguageModelTask.training_loss
+    calls = {"n": 0}
+
+    def crashing(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            raise MemoryError("simulated crash")
+        return original(self, *args)
+
+    monkeypatch.setattr(LanguageModelTask, "training_loss", crashing)
+    with pytest.raises(MemoryError):
+        train(config, tmp_path / "run")
+    monkeypatch.setattr(LanguageModelTask, "training_loss", original)
+    train(config, tmp_path / "run", resume=True)
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = table[table["metric"] == "loss"]
+    assert list(losses["step"]) == [e["step"] for e in events]  # one loss row per event, none duplicated
+    assert losses["value"].tolist() == pytest.approx([e["loss"] for e in events])
+
+
+def test_tensorboard_sink_without_the_package_says_how_to_install(tmp_path, corpus, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard") or name == "tensorboard":
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    config = build_config(tiny_config(corpus, training={"log": ["jsonl", "tensorboard"]}), "test")
+    with pytest.raises(SeqtoolError, match=r"pip install 'seqtool\[tensorboard\]'"):
+        train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before any work
