@@ -104,3 +104,32 @@ def assert_clean_error(result: CliResult, *fragments: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def interrupt_on_call(monkeypatch, owner: type, name: str, call_number: int, action) -> None:
+    """Wrap `owner.name` so that `action()` runs just before its `call_number`-th call (1-based):
+    a simulated crash (raise), Ctrl-C or SIGTERM (os.kill) at a chosen training step.
+    `monkeypatch.undo()` or `monkeypatch.setattr` back restores it."""
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapper(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call_number:
+            action()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+
+
+def raise_error(error: BaseException):
+    def action():
+        raise error
+
+    return action
+
+
+def send_signal(signum: int):
+    import os
+
+    return lambda: os.kill(os.getpid(), signum)

@@ -1,12 +1,11 @@
 """The training loop: it learns, it is deterministic, and a resumed run equals an uninterrupted one."""
 
 import json
-import os
 import signal
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import interrupt_on_call, raise_error, send_signal, tiny_config
 
 from seqtool.checkpoint import load_checkpoint
 from seqtool.config import TrainingConfig, build_config
@@ -53,15 +52,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_p
     assert run_cli("train", config, "--run-dir", tmp_path / "full").code == 0
 
     original = LanguageModelTask.training_loss
-    calls = {"n": 0}
-
-    def interrupting(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 17:
-            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C during step 17
-        return original(self, *args)
-
-    monkeypatch.setattr(LanguageModelTask, "training_loss", interrupting)
+    interrupt_on_call(monkeypatch, LanguageModelTask, "training_loss", 17, send_signal(signal.SIGINT))  # Ctrl-C at step 17
     stopped = run_cli("train", config, "--run-dir", tmp_path / "cut")
     assert stopped.code == 130, stopped
     assert f"--run-dir {tmp_path / 'cut'} --resume" in stopped.err  # the exact command to continue
@@ -80,15 +71,9 @@ def test_crash_after_a_periodic_checkpoint_resumes_exactly(tmp_path, corpus, mon
     train(config, tmp_path / "full")
 
     original = LanguageModelTask.training_loss
-    calls = {"n": 0}
-
-    def crashing(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 25:
-            raise MemoryError("simulated crash between checkpoints")
-        return original(self, *args)
-
-    monkeypatch.setattr(LanguageModelTask, "training_loss", crashing)
+    interrupt_on_call(
+        monkeypatch, LanguageModelTask, "training_loss", 25, raise_error(MemoryError("simulated crash between checkpoints"))
+    )
     with pytest.raises(MemoryError):
         train(config, tmp_path / "cut")
     monkeypatch.setattr(LanguageModelTask, "training_loss", original)

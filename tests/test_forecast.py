@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import assert_clean_error
+from conftest import assert_clean_error, interrupt_on_call, raise_error
 
 from seqtool.checkpoint import load_checkpoint
 from seqtool.config import build_config
@@ -119,15 +119,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_forecast_run(tmp_path, si
     config = build_config(forecast_config(sine_csv, training=training, model={"dropout": 0.2, "num_layers": 2}), "test")
     train(config, tmp_path / "full")
     original = ForecastTask.training_loss
-    calls = {"n": 0}
-
-    def crashing(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 47:
-            raise MemoryError("simulated crash")
-        return original(self, *args)
-
-    monkeypatch.setattr(ForecastTask, "training_loss", crashing)
+    interrupt_on_call(monkeypatch, ForecastTask, "training_loss", 47, raise_error(MemoryError("simulated crash")))
     with pytest.raises(MemoryError):
         train(config, tmp_path / "cut")
     monkeypatch.setattr(ForecastTask, "training_loss", original)

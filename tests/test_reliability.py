@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import interrupt_on_call, raise_error, send_signal, tiny_config
 
 from seqtool import checkpoint as checkpoint_module
 from seqtool.checkpoint import load_checkpoint
@@ -110,16 +110,7 @@ def test_full_or_read_only_disk_keeps_the_previous_checkpoint(tmp_path, corpus, 
 
 
 def test_sigterm_saves_and_exits_143(tmp_path, write_config, run_cli, monkeypatch):
-    original = LanguageModelTask.training_loss
-    calls = {"n": 0}
-
-    def terminated(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, *args)
-
-    monkeypatch.setattr(LanguageModelTask, "training_loss", terminated)
+    interrupt_on_call(monkeypatch, LanguageModelTask, "training_loss", 7, send_signal(signal.SIGTERM))
     result = run_cli("train", write_config(training={"max_steps": 30}), "--run-dir", tmp_path / "run")
     assert result.code == 143, result
     assert load_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["step"] == 7
@@ -157,15 +148,7 @@ def test_resume_of_a_run_that_died_before_its_first_checkpoint_starts_fresh(tmp_
 def test_csv_metrics_sink_follows_the_jsonl_through_a_resume(tmp_path, corpus, monkeypatch):
     config = build_config(tiny_config(corpus, training={"max_steps": 30, "log": ["jsonl", "csv"]}), "test")
     original = LanguageModelTask.training_loss
-    calls = {"n": 0}
-
-    def crashing(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 25:
-            raise MemoryError("simulated crash")
-        return original(self, *args)
-
-    monkeypatch.setattr(LanguageModelTask, "training_loss", crashing)
+    interrupt_on_call(monkeypatch, LanguageModelTask, "training_loss", 25, raise_error(MemoryError("simulated crash")))
     with pytest.raises(MemoryError):
         train(config, tmp_path / "run")
     monkeypatch.setattr(LanguageModelTask, "training_loss", original)

@@ -1,13 +1,12 @@
 """`seqtool runs`: status of finished, interrupted, diverged and running runs."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 
-from conftest import assert_clean_error
+from conftest import assert_clean_error, interrupt_on_call, send_signal
 
 from seqtool.tasks.language_model import LanguageModelTask
 
@@ -17,15 +16,7 @@ def test_runs_lists_each_status(tmp_path, write_config, run_cli, monkeypatch):
     assert run_cli("train", write_config(training={"max_steps": 10}), "--run-dir", runs / "done").code == 0
 
     original = LanguageModelTask.training_loss
-    calls = {"n": 0}
-
-    def interrupted(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, *args)
-
-    monkeypatch.setattr(LanguageModelTask, "training_loss", interrupted)
+    interrupt_on_call(monkeypatch, LanguageModelTask, "training_loss", 4, send_signal(signal.SIGINT))
     assert run_cli("train", write_config(training={"max_steps": 10}), "--run-dir", runs / "stopped").code == 130
     monkeypatch.setattr(LanguageModelTask, "training_loss", original)
 
