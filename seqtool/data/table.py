@@ -36,8 +36,7 @@ def encode_column(tokens: pd.Series, vocabulary: Vocabulary, max_length: int) ->
     lengths = np.minimum(full_lengths, max_length)
     kept = tokens.str[:max_length]
     flat = kept.explode().dropna()
-    index = {token: i for i, token in enumerate(vocabulary.tokens)}
-    ids = flat.map(index).fillna(0).to_numpy(np.int64)
+    ids = flat.map(vocabulary.ids).fillna(0).to_numpy(np.int64)
     rows = np.repeat(np.arange(len(tokens)), lengths)
     columns = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # position within its row
     matrix = np.zeros((len(tokens), max(int(lengths.max(initial=0)), 1)), dtype=np.int64)

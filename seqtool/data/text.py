@@ -98,7 +98,7 @@ class Vocabulary:
     counts: list[int]
 
     def __post_init__(self) -> None:
-        self._index = {token: i for i, token in enumerate(self.tokens)}
+        self.ids = {token: i for i, token in enumerate(self.tokens)}  # token -> id
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -138,12 +138,12 @@ class Vocabulary:
             found = sorted_known[position] == codepoints
             ids = np.where(found, order[position] + 1, 0)
             return ids.astype(dtype)
-        index = self._index
+        index = self.ids
         tokens = tokenize(text, self.tokenizer)
         return np.fromiter((index.get(t, 0) for t in tokens), dtype=dtype, count=len(tokens))
 
     def unknown_tokens(self, text: str) -> list[str]:
-        return sorted({t for t in tokenize(text, self.tokenizer) if t not in self._index})
+        return sorted({t for t in tokenize(text, self.tokenizer) if t not in self.ids})
 
     def decode(self, ids: Iterable[int]) -> str:
         return detokenize((self.tokens[i] for i in ids), self.tokenizer)

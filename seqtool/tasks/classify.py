@@ -72,8 +72,12 @@ class ClassifyTask(WindowedTask):
                 raise SeqtoolError(f"{path}: row {row}: missing label in column '{self.data.label_column}'")
         return frame
 
-    def encode(self, texts: pd.Series, source: str, labels: pd.Series | None = None) -> EncodedTexts:
-        tokens = table.tokenize_column(texts, self.data.tokenizer, self.data.lowercase)
+    def encode(
+        self, texts: pd.Series, source: str, labels: pd.Series | None = None, tokens: pd.Series | None = None
+    ) -> EncodedTexts:
+        """Ids, lengths and label ids; `tokens` when the texts were already tokenized."""
+        if tokens is None:
+            tokens = table.tokenize_column(texts, self.data.tokenizer, self.data.lowercase)
         ids, lengths, truncated = table.encode_column(tokens, self.vocabulary, self.data.max_length)
         if (lengths == 0).any():
             i = int(np.flatnonzero(lengths == 0)[0])
@@ -117,10 +121,10 @@ class ClassifyTask(WindowedTask):
             raise SeqtoolError(
                 f"{source}: column '{data.label_column}' has a single label {self.labels}; classification needs two or more"
             )
+        tokens = table.tokenize_column(train[data.text_column], data.tokenizer, data.lowercase)  # once, for both uses
         if self.vocabulary is None:
-            tokens = table.tokenize_column(train[data.text_column], data.tokenizer, data.lowercase)
             self.vocabulary = table.build_vocabulary(tokens, data.tokenizer, data.min_freq)
-        self.train = self.encode(train[data.text_column], source, train[data.label_column])
+        self.train = self.encode(train[data.text_column], source, train[data.label_column], tokens)
         val_source, val = splits["val"]
         if len(val) == 0:
             raise SeqtoolError(f"{val_source}: the validation part is empty; raise data.val_fraction or add rows")
