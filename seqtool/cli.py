@@ -226,16 +226,21 @@ def predict(
     checkpoint: Annotated[
         Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
     ],
-    prompt: Annotated[str, typer.Option("--prompt", help="Language models: text to continue.")] = "",
-    length: Annotated[int, typer.Option("--length", min=1, help="Language models: tokens to generate.")] = 500,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Language models: text to continue.")] = None,
+    length: Annotated[
+        int | None, typer.Option("--length", min=1, help="Language models: tokens to generate [default: 500].")
+    ] = None,
     temperature: Annotated[
-        float, typer.Option("--temperature", min=0.0, help="Language models: sampling temperature (0 = greedy).")
-    ] = 1.0,
+        float | None,
+        typer.Option("--temperature", min=0.0, help="Language models: sampling temperature, 0 = greedy [default: 1.0]."),
+    ] = None,
     top_k: Annotated[
         int | None, typer.Option("--top-k", min=1, help="Language models: sample among the k likeliest tokens only.")
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Language models: seed for sampling (default: random).")] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="Language models: independent samples to draw.")] = 1,
+    num_samples: Annotated[
+        int | None, typer.Option("--num-samples", min=1, help="Language models: independent samples to draw [default: 1].")
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -257,18 +262,19 @@ def predict(
     from seqtool import engine
 
     task, model, _ = engine.load_trained(checkpoint)
-    given = {
-        "--prompt": prompt != "",
-        "--length": length != 500,
-        "--temperature": temperature != 1.0,
-        "--top-k": top_k is not None,
-        "--seed": seed is not None,
-        "--num-samples": num_samples != 1,
-        "--data": data is not None,
-        "--horizon": horizon is not None,
-        "--output": output is not None,
-        "--plot": plot is not None,
+    options = {
+        "--prompt": prompt,
+        "--length": length,
+        "--temperature": temperature,
+        "--top-k": top_k,
+        "--seed": seed,
+        "--num-samples": num_samples,
+        "--data": data,
+        "--horizon": horizon,
+        "--output": output,
+        "--plot": plot,
     }
+    given = {name: value is not None for name, value in options.items()}  # every option defaults to None: unset
     kind = task.config.task
     foreign = [name for name, used in given.items() if used and name not in _OPTIONS[kind]]
     if foreign:
@@ -279,7 +285,9 @@ def predict(
     elif kind == "classify":
         _classify(task, model, data, output)
     else:
-        _generate(task, model, prompt, length, temperature, top_k, seed, num_samples)
+        _generate(
+            task, model, prompt or "", length or 500, 1.0 if temperature is None else temperature, top_k, seed, num_samples or 1
+        )
 
 
 _KIND_NAMES = {"language_model": "language", "forecast": "forecast", "classify": "classification"}

@@ -563,12 +563,12 @@ def evaluate(
 ) -> Evaluation:
     """Metrics of a trained model and of its task's baselines on a split or on another file."""
     task, model, payload = load_trained(target)
+    if plot_path is not None and not hasattr(task, "backtest_frame"):  # refuse before any work
+        raise SeqtoolError(f"--plot is available for forecasts only; {target} is a {task.config.task} model")
     device = next(model.parameters()).device
     with autocast(device, task.config.training.precision):
         metrics = task.evaluate(model, split, device, data_path=data_path)
     if plot_path is not None:
-        if not hasattr(task, "backtest_frame"):
-            raise SeqtoolError(f"--plot is not available for task {task.config.task}")
         from seqtool.plots import backtest_plot
 
         backtest_plot(plot_path, task.backtest_frame(model, split, data_path), task.interval_level, split)

@@ -205,6 +205,8 @@ def test_bad_classification_inputs(tmp_path, write_classify_config, run_cli, mem
         run_cli("evaluate", run, "--data", unseen_path), "row 5: label 'mixed' was never seen in training", "neg, pos"
     )
     assert_clean_error(run_cli("predict", run, "--horizon", "3"), "--horizon applies to forecast models")
+    assert_clean_error(run_cli("evaluate", run, "--plot", tmp_path / "x.png"), "--plot is available for forecasts only")
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_balanced_class_weights_follow_inverse_frequency(tmp_path):
