@@ -73,15 +73,18 @@ def train(
 
     cfg = load_config(config, overrides or [])
     from seqtool import engine
+    from seqtool.distributed import launched_rank, launcher_prefix
 
-    console = Console(soft_wrap=True)  # log lines stay whole when stdout is a file
+    # Under torchrun only rank 0 speaks; log lines stay whole when stdout is a file.
+    console = Console(soft_wrap=True, quiet=launched_rank() != 0)
     run_dir = run_dir or Path("runs") / config.stem
     try:
         result = engine.train(cfg, run_dir, resume=resume, force=force, init_from=init_from, console=console)
     except TrainingInterrupted as exc:
         exc.resume_command = shlex.join(
-            ["seqtool", "train", str(config), *(overrides or []), "--run-dir", str(run_dir), "--resume"]
+            [*launcher_prefix(), "train", str(config), *(overrides or []), "--run-dir", str(run_dir), "--resume"]
         )
+        exc.quiet = launched_rank() != 0
         raise
     console.print(result.summary.rstrip(), highlight=False)
     if not result.already_finished:
@@ -374,5 +377,6 @@ def main() -> None:
         print(f"Error: {exc}{hint}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except TrainingInterrupted as exc:
-        print(f"Interrupted: {exc}; continue with: {exc.resume_command}", file=sys.stderr)
+        if not exc.quiet:
+            print(f"Interrupted: {exc}; continue with: {exc.resume_command}", file=sys.stderr)
         sys.exit(exc.exit_code)

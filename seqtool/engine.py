@@ -32,9 +32,10 @@ from rich.console import Console
 import seqtool
 from seqtool.checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, resolve_checkpoint, save_checkpoint
 from seqtool.config import BUDGET_KEYS, Config, TrainingConfig, config_from_dict, dump_yaml, flatten, parse_duration
+from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError, TrainingInterrupted
 from seqtool.lock import run_dir_lock
-from seqtool.metrics import CONFIG_FILE, RUN_RECORD, MetricsLog, require_tensorboard, write_summary
+from seqtool.metrics import CONFIG_FILE, RUN_RECORD, MetricsLog, NullLog, require_tensorboard, write_summary
 from seqtool.models import SequenceModel, count_parameters
 from seqtool.progress import Stopwatch, TrainingDisplay
 from seqtool.tasks import Task, make_task
@@ -190,7 +191,21 @@ def _check_run_dir(run_dir: Path, resume: bool, force: bool, say) -> tuple[dict[
     return None, occupied
 
 
-def _check_resumable(config: Config, payload: dict[str, Any], run_dir: Path) -> None:
+def _own_part(payload: dict[str, Any], key: str, cluster: Cluster) -> Any:
+    """This rank's entry of a per-process field of a checkpoint (see `_payload`)."""
+    value = payload[key]
+    return value["per_rank"][cluster.rank] if isinstance(value, dict) and "per_rank" in value else value
+
+
+def _check_resumable(config: Config, payload: dict[str, Any], run_dir: Path, cluster: Cluster) -> None:
+    saved_state = payload["task_state"]
+    processes = len(saved_state["per_rank"]) if "per_rank" in saved_state else 1
+    if processes != cluster.world_size:
+        raise SeqtoolError(
+            f"cannot resume {run_dir}: it was trained by {processes} process(es) and this is {cluster.world_size}; "
+            "resume with the same torchrun --nproc-per-node (each process's data shard and hidden state depend on it), "
+            "or use --init-from to start a new run from its weights"
+        )
     saved = flatten(payload["config"])
     current = flatten(config.to_dict())
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in _RESUMABLE_CHANGES)
@@ -206,7 +221,9 @@ def _check_resumable(config: Config, payload: dict[str, Any], run_dir: Path) -> 
 MAX_NON_FINITE_IN_A_ROW = 20  # with on_nan: skip_batch, this many bad batches in a row still stop training
 
 
-def _record_run(run_dir: Path, config: Config, device: torch.device, command: str | None, resumed_at: int | None) -> None:
+def _record_run(
+    run_dir: Path, config: Config, device: torch.device, command: str | None, cluster: Cluster, resumed_at: int | None
+) -> None:
     """run.json: what produced this run (versions, device, seed, command line), one entry per
     session, so a result can be traced and reproduced."""
     path = run_dir / RUN_RECORD
@@ -221,6 +238,7 @@ def _record_run(run_dir: Path, config: Config, device: torch.device, command: st
             "python_version": platform.python_version(),
             "platform": platform.platform(),
             "device": str(device),
+            "processes": cluster.world_size,
             "torch_threads": torch.get_num_threads(),
             "seed": config.seed,
         }
@@ -285,7 +303,12 @@ def _catch_stop_signals() -> Iterator[list[int]]:
 # ---- training ----------------------------------------------------------------------------
 
 
-def _payload(config: Config, task: Task, model: torch.nn.Module, optimizer, state: TrainState, metrics) -> dict[str, Any]:
+def _payload(
+    config: Config, task: Task, model: torch.nn.Module, optimizer, state: TrainState, metrics, task_states: list, rngs: list
+) -> dict[str, Any]:
+    """Everything a resumed run needs. `task_states` and `rngs` hold one entry per process: a
+    single process stores its own, several store the list (each rank carries its own hidden
+    state and random stream)."""
     return {
         "seqtool_version": seqtool.__version__,
         "torch_version": str(torch.__version__),  # TorchVersion is not plain data
@@ -295,8 +318,8 @@ def _payload(config: Config, task: Task, model: torch.nn.Module, optimizer, stat
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "train_state": dataclasses.asdict(state),
-        "task_state": task.state_dict(),
-        "rng": _rng_state(),
+        "task_state": task_states[0] if len(task_states) == 1 else {"per_rank": task_states},
+        "rng": rngs[0] if len(rngs) == 1 else {"per_rank": rngs},
         "metrics": dict(metrics or {}),
     }
 
@@ -314,12 +337,27 @@ def train(
     """Train `config` into `run_dir`, holding the directory's lock; see the module docstring.
     `command` is recorded in run.json (default: this process's command line)."""
     run_dir = Path(run_dir)
-    with run_dir_lock(run_dir):
-        return _train(config, run_dir, resume, force, init_from, console or Console(), command)
+    device = pick_device(config.training.device)
+    cluster = Cluster.from_environment(device)
+    try:
+        if not cluster.is_main:  # under torchrun, rank 0 alone locks, writes and draws progress
+            return _train(config, run_dir, resume, force, init_from, Console(quiet=True), command, cluster, device)
+        with run_dir_lock(run_dir):
+            return _train(config, run_dir, resume, force, init_from, console or Console(), command, cluster, device)
+    finally:
+        cluster.close()
 
 
 def _train(
-    config: Config, run_dir: Path, resume: bool, force: bool, init_from: str | Path | None, console: Console, command: str | None
+    config: Config,
+    run_dir: Path,
+    resume: bool,
+    force: bool,
+    init_from: str | Path | None,
+    console: Console,
+    command: str | None,
+    cluster: Cluster,
+    device: torch.device,
 ) -> TrainResult:
     training = config.training
     if "tensorboard" in training.log:
@@ -329,16 +367,18 @@ def _train(
 
     resumed, clear_run_dir = _check_run_dir(run_dir, resume, force, console.print)
     if resumed is not None:
-        _check_resumable(config, resumed, run_dir)
+        _check_resumable(config, resumed, run_dir, cluster)
     initial = load_checkpoint(resolve_checkpoint(init_from)) if init_from else None
     if initial is not None and initial["config"]["task"] != config.task:
         raise SeqtoolError(f"--init-from {init_from} is a {initial['config']['task']} checkpoint, not {config.task}")
 
     seed_everything(config.seed)
-    device = pick_device(training.device)
-    task = make_task(config, (resumed or initial or {}).get("artifacts"))
+    device = cluster.device(device)
+    task = make_task(config, (resumed or initial or {}).get("artifacts"), cluster)
     task.load_training_data()
-    model = task.build_model().to(device)
+    model = task.build_model().to(device)  # the same initial weights on every rank (same seed)
+    if cluster.rank > 0:
+        torch.manual_seed(config.seed + cluster.rank)  # but each rank its own dropout masks
     optimizer = make_optimizer(model, training)
     state = TrainState()
     if resumed is not None:
@@ -346,9 +386,9 @@ def _train(
         optimizer.load_state_dict(resumed["optimizer"])
         state = TrainState(**resumed["train_state"])
         task.start_epoch(state.epoch)  # the epoch's batch order; then the carried state on top
-        task.load_state_dict(resumed["task_state"])
+        task.load_state_dict(_own_part(resumed, "task_state", cluster))
         task.move_state(device)
-        _restore_rng(resumed["rng"])
+        _restore_rng(_own_part(resumed, "rng", cluster))
     elif initial is not None:
         try:
             model.load_state_dict(initial["model"])
@@ -367,22 +407,28 @@ def _train(
         state.finished, state.stop_reason = False, ""
         console.print(f"Resuming {run_dir} at step {state.step} (full state: weights, optimiser, schedule, data position, RNG)")
 
-    if clear_run_dir:
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in run_dir.glob("*.seqtool-tmp"):  # writes cut short by a killed process (we hold the lock)
-        leftover.unlink()
-    atomic_write_text(run_dir / CONFIG_FILE, dump_yaml(config.to_dict()))
-    _record_run(run_dir, config, device, command, resumed_at=state.step if resumed is not None else None)
-    log = MetricsLog(run_dir, training.log, resume_step=state.step if resumed is not None else None)
+    trained = cluster.wrap(model)  # DDP under torchrun: the module whose backward averages gradients
+    cluster.barrier()  # every rank has read the old run (if any) before rank 0 replaces it
+    if cluster.is_main:
+        if clear_run_dir:
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in run_dir.glob("*.seqtool-tmp"):  # writes cut short by a killed process (we hold the lock)
+            leftover.unlink()
+        atomic_write_text(run_dir / CONFIG_FILE, dump_yaml(config.to_dict()))
+        _record_run(run_dir, config, device, command, cluster, resumed_at=state.step if resumed is not None else None)
+        log = MetricsLog(run_dir, training.log, resume_step=state.step if resumed is not None else None)
+    else:
+        log = NullLog()
     if resumed is not None:
         log.truncate_after(state.step)
     clock = Stopwatch(state.elapsed_s)
 
     n_params = count_parameters(model)
+    where = f"{cluster.world_size} processes ({device.type})" if cluster.distributed else str(device)
     console.print(
         f"Training {config.model.type} {config.model.num_layers}x{config.model.hidden_size} "
-        f"({n_params:,} parameters) on {device}, {steps_per_epoch} steps per epoch -> {run_dir}"
+        f"({n_params:,} parameters) on {where}, {steps_per_epoch} steps per epoch -> {run_dir}"
     )
     display = TrainingDisplay(console, task.unit)
     display.val_loss = state.best_val_loss
@@ -392,19 +438,29 @@ def _train(
     interval_start, interval_steps, rate = clock.elapsed(), 0, 0.0
 
     def checkpoint(*names: str) -> None:
+        """Called on every rank together: rank 0 collects each rank's hidden state and RNG."""
         state.elapsed_s = clock.elapsed()
         state.loss_sum_since_log = running_loss.item()
-        payload = _payload(config, task, model, optimizer, state, last_metrics)
+        task_states, rngs = cluster.gather(task.state_dict()), cluster.gather(_rng_state())
+        if not cluster.is_main:
+            return
+        payload = _payload(config, task, model, optimizer, state, last_metrics, task_states, rngs)
         for name in names:
             save_checkpoint(run_dir / name, payload)
 
     def evaluate_and_checkpoint() -> None:
+        """Rank 0 evaluates (the full validation split); the others wait for its loss, so that
+        best-checkpoint and early-stopping decisions agree everywhere."""
         nonlocal last_metrics, interval_start
-        with autocast(device, training.precision):
-            last_metrics = task.evaluate(model, "val", device)
-        improved = state.best_val_loss is None or last_metrics["loss"] < state.best_val_loss
+        if cluster.is_main:
+            with autocast(device, training.precision):
+                last_metrics = task.evaluate(model, "val", device)
+        val_loss = cluster.from_main([last_metrics["loss"] if cluster.is_main else 0.0])[0]
+        if not cluster.is_main:
+            last_metrics = {"loss": val_loss}
+        improved = state.best_val_loss is None or val_loss < state.best_val_loss
         if improved:
-            state.best_val_loss, state.best_step, state.evals_since_best = last_metrics["loss"], state.step, 0
+            state.best_val_loss, state.best_step, state.evals_since_best = val_loss, state.step, 0
         else:
             state.evals_since_best += 1
         state.elapsed_s = clock.elapsed()
@@ -430,19 +486,20 @@ def _train(
             while True:
                 if state.batch_in_epoch == 0:
                     task.start_epoch(state.epoch)
-                lr = learning_rate(training, state.step, clock.elapsed(), steps)
+                lr = learning_rate(training, state.step, cluster.from_main([clock.elapsed()])[0], steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with autocast(device, training.precision):
-                    loss = task.training_loss(model, state.batch_in_epoch, device)
+                    loss = task.training_loss(trained, state.batch_in_epoch, device)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                loss = cluster.mean(loss.detach())  # the global batch's loss, the same on every rank
                 grad_norm = None
                 if training.grad_clip is not None:
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
                 if torch.isfinite(loss) and (grad_norm is None or torch.isfinite(grad_norm)):
                     optimizer.step()
-                    running_loss += loss.detach()
+                    running_loss += loss
                     state.steps_since_log += 1
                     state.non_finite_in_a_row = 0
                 else:
@@ -489,7 +546,7 @@ def _train(
                             f"{task.unit}_per_s": round(rate, 1),
                         }
                     )
-                elapsed = clock.elapsed()
+                elapsed, signalled = cluster.from_main([clock.elapsed(), float(bool(caught))])
                 eta = None
                 if rate > 0:
                     eta = (steps - state.step) * units / rate if steps else None
@@ -503,10 +560,10 @@ def _train(
                 reason = _stop_reason(state, training, steps_per_epoch, elapsed)
                 if state.step % training.eval_every == 0 or reason:
                     evaluate_and_checkpoint()
-                    reason = reason or _stop_reason(state, training, steps_per_epoch, clock.elapsed())
-                if caught:
+                    reason = reason or _stop_reason(state, training, steps_per_epoch, cluster.from_main([clock.elapsed()])[0])
+                if signalled:
                     checkpoint(LAST)
-                    raise TrainingInterrupted(caught[0], run_dir / LAST)
+                    raise TrainingInterrupted(caught[0] if caught else signal.SIGTERM, run_dir / LAST)
                 if reason:
                     break
     finally:
@@ -515,6 +572,8 @@ def _train(
 
     state.finished, state.stop_reason = True, reason
     checkpoint(LAST)
+    if not cluster.is_main:
+        return TrainResult(run_dir, state, "")
     summary = {
         "run_dir": str(run_dir),
         "task": config.task,

@@ -20,4 +20,5 @@ class TrainingInterrupted(Exception):
         self.exit_code = 128 + signum
         self.checkpoint = checkpoint
         self.resume_command = "seqtool train CONFIG --resume"
+        self.quiet = False  # True in processes other than rank 0 under torchrun: one message is enough
         super().__init__(f"resumable checkpoint saved to {checkpoint}")

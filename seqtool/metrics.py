@@ -75,6 +75,19 @@ class MetricsLog:
             self.tensorboard.close()
 
 
+class NullLog:
+    """The metrics log of a process that writes nothing (ranks other than 0 under torchrun)."""
+
+    def write(self, event: dict[str, Any]) -> None:
+        pass
+
+    def truncate_after(self, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _csv_rows(event: dict[str, Any]) -> str:
     head = f"{event.get('step')},{event.get('epoch')},{event.get('split')}"
     return "".join(

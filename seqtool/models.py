@@ -48,13 +48,21 @@ class SequenceModel(nn.Module):
             self.head.weight = self.embedding.weight
 
     def forward(
-        self, inputs: torch.Tensor, state: RecurrentState | None = None, last_only: bool = False
-    ) -> tuple[torch.Tensor, RecurrentState]:
+        self,
+        inputs: torch.Tensor,
+        state: RecurrentState | None = None,
+        last_only: bool = False,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, RecurrentState | None]:
         """inputs: token ids (batch, time) or features (batch, time, input_size).
 
         Returns outputs (batch, time, output_size), or (batch, output_size) for the last time step
-        only when `last_only` (a forecast or a classification reads the final state), and the state.
+        only when `last_only` (a forecast reads the final state), and the state. With `lengths`,
+        `inputs` are padded texts and the result is `classify`'s logits (and no state): training
+        goes through `forward` so that DistributedDataParallel sees every call.
         """
+        if lengths is not None:
+            return self.classify(inputs, lengths), None
         if self.embedding is not None:
             inputs = self.dropout(self.embedding(inputs))  # (batch, time, embedding_size)
         hidden, state = self.recurrent(inputs, state)  # (batch, time, hidden_size)

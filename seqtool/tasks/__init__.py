@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import torch
 
 from seqtool.config import Config
+from seqtool.distributed import Cluster
 from seqtool.models import SequenceModel
 
 
@@ -20,6 +21,7 @@ class Task(Protocol):
     config: Config
     unit: str  # what throughput counts: "tok" or "samples"
     baselines: tuple[str, ...]  # names prefixing baseline metrics in `evaluate`
+    cluster: Cluster  # which shard of each global batch this process trains on
 
     def load_training_data(self) -> None:
         """Read and encode the train and validation data (building vocabularies or scalers)."""
@@ -71,10 +73,10 @@ TASKS = {
 }
 
 
-def make_task(config: Config, artifacts: dict[str, Any] | None = None) -> Task:
-    """The task object for `config.task`; `artifacts` come from a checkpoint when there is one."""
+def make_task(config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None) -> Task:
+    """The task object for `config.task`; `artifacts` come from a checkpoint when there is one,
+    `cluster` says which shard of each batch to train on (all of it in a single process)."""
     import importlib
 
     module_name, class_name = TASKS[config.task].split(":")
-    task_class = getattr(importlib.import_module(module_name), class_name)
-    return task_class(config, artifacts)
+    return getattr(importlib.import_module(module_name), class_name)(config, artifacts, cluster)

@@ -9,7 +9,6 @@ and recall and the confusion matrix beside the majority-class baseline.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from seqtool.config import Config
 from seqtool.data import csvfile, table
 from seqtool.data.text import Vocabulary
+from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel
 from seqtool.tasks import WindowedTask
@@ -41,8 +41,9 @@ class ClassifyTask(WindowedTask):
     unit = "samples"
     baselines = ("majority",)
 
-    def __init__(self, config: Config, artifacts: dict[str, Any] | None = None):
+    def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
         self.config = config
+        self.cluster = cluster or Cluster()  # which shard of each global batch this process trains on
         self.data = config.data
         self.vocabulary = Vocabulary.from_dict(artifacts["vocabulary"]) if artifacts else None
         self.labels: list[str] | None = list(artifacts["labels"]) if artifacts else None
@@ -145,7 +146,7 @@ class ClassifyTask(WindowedTask):
         return SequenceModel(self.config.model, output_size=len(self.labels), vocab_size=len(self.vocabulary))
 
     def steps_per_epoch(self) -> int:
-        return max(1, math.ceil(len(self.train.lengths) / self.config.training.batch_size))
+        return self.cluster.usable_batches(len(self.train.lengths), self.config.training.batch_size)
 
     def units_per_step(self) -> int:
         return min(self.config.training.batch_size, len(self.train.lengths))
@@ -172,10 +173,17 @@ class ClassifyTask(WindowedTask):
     def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor:
         size = self.config.training.batch_size
         rows = self.order[batch_index * size : (batch_index + 1) * size]
-        tokens, lengths = self._batch(self.train, rows, device)
-        logits = model.classify(tokens, lengths).float()
-        weights = self.class_weights.to(device) if self.class_weights is not None else None
-        return F.cross_entropy(logits, torch.from_numpy(self.train.labels[rows]).to(device), weight=weights)
+        mine, share = self.cluster.own_rows(rows)
+        tokens, lengths = self._batch(self.train, mine, device)
+        logits, _ = model(tokens, lengths=lengths)
+        labels = torch.from_numpy(self.train.labels[mine]).to(device)
+        if self.class_weights is None:
+            return F.cross_entropy(logits.float(), labels) * share
+        # Weighted mean over the whole global batch: this rank's weighted sum over all ranks' weight.
+        weights = self.class_weights.to(device)
+        total_weight = self.class_weights[torch.from_numpy(self.train.labels[rows])].sum().to(device)
+        losses = F.cross_entropy(logits.float(), labels, weight=weights, reduction="none")
+        return losses.sum() / total_weight * self.cluster.world_size
 
     # ---- inference and evaluation ------------------------------------------------------------
 

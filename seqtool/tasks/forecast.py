@@ -13,7 +13,6 @@ beside three baselines: naive, seasonal naive and a linear autoregression.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 from seqtool.config import Config
 from seqtool.data import csvfile, series
+from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel
 from seqtool.tasks import WindowedTask
@@ -48,8 +48,9 @@ class ForecastTask(WindowedTask):
     unit = "samples"
     baselines = ("naive", "seasonal_naive", "linear")
 
-    def __init__(self, config: Config, artifacts: dict[str, Any] | None = None):
+    def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
         self.config = config
+        self.cluster = cluster or Cluster()  # which shard of each global batch this process trains on
         self.data = config.data
         self.artifacts_ = dict(artifacts) if artifacts else None
         self.scaler = series.Scaler.from_dict(artifacts["scaler"]) if artifacts else None
@@ -173,7 +174,7 @@ class ForecastTask(WindowedTask):
         return SequenceModel(self.config.model, output_size=size, input_size=len(self.artifacts_["columns"]))
 
     def steps_per_epoch(self) -> int:
-        return max(1, math.ceil(len(self.train_origins) / self.config.training.batch_size))
+        return self.cluster.usable_batches(len(self.train_origins), self.config.training.batch_size)
 
     def units_per_step(self) -> int:
         return min(self.config.training.batch_size, len(self.train_origins))
@@ -215,9 +216,9 @@ class ForecastTask(WindowedTask):
 
     def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor:
         size = self.config.training.batch_size
-        origins = self.order[batch_index * size : (batch_index + 1) * size]
+        origins, share = self.cluster.own_rows(self.order[batch_index * size : (batch_index + 1) * size])
         x, y, _ = self._windows(self.train_inputs, origins)
-        return self._loss(self._outputs(model, x.to(device)), y.to(device))
+        return self._loss(self._outputs(model, x.to(device)), y.to(device)) * share
 
     # ---- forecasting -------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from seqtool.data.text import (
     read_text,
     split_by_position,
 )
+from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import CellStepper, RecurrentState, SequenceModel, detach_state
 
@@ -35,10 +36,11 @@ class LanguageModelTask:
     unit = "tok"
     baselines = ("unigram",)
 
-    def __init__(self, config: Config, artifacts: dict[str, Any] | None = None):
+    def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
         self.config = config
+        self.cluster = cluster or Cluster()  # which shard of each global batch this process trains on
         self.vocabulary = Vocabulary.from_dict(artifacts["vocabulary"]) if artifacts else None
-        self.train_rows: np.ndarray | None = None  # (batch_size, columns)
+        self.train_rows: np.ndarray | None = None  # (batch_size / processes, columns)
         self.val_ids: np.ndarray | None = None
         self.windows: list[tuple[int, int]] = []
         self.carried: RecurrentState | None = None
@@ -72,7 +74,12 @@ class LanguageModelTask:
                 f"{source}: the training text has {len(train_ids)} tokens, fewer than "
                 f"training.batch_size x (training.seq_len + 1) = {needed}; lower them or give more text"
             )
-        self.train_rows = batchify(train_ids, training.batch_size)
+        # Each process trains on its own contiguous block of the stream's rows (all of them in a
+        # single process), carrying its own hidden state across batches.
+        self.cluster.check_divides(training.batch_size)
+        per_rank = training.batch_size // self.cluster.world_size
+        rows = batchify(train_ids, training.batch_size)
+        self.train_rows = rows[self.cluster.rank * per_rank : (self.cluster.rank + 1) * per_rank]
         self.windows = bptt_windows(self.train_rows.shape[1], training.seq_len, full_only=True)
         val_source, val_text = texts["val"]
         self.val_ids = self._checked_eval_ids(val_text, val_source)
