@@ -94,6 +94,9 @@ class ModelConfig:
     embedding_size: int = _field(64, "size of the token embedding", ge=1)
     nonlinearity: Literal["tanh", "relu"] = _field("tanh", "activation f of the vanilla RNN (type: rnn only)")
     tie_weights: bool = _field(False, "share the embedding and output matrices (needs embedding_size == hidden_size)")
+    output: Literal["full", "adaptive"] = _field(
+        "full", "language models: full softmax, or adaptive softmax (faster for vocabularies of 10k+ words)"
+    )
     bidirectional: bool = _field(False, "classify: read the text in both directions")
     pooling: Literal["last", "mean", "max"] = _field("last", "classify: final state, or mean/max over time steps")
 
@@ -404,6 +407,12 @@ def _check_consistency(config: Config, where: _Where) -> None:
         raise SeqtoolError(f"{where('training.loss')} applies to task: forecast (language models use cross-entropy)")
     if isinstance(data, ClassifyData) and model.tie_weights:
         raise SeqtoolError(f"{where('model.tie_weights')} applies to language models only")
+    if model.output == "adaptive" and not isinstance(data, LanguageModelData):
+        raise SeqtoolError(f"{where('model.output')}: adaptive applies to language models only")
+    if model.output == "adaptive" and model.tie_weights:
+        raise SeqtoolError(
+            f"{where('model.tie_weights')} needs model.output: full (the adaptive softmax splits the output matrix in clusters)"
+        )
     if model.bidirectional and not isinstance(data, ClassifyData):
         raise SeqtoolError(
             f"{where('model.bidirectional')} applies to task: classify (a forecast or language model reads forward)"

@@ -40,6 +40,9 @@ from seqtool.models import SequenceModel, count_parameters
 from seqtool.progress import Stopwatch, TrainingDisplay
 from seqtool.tasks import Task, make_task
 
+# Derived data shared by the runs in one folder (token files of large corpora), beside them.
+CACHE_DIR = ".seqtool-cache"
+
 # Keys that may differ between a run and its resumption without changing what is computed.
 _RESUMABLE_CHANGES = set(BUDGET_KEYS) | {"training.device", "training.log_every", "training.eval_every"}
 
@@ -375,6 +378,7 @@ def _train(
     seed_everything(config.seed)
     device = cluster.device(device)
     task = make_task(config, (resumed or initial or {}).get("artifacts"), cluster)
+    task.cache_dir = run_dir.parent / CACHE_DIR
     task.load_training_data()
     model = task.build_model().to(device)  # the same initial weights on every rank (same seed)
     if cluster.rank > 0:
@@ -601,6 +605,7 @@ def load_trained(target: str | Path, device: str = "cpu") -> tuple[Task, Sequenc
     payload = load_checkpoint(path)
     config = config_from_dict(payload["config"], source=f"{path} (stored config)")
     task = make_task(config, payload["artifacts"])
+    task.cache_dir = path.parent.parent / CACHE_DIR  # the run directory's parent, as in training
     model = task.build_model()
     try:
         model.load_state_dict(payload["model"])

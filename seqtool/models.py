@@ -6,6 +6,7 @@ The model returns outputs; the task computes the loss. It sees its own config se
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -25,7 +26,15 @@ class SequenceModel(nn.Module):
     features (`input_size`), which go straight into the recurrent layers.
     """
 
-    def __init__(self, config: ModelConfig, output_size: int, vocab_size: int | None = None, input_size: int | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        output_size: int,
+        vocab_size: int | None = None,
+        input_size: int | None = None,
+        cutoffs: list[int] | None = None,
+    ):
+        """`cutoffs` split the output vocabulary into frequency clusters for `output: adaptive`."""
         super().__init__()
         if (vocab_size is None) == (input_size is None):
             raise ValueError("give exactly one of vocab_size (tokens) and input_size (features)")
@@ -42,7 +51,13 @@ class SequenceModel(nn.Module):
             bidirectional=config.bidirectional,
             **extra,
         )
-        self.head = nn.Linear(config.hidden_size * (2 if config.bidirectional else 1), output_size)
+        features = config.hidden_size * (2 if config.bidirectional else 1)
+        # Grave et al. (2017), "Efficient softmax approximation for GPUs": frequent tokens in a
+        # small head softmax, rare ones in clusters of lower dimension reached through it.
+        self.adaptive = (
+            nn.AdaptiveLogSoftmaxWithLoss(features, output_size, cutoffs, div_value=4.0) if config.output == "adaptive" else None
+        )
+        self.head = nn.Linear(features, output_size) if self.adaptive is None else None
         if config.tie_weights:
             # Press & Wolf (2017), "Using the Output Embedding to Improve Language Models".
             self.head.weight = self.embedding.weight
@@ -53,13 +68,17 @@ class SequenceModel(nn.Module):
         state: RecurrentState | None = None,
         last_only: bool = False,
         lengths: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, RecurrentState | None]:
         """inputs: token ids (batch, time) or features (batch, time, input_size).
 
         Returns outputs (batch, time, output_size), or (batch, output_size) for the last time step
         only when `last_only` (a forecast reads the final state), and the state. With `lengths`,
         `inputs` are padded texts and the result is `classify`'s logits (and no state): training
-        goes through `forward` so that DistributedDataParallel sees every call.
+        goes through `forward` so that DistributedDataParallel sees every call. With `targets`
+        (batch, time) token ids, the result is their mean negative log-likelihood: the adaptive
+        softmax computes it without ever forming the full (batch, time, vocabulary) logits.
+        Without targets, an adaptive model returns log-probabilities in place of logits.
         """
         if lengths is not None:
             return self.classify(inputs, lengths), None
@@ -68,7 +87,19 @@ class SequenceModel(nn.Module):
         hidden, state = self.recurrent(inputs, state)  # (batch, time, hidden_size)
         if last_only:
             hidden = hidden[:, -1]  # (batch, hidden_size)
-        return self.head(self.dropout(hidden)), state
+        hidden = self.dropout(hidden)
+        if targets is not None:
+            flat = hidden.reshape(-1, hidden.shape[-1])
+            if self.adaptive is not None:
+                return self.adaptive(flat, targets.reshape(-1)).loss, state
+            return nn.functional.cross_entropy(self.head(flat).float(), targets.reshape(-1)), state
+        return self.output(hidden), state
+
+    def output(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores over the outputs (logits, or log-probabilities for the adaptive softmax)."""
+        if self.adaptive is not None:
+            return self.adaptive.log_prob(hidden.reshape(-1, hidden.shape[-1])).reshape(*hidden.shape[:-1], -1)
+        return self.head(hidden)
 
     def classify(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """tokens (batch, time) padded, lengths (batch,) -> logits (batch, output_size).
@@ -94,6 +125,21 @@ class SequenceModel(nn.Module):
             else:
                 features = padded.masked_fill(~mask, float("-inf")).max(dim=1).values
         return self.head(self.dropout(features))
+
+
+def adaptive_cutoffs(counts: list[int], shares: tuple[float, ...] = (0.8, 0.95)) -> list[int]:
+    """Cluster boundaries for the adaptive softmax from the training counts of ids 0, 1, ...
+    (a vocabulary numbers tokens most frequent first, after <unk>): the head holds the ids that
+    make up 80% of the training text, the first cluster the next 15%, the last one the rest.
+    Deterministic in the counts, so a checkpoint's vocabulary gives back its model's shape."""
+    cumulative = np.cumsum(np.asarray(counts, dtype=np.float64))
+    cutoffs: list[int] = []
+    for share in shares:
+        cut = int(np.searchsorted(cumulative, share * cumulative[-1])) + 1
+        cut = max(cut, 2, cutoffs[-1] + 1 if cutoffs else 0)
+        if cut < len(counts) - 1:
+            cutoffs.append(cut)
+    return cutoffs or [max(1, len(counts) // 2)]
 
 
 def detach_state(state: RecurrentState | None) -> RecurrentState | None:
@@ -131,8 +177,10 @@ class CellStepper:
             for k in range(config.num_layers)
         ]
         self.embedding = model.embedding.weight
-        self.head_weight_t = model.head.weight.t()
-        self.head_bias = model.head.bias
+        self.adaptive = model.adaptive
+        if self.adaptive is None:
+            self.head_weight_t = model.head.weight.t()
+            self.head_bias = model.head.bias
 
     def split_state(self, state: RecurrentState) -> list:
         """Fused state (num_layers, batch, hidden) -> one state per layer."""
@@ -146,4 +194,6 @@ class CellStepper:
         for k, weights in enumerate(self.layers):
             layer_states[k] = self.cell(x, layer_states[k], *weights)
             x = layer_states[k][0] if self.kind == "lstm" else layer_states[k]
+        if self.adaptive is not None:
+            return self.adaptive.log_prob(x)
         return torch.addmm(self.head_bias, x, self.head_weight_t)

@@ -1,14 +1,15 @@
 """Truncated BPTT batches, carried state, metrics and baselines of the language-model task."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import assert_clean_error, tiny_config
 
 from seqtool.config import build_config
-from seqtool.engine import train
+from seqtool.engine import load_trained, train
 from seqtool.tasks.language_model import LanguageModelTask
 
 
@@ -26,9 +27,9 @@ def test_training_batches_are_consecutive_windows_of_each_row(task):
     seen = []
 
     class Recorder(torch.nn.Module):
-        def forward(self, tokens, state):
+        def forward(self, tokens, state, targets):
             seen.append(tokens.clone())
-            return torch.zeros(*tokens.shape, len(task.vocabulary), requires_grad=True), torch.zeros(1, 4, 1)
+            return torch.zeros((), requires_grad=True), torch.zeros(1, 4, 1)
 
     recorder = Recorder()
     task.start_epoch(0)
@@ -51,11 +52,11 @@ def test_hidden_state_is_carried_detached_and_reset_each_epoch(task):
 
 
 def test_unigram_baseline_is_the_cross_entropy_of_smoothed_training_frequencies(task):
-    ids = np.array([1, 1, 2], dtype=np.uint8)
+    rows = np.array([[3, 1, 1], [3, 2, 1]], dtype=np.uint8)  # the first column is context, not scored
     counts = np.asarray(task.vocabulary.counts, dtype=float) + 1
     p = counts / counts.sum()
-    expected = -(2 * math.log(p[1]) + math.log(p[2])) / 3
-    assert task._unigram_loss(ids) == pytest.approx(expected)
+    expected = -(3 * math.log(p[1]) + math.log(p[2])) / 4
+    assert task._unigram_loss(rows) == pytest.approx(expected)
 
 
 def test_evaluation_metrics_are_consistent(task):
@@ -69,3 +70,35 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, corpus):
     config = build_config(tiny_config(corpus, training={"max_steps": 10, "precision": "bf16"}), "test")
     result = train(config, tmp_path / "run")
     assert result.state.best_val_loss is not None and math.isfinite(result.state.best_val_loss)
+
+
+def test_adaptive_softmax_word_model_learns_round_trips_and_generates(tmp_path, corpus, write_config, run_cli):
+    config = write_config(
+        data={"tokenizer": "word"},
+        model={"output": "adaptive"},
+        training={"max_steps": 60, "eval_every": 30, "seq_len": 8},
+    )
+    assert run_cli("train", config, "--run-dir", tmp_path / "run").code == 0
+    result = run_cli("evaluate", tmp_path / "run", "--json")
+    assert result.code == 0, result
+    metrics = json.loads(result.out)
+    assert metrics["loss"] < 0.8 * metrics["unigram_loss"]  # it learnt the grammar, not just frequencies
+    _, model, _ = load_trained(tmp_path / "run")
+    assert model.adaptive is not None and model.head is None
+    again = run_cli("evaluate", tmp_path / "run", "--json")
+    assert json.loads(again.out)["loss"] == metrics["loss"]
+    generated = run_cli("predict", tmp_path / "run", "--prompt", "ROMEO :", "--length", "12", "--seed", "1")
+    assert generated.code == 0 and generated.out.startswith("ROMEO :"), generated
+    assert {"the", "cat", "sees"} & set(generated.out.split()[2:]), generated  # words of the corpus follow
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"model": {"output": "adaptive", "tie_weights": True, "embedding_size": 32}}, "model.tie_weights"),
+        ({"model": {"output": "sampled"}}, "model.output"),
+    ],
+)
+def test_adaptive_softmax_config_errors(write_config, run_cli, tmp_path, sections, message):
+    assert_clean_error(run_cli("train", write_config(**sections), "--run-dir", tmp_path / "run"), message)
+    assert not (tmp_path / "run").exists()

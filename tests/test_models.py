@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from seqtool.config import ModelConfig
-from seqtool.models import CellStepper, SequenceModel
+from seqtool.models import CellStepper, SequenceModel, adaptive_cutoffs
 from seqtool.reference import run_reference
 
 
@@ -64,3 +64,26 @@ def test_tied_weights_share_one_matrix():
     config = ModelConfig(hidden_size=8, embedding_size=8, tie_weights=True)
     model = SequenceModel(config, vocab_size=5, output_size=5)
     assert model.head.weight is model.embedding.weight
+
+
+def test_adaptive_cutoffs_split_the_training_mass_at_80_and_95_percent():
+    counts = [50, 30, 10, 5, 3, 1, 1]  # cumulative 50, 80, 90, 95, 98, 99, 100
+    assert adaptive_cutoffs(counts) == [2, 4]
+    assert adaptive_cutoffs([1, 1, 1]) == [1]  # too small for the 80%/95% split: one cluster
+
+
+def test_adaptive_loss_is_the_mean_of_its_own_log_probabilities_and_the_stepper_agrees():
+    torch.manual_seed(0)
+    config = ModelConfig(hidden_size=16, num_layers=2, dropout=0.0, embedding_size=8, output="adaptive")
+    model = SequenceModel(config, vocab_size=40, output_size=40, cutoffs=[5, 20]).eval()
+    tokens = torch.randint(0, 40, (3, 10))
+    with torch.no_grad():
+        log_probs, _ = model(tokens[:, :-1])
+        loss, _ = model(tokens[:, :-1], targets=tokens[:, 1:])
+        assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3, 9), atol=1e-5)
+        expected = -log_probs.gather(-1, tokens[:, 1:, None]).mean()
+        assert torch.allclose(loss, expected, atol=1e-5)
+        _, state = model(tokens[:, :1])
+        stepper = CellStepper(model)
+        layer_states = stepper.split_state(state)
+        assert torch.allclose(stepper.step(tokens[:, 1], layer_states), log_probs[:, 1], atol=1e-5)

@@ -6,6 +6,7 @@ Adding a task kind means one module here and one line in `TASKS`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -22,6 +23,7 @@ class Task(Protocol):
     unit: str  # what throughput counts: "tok" or "samples"
     baselines: tuple[str, ...]  # names prefixing baseline metrics in `evaluate`
     cluster: Cluster  # which shard of each global batch this process trains on
+    cache_dir: Path | None  # where derived data (token files of large corpora) may be cached
 
     def load_training_data(self) -> None:
         """Read and encode the train and validation data (building vocabularies or scalers)."""
@@ -55,6 +57,8 @@ class Task(Protocol):
 class WindowedTask:
     """Base for tasks whose batches are independent windows or texts: no state is carried from
     one batch to the next, so there is nothing beyond the epoch's order to save or restore."""
+
+    cache_dir: Path | None = None  # unused: their data is read whole
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -11,25 +11,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from seqtool.config import Config
+from seqtool.data.corpus import load_corpus
 from seqtool.data.text import (
     NEWLINE,
     Vocabulary,
     batchify,
     bptt_windows,
     detokenize_pieces,
-    read_text,
-    split_by_position,
 )
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.models import CellStepper, RecurrentState, SequenceModel, detach_state
+from seqtool.models import CellStepper, RecurrentState, SequenceModel, adaptive_cutoffs, detach_state
 
 
 class LanguageModelTask:
@@ -44,30 +43,42 @@ class LanguageModelTask:
         self.val_ids: np.ndarray | None = None
         self.windows: list[tuple[int, int]] = []
         self.carried: RecurrentState | None = None
+        self.cache_dir: Path | None = None  # where large corpora's token files go (beside the runs)
 
     # ---- data --------------------------------------------------------------------------------
 
-    def _split_texts(self) -> dict[str, tuple[str, str]]:
-        """split name -> (where it comes from, text) for the configured data."""
+    def _load(self, path: str, val_fraction: float = 0.0, test_fraction: float = 0.0) -> dict[str, np.ndarray]:
+        """A file's split ids, building the vocabulary from its training part when there is none
+        yet. Large files go through the token cache (see `seqtool.data.corpus`)."""
+        data = self.config.data
+        self.vocabulary, splits = load_corpus(
+            path, data.tokenizer, data.min_freq, val_fraction, test_fraction, self.vocabulary, self.cache_dir
+        )
+        return splits
+
+    def _split_ids(self) -> dict[str, tuple[str, np.ndarray]]:
+        """split name -> (where it comes from, token ids) for the configured data."""
         data = self.config.data
         if data.path:
-            train, val, test = split_by_position(read_text(data.path), data.val_fraction, data.test_fraction)
-            splits = {"train": (data.path, train), "val": (data.path, val)}
+            parts = self._load(data.path, data.val_fraction, data.test_fraction)
+            splits = {"train": (data.path, parts["train"]), "val": (data.path, parts["val"])}
             if data.test_fraction > 0:
-                splits["test"] = (data.path, test)
+                splits["test"] = (data.path, parts["test"])
             return splits
-        splits = {"train": (data.train, read_text(data.train)), "val": (data.val, read_text(data.val))}
+        splits = {"train": (data.train, self._load(data.train)["train"]), "val": (data.val, self._load(data.val)["train"])}
         if data.test:
-            splits["test"] = (data.test, read_text(data.test))
+            splits["test"] = (data.test, self._load(data.test)["train"])
         return splits
 
     def load_training_data(self) -> None:
-        data, training = self.config.data, self.config.training
-        texts = self._split_texts()
-        source, train_text = texts["train"]
-        if self.vocabulary is None:
-            self.vocabulary = Vocabulary.build(train_text, data.tokenizer, data.min_freq)
-        train_ids = self.vocabulary.encode(train_text)
+        training = self.config.training
+        # Under torchrun rank 0 fills the token cache first; the other ranks then read it.
+        if not self.cluster.is_main:
+            self.cluster.barrier()
+        splits = self._split_ids()
+        if self.cluster.is_main:
+            self.cluster.barrier()
+        source, train_ids = splits["train"]
         needed = training.batch_size * (training.seq_len + 1)
         if len(train_ids) < needed:
             raise SeqtoolError(
@@ -81,28 +92,27 @@ class LanguageModelTask:
         rows = batchify(train_ids, training.batch_size)
         self.train_rows = rows[self.cluster.rank * per_rank : (self.cluster.rank + 1) * per_rank]
         self.windows = bptt_windows(self.train_rows.shape[1], training.seq_len, full_only=True)
-        val_source, val_text = texts["val"]
-        self.val_ids = self._checked_eval_ids(val_text, val_source)
+        val_source, val_ids = splits["val"]
+        self.val_ids = self._checked_eval_ids(val_ids, val_source)
 
-    def _checked_eval_ids(self, text: str, source: str) -> np.ndarray:
-        ids = self.vocabulary.encode(text)
+    def _checked_eval_ids(self, ids: np.ndarray, source: str) -> np.ndarray:
         if len(ids) < 2:
             raise SeqtoolError(f"{source}: the evaluation text needs at least 2 tokens, has {len(ids)}")
         return ids
 
     def eval_ids(self, split: str, data_path: str | None) -> np.ndarray:
         if data_path:
-            return self._checked_eval_ids(read_text(data_path), data_path)
+            return self._checked_eval_ids(self._load(data_path)["train"], data_path)
         if split == "val" and self.val_ids is not None:
             return self.val_ids
         try:
-            texts = self._split_texts()
+            splits = self._split_ids()
         except SeqtoolError as exc:
             raise SeqtoolError(f"{exc} (the run's data; pass --data FILE to evaluate on another file)") from None
-        if split not in texts:
+        if split not in splits:
             raise SeqtoolError(f"no {split} split in this run's data (set data.test_fraction or data.test, or pass --data FILE)")
-        source, text = texts[split]
-        return self._checked_eval_ids(text, source)
+        source, ids = splits[split]
+        return self._checked_eval_ids(ids, source)
 
     def artifacts(self) -> dict[str, Any]:
         return {"vocabulary": self.vocabulary.to_dict()}
@@ -111,7 +121,8 @@ class LanguageModelTask:
 
     def build_model(self) -> SequenceModel:
         size = len(self.vocabulary)
-        return SequenceModel(self.config.model, output_size=size, vocab_size=size)
+        cutoffs = adaptive_cutoffs(self.vocabulary.counts) if self.config.model.output == "adaptive" else None
+        return SequenceModel(self.config.model, output_size=size, vocab_size=size, cutoffs=cutoffs)
 
     def steps_per_epoch(self) -> int:
         return len(self.windows)
@@ -126,9 +137,9 @@ class LanguageModelTask:
         start, length = self.windows[batch_index]
         block = torch.from_numpy(self.train_rows[:, start : start + length + 1].astype(np.int64)).to(device)
         inputs, targets = block[:, :-1], block[:, 1:]  # (batch, seq_len) each; targets shifted by one
-        logits, state = model(inputs, self.carried)
+        loss, state = model(inputs, self.carried, targets=targets)
         self.carried = detach_state(state)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return loss
 
     def state_dict(self) -> dict[str, Any]:
         carried = self.carried
@@ -167,15 +178,12 @@ class LanguageModelTask:
         total_nats, total_tokens, state = 0.0, 0, None
         for start, length in bptt_windows(rows.shape[1], training.seq_len, full_only=False):
             block = torch.from_numpy(rows[:, start : start + length + 1].astype(np.int64)).to(device)
-            logits, state = model(block[:, :-1], state)
-            total_nats += F.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), block[:, 1:].reshape(-1), reduction="sum"
-            ).item()
+            loss, state = model(block[:, :-1], state, targets=block[:, 1:])
+            total_nats += loss.item() * block[:, 1:].numel()
             total_tokens += block[:, 1:].numel()
         model.train(was_training)
-        scored = rows[:, 1:].reshape(-1)
         metrics = self._loss_metrics(total_nats / total_tokens)
-        metrics.update({f"unigram_{k}": v for k, v in self._loss_metrics(self._unigram_loss(scored)).items()})
+        metrics.update({f"unigram_{k}": v for k, v in self._loss_metrics(self._unigram_loss(rows)).items()})
         metrics["tokens"] = total_tokens
         return metrics
 
@@ -185,11 +193,13 @@ class LanguageModelTask:
             metrics["bits_per_char"] = metrics["bits_per_token"]
         return metrics
 
-    def _unigram_loss(self, ids: np.ndarray) -> float:
-        """Cross-entropy of the training token frequencies (add-one smoothed) on `ids`."""
+    def _unigram_loss(self, rows: np.ndarray) -> float:
+        """Cross-entropy of the training token frequencies (add-one smoothed) on the scored
+        tokens (every column but the first of `rows`), from counts: no per-token float copy."""
         counts = np.asarray(self.vocabulary.counts, dtype=np.float64) + 1.0
         log_probs = np.log(counts / counts.sum())
-        return float(-log_probs[ids.astype(np.int64)].mean())
+        seen = sum(np.bincount(row[1:], minlength=len(log_probs)) for row in rows)
+        return float(-(seen * log_probs).sum() / seen.sum())
 
     # ---- generation --------------------------------------------------------------------------
 
@@ -216,11 +226,9 @@ class LanguageModelTask:
             start = NEWLINE if NEWLINE in vocab.tokens else vocab.tokens[1]
             prompt_ids = np.array([vocab.tokens.index(start)])
         model.eval()
-        logits, state = model(torch.from_numpy(prompt_ids.astype(np.int64))[None, :])
+        logits, state = model(torch.from_numpy(prompt_ids.astype(np.int64))[None, :], last_only=True)
         stepper = CellStepper(model)
-        tokens = self._sample_tokens(
-            stepper, stepper.split_state(state), logits[:, -1].float(), length, temperature, top_k, generator
-        )
+        tokens = self._sample_tokens(stepper, stepper.split_state(state), logits.float(), length, temperature, top_k, generator)
         return detokenize_pieces(tokens, vocab.tokenizer, continues_line=bool(prompt) and not prompt.endswith("\n"))
 
     @torch.no_grad()
