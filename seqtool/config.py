@@ -119,6 +119,7 @@ class TrainingConfig:
     early_stopping_patience: int | None = _field(None, "stop after N evaluations without improvement", ge=1)
     device: str = _field("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = _field("fp32", "bf16 uses autocast where the device supports it")
+    compile: bool = _field(False, "train through torch.compile (slower first steps; see the README for when it pays)")
     loss: Literal["mse", "mae", "huber", "gaussian_nll", "quantile"] | None = _field(
         None, "forecast loss (default mse); gaussian_nll and quantile give prediction intervals"
     )

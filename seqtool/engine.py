@@ -44,7 +44,7 @@ from seqtool.tasks import Task, make_task
 CACHE_DIR = ".seqtool-cache"
 
 # Keys that may differ between a run and its resumption without changing what is computed.
-_RESUMABLE_CHANGES = set(BUDGET_KEYS) | {"training.device", "training.log_every", "training.eval_every"}
+_RESUMABLE_CHANGES = set(BUDGET_KEYS) | {"training.device", "training.log_every", "training.eval_every", "training.compile"}
 
 
 @dataclass
@@ -97,6 +97,22 @@ def autocast(device: torch.device, precision: str):
     if precision == "bf16" and device.type in ("cuda", "cpu"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _compile_errors(compiling: bool) -> Iterator[None]:
+    """torch.compile fails at the first call (no C++ compiler, an unsupported operation): say
+    which setting to turn off instead of showing the compiler's traceback."""
+    if not compiling:
+        yield
+        return
+    from torch._dynamo.exc import TorchDynamoException
+
+    try:
+        yield
+    except TorchDynamoException as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise SeqtoolError(f"training.compile: torch.compile failed ({first.strip()}); set training.compile: false") from exc
 
 
 def seed_everything(seed: int) -> None:
@@ -412,6 +428,8 @@ def _train(
         console.print(f"Resuming {run_dir} at step {state.step} (full state: weights, optimiser, schedule, data position, RNG)")
 
     trained = cluster.wrap(model)  # DDP under torchrun: the module whose backward averages gradients
+    if training.compile:
+        trained = torch.compile(trained)  # training steps only: evaluation shapes vary, checkpoints use `model`
     cluster.barrier()  # every rank has read the old run (if any) before rank 0 replaces it
     if cluster.is_main:
         if clear_run_dir:
@@ -493,10 +511,11 @@ def _train(
                 lr = learning_rate(training, state.step, cluster.from_main([clock.elapsed()])[0], steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                with autocast(device, training.precision):
-                    loss = task.training_loss(trained, state.batch_in_epoch, device)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                with _compile_errors(training.compile):
+                    with autocast(device, training.precision):
+                        loss = task.training_loss(trained, state.batch_in_epoch, device)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
                 loss = cluster.mean(loss.detach())  # the global batch's loss, the same on every rank
                 grad_norm = None
                 if training.grad_clip is not None:

@@ -10,6 +10,8 @@ from conftest import interrupt_on_call, raise_error, send_signal, tiny_config
 from seqtool.checkpoint import load_checkpoint
 from seqtool.config import TrainingConfig, build_config
 from seqtool.engine import learning_rate, train
+from seqtool.errors import SeqtoolError
+from seqtool.tasks import to_device
 from seqtool.tasks.language_model import LanguageModelTask
 
 
@@ -145,3 +147,35 @@ def test_metrics_and_run_directory_contract(tmp_path, write_config, run_cli):
     for event in events:
         assert {"step", "epoch", "split", "loss", "lr", "elapsed_s"} <= event.keys()
     assert "max_steps reached" in (run / "summary.txt").read_text()
+
+
+def test_a_failing_torch_compile_is_one_clear_error(tmp_path, corpus, monkeypatch):
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    def fails(module, **kwargs):
+        def call(*args, **kw):
+            raise BackendCompilerFailed(lambda *a: None, RuntimeError("Compiler: cc not found"), None)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", fails)
+    config = build_config(tiny_config(corpus, training={"compile": True}), "test")
+    with pytest.raises(SeqtoolError, match=r"training.compile: torch.compile failed .*set training.compile: false"):
+        train(config, tmp_path / "run")
+
+
+def test_batches_stay_where_they_are_on_the_cpu():
+    batch = torch.arange(6)
+    assert to_device(batch, torch.device("cpu")) is batch  # no copy on the host
+
+
+def test_compiled_training_computes_what_eager_training_does(tmp_path, corpus):
+    losses = {}
+    for compiled in (False, True):
+        config = build_config(tiny_config(corpus, model={"dropout": 0.0}, training={"compile": compiled, "max_steps": 12}), "t")
+        result = train(config, tmp_path / f"run-{compiled}")
+        losses[compiled] = (result.state.last_train_loss, result.state.best_val_loss)
+        assert set(load_checkpoint(tmp_path / f"run-{compiled}" / "last.pt")["model"]) == set(
+            load_checkpoint(tmp_path / "run-False" / "last.pt")["model"]
+        )  # plain parameter names: a compiled run's checkpoint loads anywhere
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)

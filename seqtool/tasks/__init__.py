@@ -54,6 +54,15 @@ class Task(Protocol):
         """Move restored training state (loaded on CPU) to the training device."""
 
 
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch built on the host, on `device`. For CUDA the copy goes through pinned memory and
+    does not block, so it overlaps the kernels still queued from the previous step; on the CPU
+    the batch itself is returned (no copy)."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
+
+
 class WindowedTask:
     """Base for tasks whose batches are independent windows or texts: no state is carried from
     one batch to the next, so there is nothing beyond the epoch's order to save or restore."""

@@ -23,7 +23,7 @@ from seqtool.data.text import Vocabulary
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel
-from seqtool.tasks import WindowedTask
+from seqtool.tasks import WindowedTask, to_device
 
 EVAL_BATCH = 256
 
@@ -167,7 +167,7 @@ class ClassifyTask(WindowedTask):
 
     def _batch(self, encoded: EncodedTexts, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = encoded.lengths[rows]
-        tokens = torch.from_numpy(encoded.ids[rows, : lengths.max()]).to(device)  # (batch, longest in batch)
+        tokens = to_device(torch.from_numpy(encoded.ids[rows, : lengths.max()]), device)  # (batch, longest in batch)
         return tokens, torch.from_numpy(lengths)
 
     def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor:
@@ -176,7 +176,7 @@ class ClassifyTask(WindowedTask):
         mine, share = self.cluster.own_rows(rows)
         tokens, lengths = self._batch(self.train, mine, device)
         logits, _ = model(tokens, lengths=lengths)
-        labels = torch.from_numpy(self.train.labels[mine]).to(device)
+        labels = to_device(torch.from_numpy(self.train.labels[mine]), device)
         if self.class_weights is None:
             return F.cross_entropy(logits.float(), labels) * share
         # Weighted mean over the whole global batch: this rank's weighted sum over all ranks' weight.

@@ -26,7 +26,7 @@ from seqtool.data import csvfile, series
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel
-from seqtool.tasks import WindowedTask
+from seqtool.tasks import WindowedTask, to_device
 
 HISTORY_TAIL = 200  # rows of target history kept in the checkpoint for plots
 Z_80 = 1.2815515655446004  # standard normal quantile of 0.9: mean +- Z_80 sigma covers 80%
@@ -218,7 +218,7 @@ class ForecastTask(WindowedTask):
         size = self.config.training.batch_size
         origins, share = self.cluster.own_rows(self.order[batch_index * size : (batch_index + 1) * size])
         x, y, _ = self._windows(self.train_inputs, origins)
-        return self._loss(self._outputs(model, x.to(device)), y.to(device)) * share
+        return self._loss(self._outputs(model, to_device(x, device)), to_device(y, device)) * share
 
     # ---- forecasting -------------------------------------------------------------------------
 
@@ -255,7 +255,7 @@ class ForecastTask(WindowedTask):
         for start in range(0, len(origins), 1024):
             chunk = origins[start : start + 1024]
             x, _, base = self._windows(inputs, chunk)
-            point, lower, upper = self._point_and_interval(self._outputs(model, x.to(device)).cpu())
+            point, lower, upper = self._point_and_interval(self._outputs(model, to_device(x, device)).cpu())
             for name, values in (("point", point), ("lower", lower), ("upper", upper)):
                 if values is not None:
                     results[name].append(self.scaler.inverse(values + base[:, None, :], slice(0, k)))
@@ -310,7 +310,7 @@ class ForecastTask(WindowedTask):
         losses = []
         for start in range(0, len(origins), 1024):
             x, y, _ = self._windows(inputs, origins[start : start + 1024])
-            losses.append(self._loss(self._outputs(model, x.to(device)), y.to(device)).item() * len(x))
+            losses.append(self._loss(self._outputs(model, to_device(x, device)), to_device(y, device)).item() * len(x))
         model.train(was_training)
         predicted = self.forecast(model, inputs, origins, device)
         metrics = {"loss": sum(losses) / len(origins)}

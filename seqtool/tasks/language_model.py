@@ -29,6 +29,7 @@ from seqtool.data.text import (
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import CellStepper, RecurrentState, SequenceModel, adaptive_cutoffs, detach_state
+from seqtool.tasks import to_device
 
 
 class LanguageModelTask:
@@ -135,7 +136,7 @@ class LanguageModelTask:
 
     def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor:
         start, length = self.windows[batch_index]
-        block = torch.from_numpy(self.train_rows[:, start : start + length + 1].astype(np.int64)).to(device)
+        block = to_device(torch.from_numpy(self.train_rows[:, start : start + length + 1].astype(np.int64)), device)
         inputs, targets = block[:, :-1], block[:, 1:]  # (batch, seq_len) each; targets shifted by one
         loss, state = model(inputs, self.carried, targets=targets)
         self.carried = detach_state(state)
@@ -177,7 +178,7 @@ class LanguageModelTask:
         model.eval()
         total_nats, total_tokens, state = 0.0, 0, None
         for start, length in bptt_windows(rows.shape[1], training.seq_len, full_only=False):
-            block = torch.from_numpy(rows[:, start : start + length + 1].astype(np.int64)).to(device)
+            block = to_device(torch.from_numpy(rows[:, start : start + length + 1].astype(np.int64)), device)
             loss, state = model(block[:, :-1], state, targets=block[:, 1:])
             total_nats += loss.item() * block[:, 1:].numel()
             total_tokens += block[:, 1:].numel()
