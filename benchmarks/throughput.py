@@ -8,7 +8,9 @@ alike; the table shows medians. Then the same comparison for `training.compile: 
 `training.precision: bf16` against plain fp32 (LSTM 256), to say whether either helps here.
 
 Targets: seqtool within 5% of the bare loop everywhere; LSTM at hidden 256+ above 70% of the
-matrix-multiply rate on CPU.
+matrix-multiply rate on CPU. The last column is the share that one torch recurrent layer of the
+row's size (hidden -> hidden, same batch and length) reaches alone, forward and backward: the
+ceiling PyTorch's kernel sets for any loop built on it.
 
     .venv/bin/python benchmarks/throughput.py [--config configs/shakespeare_char_lstm.yaml] [--steps 20] [--rounds 3]
         [--kinds lstm,gru,rnn] [--hidden 128,256,512] [--no-options] [KEY=VALUE ...]
@@ -65,6 +67,22 @@ def flops_per_token(config: Config, vocab_size: int) -> float:
         width = m.hidden_size
     forward += 2 * m.hidden_size * vocab_size
     return 3 * forward
+
+
+def layer_alone_gflops(kind: str, width: int, hidden: int, batch: int, seq_len: int, repeats: int = 5) -> float:
+    """GFLOP/s of one torch recurrent layer, forward and backward, nothing else: the ceiling
+    that PyTorch's own kernel sets for any training loop built on it."""
+    layer = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind](width, hidden, batch_first=True)
+    x = torch.randn(batch, seq_len, width, requires_grad=True)
+    times = []
+    for i in range(repeats + 2):
+        start = time.perf_counter()
+        out, _ = layer(x)
+        out.sum().backward()
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    flops = 3 * 2 * GATES[kind] * hidden * (width + hidden) * batch * seq_len
+    return flops / statistics.median(times) / 1e9
 
 
 class BareModel(nn.Module):
@@ -147,7 +165,8 @@ def main() -> None:
         f"seq {t.seq_len}, {torch.get_num_threads()} threads; fp32 matmul rate {peak:.1f} GFLOP/s; "
         f"medians of {args.rounds} rounds"
     )
-    for column in ("model", "bare tok/s", "seqtool tok/s", "seqtool / bare", "GFLOP/s", "share of matmul rate"):
+    columns = ("model", "bare tok/s", "seqtool tok/s", "seqtool / bare", "GFLOP/s", "share of matmul rate", "layer alone")
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for kind in args.kinds.split(","):
         for hidden in map(int, args.hidden.split(",")):
@@ -159,7 +178,16 @@ def main() -> None:
                 ours.append(seqtool_loop(args.config, shape, args.steps, args.warmup))
             b, o = statistics.median(bare), statistics.median(ours)
             gflops = o * flops_per_token(config, vocab) / 1e9
-            table.add_row(f"{kind} {hidden}", f"{b:,.0f}", f"{o:,.0f}", f"{o / b:.3f}", f"{gflops:.1f}", f"{gflops / peak:.0%}")
+            alone = layer_alone_gflops(kind, hidden, hidden, t.batch_size, t.seq_len)
+            table.add_row(
+                f"{kind} {hidden}",
+                f"{b:,.0f}",
+                f"{o:,.0f}",
+                f"{o / b:.3f}",
+                f"{gflops:.1f}",
+                f"{gflops / peak:.0%}",
+                f"{alone / peak:.0%}",
+            )
             console.print(f"  measured {kind} {hidden}: seqtool/bare {o / b:.3f}, {gflops / peak:.0%} of matmul rate")
     console.print(table)
     if not args.no_options:

@@ -70,16 +70,21 @@ class Model:
 
     def predict(self, data: str | Path | list[str] | None = None, **options: Any):
         """Language models: `predict(prompt=..., length=..., temperature=..., top_k=..., seed=...)`
-        returns the generated text. Forecasts: `predict(data=CSV or None, horizon=...)` returns a
-        DataFrame. Classifiers: `predict(CSV)` returns the rows with labels and probabilities;
-        `predict(["text", ...])` returns (label, probability) pairs."""
+        returns the generated text; with `num_samples=N`, a list of N texts generated as one batch.
+        Forecasts: `predict(data=CSV or None, horizon=...)` returns a DataFrame. Classifiers:
+        `predict(CSV)` returns the rows with labels and probabilities; `predict(["text", ...])`
+        returns (label, probability) pairs."""
         if self.kind == "language_model":
             import torch
 
             generator = torch.Generator().manual_seed(options.pop("seed", 0))
             prompt, length = options.pop("prompt", ""), options.pop("length", 200)
             temperature, top_k = options.pop("temperature", 1.0), options.pop("top_k", None)
+            num_samples = options.pop("num_samples", None)
             self._no_more(options)
+            if num_samples is not None:
+                texts = self.task.generate_many(self.network, prompt, length, temperature, top_k, generator, num_samples)
+                return [prompt + text for text in texts]
             return prompt + "".join(self.task.generate(self.network, prompt, length, temperature, top_k, generator))
         if self.kind == "forecast":
             horizon = options.pop("horizon", None)

@@ -309,16 +309,18 @@ def _generate(
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else torch.seed())
     out = sys.stdout
-    for sample in range(num_samples):
-        if num_samples > 1:
-            out.write(f"{'' if sample == 0 else chr(10)}--- sample {sample + 1} of {num_samples} ---\n")
-        pieces = task.generate(model, prompt, length, temperature, top_k, generator)
+    if num_samples == 1:  # streamed as it is generated
         out.write(prompt)
-        for piece in pieces:
+        for piece in task.generate(model, prompt, length, temperature, top_k, generator):
             out.write(piece)
             out.flush()
         out.write("\n")
         out.flush()
+        return
+    texts = task.generate_many(model, prompt, length, temperature, top_k, generator, num_samples)
+    for sample, text in enumerate(texts):
+        out.write(f"{'' if sample == 0 else chr(10)}--- sample {sample + 1} of {num_samples} ---\n{prompt}{text}\n")
+    out.flush()
 
 
 def _forecast(task, model, data: Path | None, horizon: int | None, output: Path | None, plot: Path | None) -> None:

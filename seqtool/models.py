@@ -182,14 +182,16 @@ class CellStepper:
             self.head_weight_t = model.head.weight.t()
             self.head_bias = model.head.bias
 
-    def split_state(self, state: RecurrentState) -> list:
-        """Fused state (num_layers, batch, hidden) -> one state per layer."""
+    def split_state(self, state: RecurrentState, streams: int = 1) -> list:
+        """Fused state (num_layers, 1, hidden) -> one state per layer, repeated for `streams`
+        continuations of the same prompt."""
         if isinstance(state, tuple):
-            return [(state[0][k], state[1][k]) for k in range(len(self.layers))]
-        return [state[k] for k in range(len(self.layers))]
+            return [(state[0][k].repeat(streams, 1), state[1][k].repeat(streams, 1)) for k in range(len(self.layers))]
+        return [state[k].repeat(streams, 1) for k in range(len(self.layers))]
 
     def step(self, token_ids: torch.Tensor, layer_states: list) -> torch.Tensor:
-        """token_ids (batch,) -> logits (batch, vocab); `layer_states` is updated in place."""
+        """token_ids (batch,) -> scores (batch, vocab): logits, or log-probabilities for the
+        adaptive softmax; `layer_states` is updated in place."""
         x = self.embedding[token_ids]  # (batch, embedding_size)
         for k, weights in enumerate(self.layers):
             layer_states[k] = self.cell(x, layer_states[k], *weights)

@@ -2,6 +2,7 @@
 ending in one `Error:` line, exit code 2 and no traceback."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -56,6 +57,15 @@ def test_predict_samples_and_greedy(tmp_path, write_config, run_cli):
         run_cli("predict", run, "--prompt", "JU", "--temperature", "0", "--length", "20", "--seed", str(s)).out for s in (1, 2)
     ]
     assert greedy[0] == greedy[1]
+
+    def samples(out: str) -> list[str]:  # each sample is followed by "\n", and a blank line between samples
+        parts = re.split(r"--- sample \d of \d ---\n", out)[1:]
+        return [part[:-2] for part in parts[:-1]] + [parts[-1][:-1]]
+
+    batch = run_cli("predict", run, "--prompt", "JU", "--temperature", "0", "--length", "20", "--num-samples", "2").out
+    assert samples(batch) == [greedy[0][:-1]] * 2  # one batch, each stream as if generated alone
+    texts = samples(many.out)
+    assert len(set(texts)) == 3 and all(len(t) == 20 for t in texts)  # independent draws, no prompt
 
 
 def test_evaluate_on_another_file_and_test_split(tmp_path, write_config, run_cli, corpus):

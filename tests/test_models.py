@@ -7,6 +7,7 @@ from torch import nn
 from seqtool.config import ModelConfig
 from seqtool.models import CellStepper, SequenceModel, adaptive_cutoffs
 from seqtool.reference import run_reference
+from seqtool.sampling import TokenSampler
 
 
 @pytest.mark.parametrize(
@@ -87,3 +88,23 @@ def test_adaptive_loss_is_the_mean_of_its_own_log_probabilities_and_the_stepper_
         stepper = CellStepper(model)
         layer_states = stepper.split_state(state)
         assert torch.allclose(stepper.step(tokens[:, 1], layer_states), log_probs[:, 1], atol=1e-5)
+
+
+def test_gumbel_sampler_draws_from_the_softmax_at_the_temperature():
+    scores = torch.tensor([[5.0, 1.0, 0.0, -1.0, 2.0]])  # id 0 is banned (<unk>) despite its score
+    temperature = 0.7
+    sampler = TokenSampler(1, 5, temperature, None, torch.Generator().manual_seed(0))
+    draws = torch.stack([sampler(scores)[0] for _ in range(20000)])
+    expected = torch.softmax(scores[0, 1:] / temperature, -1)
+    observed = torch.bincount(draws, minlength=5).float() / len(draws)
+    assert observed[0] == 0
+    assert torch.allclose(observed[1:], expected, atol=0.012)
+
+
+def test_gumbel_sampler_top_k_greedy_and_batches():
+    scores = torch.tensor([[0.0, 3.0, 2.9, 1.0, -5.0], [0.0, -1.0, 0.5, 4.0, 4.1]])
+    greedy = TokenSampler(2, 5, 0.0, None, torch.Generator().manual_seed(0))
+    assert greedy(scores).tolist() == [1, 4]
+    top2 = TokenSampler(2, 5, 5.0, 2, torch.Generator().manual_seed(0))  # hot: without top_k any id would come
+    seen = {tuple(top2(scores).tolist()) for _ in range(300)}
+    assert {a for a, _ in seen} == {1, 2} and {b for _, b in seen} == {3, 4}
