@@ -90,6 +90,10 @@ class Model:
             horizon = options.pop("horizon", None)
             self._no_more(options)
             return self.task.predict_future(self.network, str(data) if data else None, horizon)
+        if self.kind == "long_range":
+            from seqtool.errors import SeqtoolError
+
+            raise SeqtoolError("predict() does not apply to a long_range model (its data is synthetic); use evaluate()")
         self._no_more(options)
         if isinstance(data, list):
             return self.task.predict_texts(self.network, data)

@@ -92,10 +92,9 @@ def train(
             "forecast": "--horizon N --output forecast.csv",
             "language_model": '--prompt "..."',
             "classify": "--data texts.csv --output labelled.csv",
-        }[cfg.task]
-        console.print(
-            f"Next: seqtool evaluate {result.run_dir}   |   seqtool predict {result.run_dir} {predict_hint}", highlight=False
-        )
+        }.get(cfg.task)
+        then = f"   |   seqtool predict {result.run_dir} {predict_hint}" if predict_hint else ""
+        console.print(f"Next: seqtool evaluate {result.run_dir}{then}", highlight=False)
 
 
 @app.command()
@@ -279,6 +278,10 @@ def predict(
     }
     given = {name: value is not None for name, value in options.items()}  # every option defaults to None: unset
     kind = task.config.task
+    if kind == "long_range":
+        raise SeqtoolError(
+            f"predict does not apply to {checkpoint}: a long_range model's data is synthetic; use seqtool evaluate"
+        )
     foreign = [name for name, used in given.items() if used and name not in _OPTIONS[kind]]
     if foreign:
         owners = " and ".join(_KIND_NAMES[k] for k, names in _OPTIONS.items() if foreign[0] in names)
@@ -293,7 +296,7 @@ def predict(
         )
 
 
-_KIND_NAMES = {"language_model": "language", "forecast": "forecast", "classify": "classification"}
+_KIND_NAMES = {"language_model": "language", "forecast": "forecast", "classify": "classification", "long_range": "long-range"}
 _OPTIONS = {  # which predict options each task kind takes
     "language_model": ("--prompt", "--length", "--temperature", "--top-k", "--seed", "--num-samples"),
     "forecast": ("--data", "--horizon", "--output", "--plot"),

@@ -25,7 +25,7 @@ import yaml
 
 from seqtool.errors import SeqtoolError
 
-TaskName = Literal["language_model", "forecast", "classify"]
+TaskName = Literal["language_model", "forecast", "classify", "long_range"]
 ModelType = Literal["rnn", "lstm", "gru"]
 
 
@@ -86,6 +86,19 @@ class ClassifyData:
 
 
 @dataclass
+class LongRangeData:
+    synthetic: Literal["adding", "copy", "parity"] = _field(
+        "adding", "adding: sum of two marked numbers (MSE); copy: recall symbols after a delay; parity: XOR of bits"
+    )
+    length: int = _field(100, "time steps between what must be remembered and when it is asked for", ge=2)
+    samples: int = _field(20000, "sequences generated from the seed (train + val + test)", ge=10)
+    symbols: int = _field(10, "copy: symbols to remember", ge=1)
+    alphabet: int = _field(8, "copy: distinct symbols", ge=2)
+    val_fraction: float = _field(0.1, "share of the samples held out for validation", gt=0.0, lt=1.0)
+    test_fraction: float = _field(0.0, "share of the samples held out for testing", ge=0.0, lt=1.0)
+
+
+@dataclass
 class ModelConfig:
     type: ModelType = _field("lstm", "recurrent cell: rnn (Elman), lstm or gru")
     hidden_size: int = _field(256, "units per recurrent layer", ge=1)
@@ -99,6 +112,9 @@ class ModelConfig:
     )
     bidirectional: bool = _field(False, "classify: read the text in both directions")
     pooling: Literal["last", "mean", "max"] = _field("last", "classify: final state, or mean/max over time steps")
+    forget_bias: float = _field(
+        1.0, "type: lstm only: initial forget-gate bias (1.0: remember by default, Jozefowicz et al. 2015)"
+    )
 
 
 @dataclass
@@ -131,7 +147,12 @@ class TrainingConfig:
     class_weights: Literal["none", "balanced"] = _field("none", "classify: balanced weighs classes by inverse frequency")
 
 
-DATA_SCHEMAS: dict[str, type] = {"language_model": LanguageModelData, "forecast": ForecastData, "classify": ClassifyData}
+DATA_SCHEMAS: dict[str, type] = {
+    "language_model": LanguageModelData,
+    "forecast": ForecastData,
+    "classify": ClassifyData,
+    "long_range": LongRangeData,
+}
 
 
 @dataclass
@@ -406,8 +427,12 @@ def _check_consistency(config: Config, where: _Where) -> None:
                 )
     elif training.loss is not None:
         raise SeqtoolError(f"{where('training.loss')} applies to task: forecast (language models use cross-entropy)")
-    if isinstance(data, ClassifyData) and model.tie_weights:
+    if isinstance(data, (ClassifyData, LongRangeData)) and model.tie_weights:
         raise SeqtoolError(f"{where('model.tie_weights')} applies to language models only")
+    if isinstance(data, LongRangeData) and data.val_fraction + data.test_fraction >= 0.9:
+        raise SeqtoolError(f"{where('data.val_fraction')}: val_fraction + test_fraction leaves under 10% for training")
+    if model.forget_bias != 1.0 and model.type != "lstm":
+        raise SeqtoolError(f"{where('model.forget_bias')} applies to model.type=lstm only (got type {model.type})")
     if model.output == "adaptive" and not isinstance(data, LanguageModelData):
         raise SeqtoolError(f"{where('model.output')}: adaptive applies to language models only")
     if model.output == "adaptive" and model.tie_weights:

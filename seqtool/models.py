@@ -51,6 +51,8 @@ class SequenceModel(nn.Module):
             bidirectional=config.bidirectional,
             **extra,
         )
+        if config.type == "lstm":
+            self._init_forget_bias(config.forget_bias)
         features = config.hidden_size * (2 if config.bidirectional else 1)
         # Grave et al. (2017), "Efficient softmax approximation for GPUs": frequent tokens in a
         # small head softmax, rare ones in clusters of lower dimension reached through it.
@@ -61,6 +63,17 @@ class SequenceModel(nn.Module):
         if config.tie_weights:
             # Press & Wolf (2017), "Using the Output Embedding to Improve Language Models".
             self.head.weight = self.embedding.weight
+
+    @torch.no_grad()
+    def _init_forget_bias(self, value: float) -> None:
+        """Start every LSTM layer's forget gate at sigmoid(value): with 1.0 the cell keeps most of
+        its memory from the first step, which long-range dependencies need to be learnt at all
+        (Gers et al. 2000; Jozefowicz et al. 2015). PyTorch's two biases add up; the value goes
+        in one of them."""
+        size = self.config.hidden_size
+        for name, bias in self.recurrent.named_parameters():
+            if name.startswith("bias_"):
+                bias[size : 2 * size] = value if name.startswith("bias_ih") else 0.0
 
     def forward(
         self,

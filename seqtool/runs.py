@@ -13,7 +13,7 @@ from seqtool.lock import lock_owner_alive, lock_path
 from seqtool.metrics import CONFIG_FILE, METRICS_FILE, SUMMARY_JSON, MetricsLog
 
 # The metric that says most about each task kind, shown beside the validation loss.
-MAIN_METRIC = {"language_model": "perplexity", "forecast": "mase", "classify": "accuracy"}
+MAIN_METRIC = {"language_model": "perplexity", "forecast": "mase", "classify": "accuracy", "long_range": "error_vs_chance"}
 
 
 @dataclass

@@ -83,6 +83,7 @@ TASKS = {
     "language_model": "seqtool.tasks.language_model:LanguageModelTask",
     "forecast": "seqtool.tasks.forecast:ForecastTask",
     "classify": "seqtool.tasks.classify:ClassifyTask",
+    "long_range": "seqtool.tasks.long_range:LongRangeTask",
 }
 
 
