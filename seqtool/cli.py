@@ -204,6 +204,79 @@ def runs(
     Console().print(table if found else f"No runs in {folder}")
 
 
+@app.command()
+def compare(
+    config: Annotated[Path, typer.Argument(help="YAML config file shared by every variant.", show_default=False)],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted KEY=VALUE overrides for every variant.", show_default=False)
+    ] = None,
+    models: Annotated[str, typer.Option("--models", help="Comma-separated cells to compare.")] = "rnn,lstm,gru",
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per variant (config seed, +1, ...).")] = 1,
+    sweep: Annotated[
+        str | None, typer.Option("--sweep", help="KEY=V1,V2,...: train every model at each value, e.g. data.length=10,50,100.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Compare directory (default: runs/compare-<config name>).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing compare directory.")] = False,
+) -> None:
+    """Train the same config as RNN, LSTM and GRU with the same data and budget; one table and plot."""
+    from seqtool import compare as comparing
+
+    model_list = comparing.parse_models(models)
+    swept = comparing.parse_sweep(sweep) if sweep else None
+    base, variants = comparing.plan(config, model_list, seeds, overrides or [], swept)
+    out_dir = output or Path("runs") / f"compare-{config.stem}"
+    console = Console(soft_wrap=True)
+    results = comparing.run_comparison(config, variants, out_dir, force, console)
+    summary = comparing.aggregate(results)
+    comparing.write_outputs(out_dir, shlex.join(["seqtool", *sys.argv[1:]]), swept[0] if swept else None, results, summary)
+    console.print(_compare_table(summary, swept[0] if swept else None, base.task))
+    console.print(f"Wrote {', '.join(str(out_dir / name) for name in comparing.COMPARE_FILES)}", highlight=False)
+
+
+def _compare_table(summary: list[dict], sweep_key: str | None, task: str) -> Table:
+    """Without a sweep: one row per model. With one: rows are the swept values, columns the
+    models, cells the main metric (mean +- spread over seeds)."""
+
+    def spread(row: dict, name: str, digits: str = ".4g") -> str:
+        value, sd = row.get(name), row.get(f"{name}_sd")
+        if value is None:
+            return "-"
+        return f"{value:{digits}}" + (f" ± {sd:.2g}" if sd else "")
+
+    metric = summary[0]["main_metric"] or "val loss"
+    if sweep_key is not None:
+        table = Table(title=f"{metric} by {sweep_key} ({task}; mean ± sd over seeds)", box=box.SIMPLE_HEAD)
+        table.add_column(sweep_key)
+        models = list(dict.fromkeys(row["model"] for row in summary))
+        for model in models:
+            table.add_column(model, justify="right")
+        for value in dict.fromkeys(str(row["sweep_value"]) for row in summary):
+            cells = []
+            for model in models:
+                row = next(r for r in summary if str(r["sweep_value"]) == value and r["model"] == model)
+                cells.append(spread(row, "main_value") + (" [red]diverged[/]" if row["diverged"] else ""))
+            table.add_row(value, *cells)
+        return table
+    table = Table(title=f"Comparison ({task}; {metric}; mean ± sd over seeds)", box=box.SIMPLE_HEAD)
+    short = {"perplexity": "ppl", "accuracy": "acc", "error_vs_chance": "err/chance"}.get(metric, metric)
+    for header in ("model", "train loss", "val loss", short, "params", "per s", "time", "diverged"):
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for row in summary:
+        table.add_row(
+            row["model"],
+            spread(row, "final_train_loss"),
+            spread(row, "final_val_loss"),
+            spread(row, "main_value"),
+            f"{row['parameters']:,}" if row["parameters"] else "-",
+            f"{row['throughput']:,.0f}" if row["throughput"] else "-",
+            _duration(row["wall_time_s"]),
+            f"[red]{row['diverged']}[/]" if row["diverged"] else "0",
+        )
+    return table
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

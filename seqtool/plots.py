@@ -94,3 +94,64 @@ def backtest_plot(path: str | Path, backtest: dict[str, Any], level: float | Non
     figure.autofmt_xdate()
     _save(figure, path)
     plt.close(figure)
+
+
+MODEL_COLOURS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+
+
+def compare_plot(
+    path: str | Path, results: list[Any], summary: list[dict[str, Any]], curves: dict[str, list[dict]], sweep_key: str | None
+) -> None:
+    """Validation-loss curves of every variant on one axis (one colour per model, one line per
+    seed); with a sweep, a second panel: the main metric against the swept value per model."""
+    plt = _pyplot()
+    panels = 2 if sweep_key else 1
+    figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
+    curve_axis = axes[0, 0]
+    labelled = set()
+    for result in results:
+        events = curves.get(result.run_dir, [])
+        label = result.model if sweep_key is None else f"{result.model}, {sweep_key}={result.sweep_value}"
+        colour = MODEL_COLOURS.get(result.model)
+        shade = 1.0
+        if sweep_key is not None:  # later sweep values darker
+            values = [str(s["sweep_value"]) for s in summary if s["model"] == result.model]
+            shade = 0.35 + 0.65 * (values.index(str(result.sweep_value)) + 1) / len(values)
+        curve_axis.plot(
+            [e["step"] for e in events],
+            [e["loss"] for e in events],
+            color=colour,
+            alpha=shade,
+            linewidth=1.4,
+            label=None if label in labelled else label,
+        )
+        labelled.add(label)
+    curve_axis.set_xlabel("step")
+    curve_axis.set_ylabel("validation loss")
+    curve_axis.set_yscale("log")
+    curve_axis.set_title("validation loss")
+    curve_axis.grid(alpha=0.3, which="both")
+    curve_axis.legend(fontsize=7)
+    if sweep_key is not None:
+        axis = axes[0, 1]
+        metric = summary[0]["main_metric"] or "final_val_loss"
+        values = list(dict.fromkeys(str(s["sweep_value"]) for s in summary))
+        for model in dict.fromkeys(s["model"] for s in summary):
+            rows = [s for s in summary if s["model"] == model]
+            x = [values.index(str(s["sweep_value"])) for s in rows]
+            y = [s["main_value"] if s["main_value"] is not None else float("nan") for s in rows]
+            spread = [s["main_value_sd"] or 0.0 for s in rows]
+            axis.errorbar(x, y, yerr=spread, color=MODEL_COLOURS.get(model), marker="o", capsize=3, label=model)
+        if metric == "error_vs_chance":
+            axis.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="chance")
+        shown = [s["main_value"] for s in summary if s["main_value"] is not None]
+        if shown and min(shown) > 0 and max(shown) / min(shown) > 20:  # solved vs chance spans decades
+            axis.set_yscale("log")
+        axis.set_xticks(range(len(values)), values)
+        axis.set_xlabel(sweep_key)
+        axis.set_ylabel(metric)
+        axis.set_title(f"{metric} by {sweep_key}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    _save(figure, path)
+    plt.close(figure)
