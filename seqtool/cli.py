@@ -235,6 +235,32 @@ def compare(
     console.print(f"Wrote {', '.join(str(out_dir / name) for name in comparing.COMPARE_FILES)}", highlight=False)
 
 
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="One or more run directories.", show_default=False)],
+    output: Annotated[
+        Path | None, typer.Option("--output", help="PNG to write (default: RUN/curves.png, or curves.png for several runs).")
+    ] = None,
+) -> None:
+    """Draw loss and metric curves of one or several runs from their metrics.jsonl."""
+    from seqtool.metrics import METRICS_FILE, MetricsLog
+    from seqtool.plots import curves_plot
+    from seqtool.runs import MAIN_METRIC, describe_run
+
+    curves = {}
+    for run in runs:
+        if not (run / METRICS_FILE).is_file():
+            raise SeqtoolError(f"{run} is not a run directory (no {METRICS_FILE})")
+        events = MetricsLog(run).read()
+        if not any(e.get("split") == "val" for e in events):
+            raise SeqtoolError(f"{run} has no evaluation yet: nothing to plot")
+        name = run.name if sum(r.name == run.name for r in runs) == 1 else str(run)
+        curves[name] = (events, MAIN_METRIC.get(describe_run(run).task))
+    path = output or (runs[0] / "curves.png" if len(runs) == 1 else Path("curves.png"))
+    curves_plot(path, curves)
+    Console().print(f"Wrote {path}", highlight=False)
+
+
 def _compare_table(summary: list[dict], sweep_key: str | None, task: str) -> Table:
     """Without a sweep: one row per model. With one: rows are the swept values, columns the
     models, cells the main metric (mean +- spread over seeds)."""

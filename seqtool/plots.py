@@ -155,3 +155,35 @@ def compare_plot(
         axis.legend(fontsize=8)
     _save(figure, path)
     plt.close(figure)
+
+
+def curves_plot(path: str | Path, runs: dict[str, tuple[list[dict], str | None]]) -> None:
+    """Training and validation loss of each run against the step (log scale), and beside them
+    the runs' main validation metric: `runs` maps a run's name to (metrics.jsonl events, metric)."""
+    plt = _pyplot()
+    metrics = {metric for _, metric in runs.values() if metric}
+    panels = 1 + len(metrics)
+    figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
+    loss_axis = axes[0, 0]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, (name, (events, metric)) in enumerate(runs.items()):
+        colour = colours[n % len(colours)]
+        train = [e for e in events if e.get("split") == "train" and "event" not in e]
+        val = [e for e in events if e.get("split") == "val"]
+        loss_axis.plot([e["step"] for e in train], [e["loss"] for e in train], color=colour, alpha=0.45, linewidth=1)
+        loss_axis.plot([e["step"] for e in val], [e["loss"] for e in val], color=colour, marker=".", linewidth=1.8, label=name)
+        for axis, shown in zip(axes[0, 1:], sorted(metrics), strict=True):
+            if shown == metric:
+                points = [e for e in val if e.get(metric) is not None]
+                axis.plot([e["step"] for e in points], [e[metric] for e in points], color=colour, marker=".", label=name)
+    loss_axis.set_yscale("log")
+    loss_axis.set_title("loss (thin: training, thick: validation)")
+    for axis, metric in zip(axes[0], ["loss", *sorted(metrics)], strict=True):
+        axis.set_xlabel("step")
+        axis.set_ylabel(metric)
+        if metric != "loss":
+            axis.set_title(f"validation {metric}")
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=8)
+    _save(figure, path)
+    plt.close(figure)

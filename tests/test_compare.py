@@ -81,3 +81,15 @@ def test_a_bad_sweep_value_fails_before_any_training(tmp_path, adding_config, ru
     out = tmp_path / "cmp"
     assert_clean_error(run_cli("compare", adding_config, "--sweep", "data.length=10,abc", "--output", out), "data.length")
     assert not out.exists()
+
+
+def test_plot_draws_the_curves_of_one_or_several_runs(tmp_path, adding_config, run_cli):
+    for model in ("rnn", "lstm"):
+        assert run_cli("train", adding_config, f"model.type={model}", "--run-dir", tmp_path / model).code == 0
+    assert run_cli("plot", tmp_path / "rnn").code == 0
+    both = run_cli("plot", tmp_path / "rnn", tmp_path / "lstm", "--output", tmp_path / "both.png")
+    assert both.code == 0, both
+    for png in (tmp_path / "rnn" / "curves.png", tmp_path / "both.png"):
+        data = png.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+    assert_clean_error(run_cli("plot", tmp_path / "rnn", tmp_path), "is not a run directory")
