@@ -239,25 +239,37 @@ def compare(
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="One or more run directories.", show_default=False)],
     output: Annotated[
-        Path | None, typer.Option("--output", help="PNG to write (default: RUN/curves.png, or curves.png for several runs).")
+        Path | None,
+        typer.Option("--output", help="PNG to write (default: RUN/curves.png or RUN/grad_flow.png; ./ for several runs)."),
     ] = None,
+    grad_flow: Annotated[
+        bool, typer.Option("--grad-flow", help="Draw |dL/dh_t| against t (runs trained with training.log_grad_flow: true).")
+    ] = False,
 ) -> None:
-    """Draw loss and metric curves of one or several runs from their metrics.jsonl."""
+    """Draw loss and metric curves, or the gradient flow, of one or several runs."""
     from seqtool.metrics import METRICS_FILE, MetricsLog
-    from seqtool.plots import curves_plot
+    from seqtool.plots import curves_plot, grad_flow_plot
     from seqtool.runs import MAIN_METRIC, describe_run
 
-    curves = {}
+    curves, flows = {}, {}
     for run in runs:
         if not (run / METRICS_FILE).is_file():
             raise SeqtoolError(f"{run} is not a run directory (no {METRICS_FILE})")
         events = MetricsLog(run).read()
-        if not any(e.get("split") == "val" for e in events):
-            raise SeqtoolError(f"{run} has no evaluation yet: nothing to plot")
         name = run.name if sum(r.name == run.name for r in runs) == 1 else str(run)
+        if grad_flow:
+            flows[name] = [e for e in events if e.get("split") == "grad_flow" and e.get("dl_dh")]
+            if not flows[name]:
+                raise SeqtoolError(f"{run} has no gradient-flow records: train it with training.log_grad_flow=true")
+        elif not any(e.get("split") == "val" for e in events):
+            raise SeqtoolError(f"{run} has no evaluation yet: nothing to plot")
         curves[name] = (events, MAIN_METRIC.get(describe_run(run).task))
-    path = output or (runs[0] / "curves.png" if len(runs) == 1 else Path("curves.png"))
-    curves_plot(path, curves)
+    filename = "grad_flow.png" if grad_flow else "curves.png"
+    path = output or (runs[0] / filename if len(runs) == 1 else Path(filename))
+    if grad_flow:
+        grad_flow_plot(path, flows)
+    else:
+        curves_plot(path, curves)
     Console().print(f"Wrote {path}", highlight=False)
 
 

@@ -135,6 +135,9 @@ class TrainingConfig:
     early_stopping_patience: int | None = _field(None, "stop after N evaluations without improvement", ge=1)
     device: str = _field("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = _field("fp32", "bf16 uses autocast where the device supports it")
+    log_grad_flow: bool = _field(
+        False, "at each evaluation, log |dL/dh_t| for every time step t of one batch (seqtool plot --grad-flow)"
+    )
     compile: bool = _field(False, "train through torch.compile (slower first steps; see the README for when it pays)")
     loss: Literal["mse", "mae", "huber", "gaussian_nll", "quantile"] | None = _field(
         None, "forecast loss (default mse); gaussian_nll and quantile give prediction intervals"
@@ -445,6 +448,8 @@ def _check_consistency(config: Config, where: _Where) -> None:
         )
     if model.pooling != "last" and not isinstance(data, ClassifyData):
         raise SeqtoolError(f"{where('model.pooling')} applies to task: classify")
+    if training.log_grad_flow and isinstance(data, ClassifyData):
+        raise SeqtoolError(f"{where('training.log_grad_flow')} applies to language_model, forecast and long_range tasks")
     if training.class_weights != "none" and not isinstance(data, ClassifyData):
         raise SeqtoolError(f"{where('training.class_weights')} applies to task: classify")
     if model.tie_weights and model.embedding_size != model.hidden_size:

@@ -61,6 +61,7 @@ class TrainState:
     last_train_loss: float | None = None
     loss_sum_since_log: float = 0.0  # so a resumed run logs the same averaged train loss
     steps_since_log: int = 0
+    clipped_since_log: int = 0  # steps whose gradient norm exceeded training.grad_clip
     skipped_batches: int = 0  # batches whose loss or gradient was not finite (training.on_nan)
     non_finite_in_a_row: int = 0
     finished: bool = False
@@ -274,6 +275,25 @@ def version_warning(payload: dict[str, Any]) -> str | None:
     return None
 
 
+def _gradient_flow(task: Task, model: SequenceModel, batch_index: int, device: torch.device) -> list[float]:
+    """|dL/dh_t| for t = 1..T on one training batch: the mean over the batch of the norm of the
+    loss gradient with respect to each top-layer hidden state. Runs in eval mode (no dropout, no
+    random numbers drawn) and restores the task's carried state and the gradients, so a run with
+    diagnostics on trains exactly as one with them off."""
+    carried, was_training = task.state_dict(), model.training
+    model.eval()
+    model.probe = []
+    try:
+        with torch.enable_grad():
+            task.training_loss(model, batch_index, device).backward()
+        return [float(h.grad.norm(dim=-1).mean()) if h.grad is not None else 0.0 for h in model.probe]
+    finally:
+        model.probe = None
+        model.zero_grad(set_to_none=True)
+        task.load_state_dict(carried)
+        model.train(was_training)
+
+
 def _diverged(state: TrainState, loss: float, run_dir: Path, policy: str) -> SeqtoolError:
     kept = (
         f"the last good checkpoint {run_dir / LAST} is kept" if (run_dir / LAST).exists() else "no checkpoint had been saved yet"
@@ -457,12 +477,15 @@ def _train(
     last_metrics: dict[str, float] = dict((resumed or {}).get("metrics", {}))
     units = task.units_per_step()
     running_loss = torch.tensor(state.loss_sum_since_log, device=device)  # summed on device: no sync per step
+    clipped = torch.tensor(state.clipped_since_log, device=device)
+    last_grad_norm: torch.Tensor | None = None
     interval_start, interval_steps, rate = clock.elapsed(), 0, 0.0
 
     def checkpoint(*names: str) -> None:
         """Called on every rank together: rank 0 collects each rank's hidden state and RNG."""
         state.elapsed_s = clock.elapsed()
         state.loss_sum_since_log = running_loss.item()
+        state.clipped_since_log = int(clipped.item())
         task_states, rngs = cluster.gather(task.state_dict()), cluster.gather(_rng_state())
         if not cluster.is_main:
             return
@@ -497,6 +520,17 @@ def _train(
                 **{k: v for k, v in last_metrics.items() if k != "loss"},
             }
         )
+        if training.log_grad_flow and cluster.is_main:
+            log.write(
+                {
+                    "step": state.step,
+                    "epoch": round(state.step / steps_per_epoch, 4),
+                    "split": "grad_flow",
+                    "grad_norm": None if last_grad_norm is None else float(last_grad_norm),
+                    "dl_dh": _gradient_flow(task, model, state.batch_in_epoch, device),
+                    "elapsed_s": round(clock.elapsed(), 3),
+                }
+            )
         display.evaluated(state.step, last_metrics, improved)
         checkpoint(*((LAST, BEST) if improved else (LAST,)))
         model.train()  # whatever mode a task's evaluation left it in, training goes on with dropout
@@ -520,6 +554,8 @@ def _train(
                 grad_norm = None
                 if training.grad_clip is not None:
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
+                    clipped += grad_norm > training.grad_clip
+                    last_grad_norm = grad_norm.detach()
                 if torch.isfinite(loss) and (grad_norm is None or torch.isfinite(grad_norm)):
                     optimizer.step()
                     running_loss += loss
@@ -567,8 +603,10 @@ def _train(
                             "lr": lr,
                             "elapsed_s": round(now, 3),
                             f"{task.unit}_per_s": round(rate, 1),
+                            **({"clipped_steps": int(clipped.item())} if training.grad_clip is not None else {}),
                         }
                     )
+                    clipped.zero_()
                 elapsed, signalled = cluster.from_main([clock.elapsed(), float(bool(caught))])
                 eta = None
                 if rate > 0:

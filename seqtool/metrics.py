@@ -93,7 +93,7 @@ def _csv_rows(event: dict[str, Any]) -> str:
     return "".join(
         f"{head},{key},{'' if value is None else value}\n"
         for key, value in event.items()
-        if key not in ("step", "epoch", "split") and not isinstance(value, str)
+        if key not in ("step", "epoch", "split") and not isinstance(value, (str, list))
     )
 
 

@@ -53,6 +53,9 @@ class SequenceModel(nn.Module):
         )
         if config.type == "lstm":
             self._init_forget_bias(config.forget_bias)
+        # When a list: forward steps through time one cell call at a time and appends every
+        # top-layer h_t to it, gradients retained (gradient-flow diagnostics; see `unrolled`).
+        self.probe: list[torch.Tensor] | None = None
         features = config.hidden_size * (2 if config.bidirectional else 1)
         # Grave et al. (2017), "Efficient softmax approximation for GPUs": frequent tokens in a
         # small head softmax, rare ones in clusters of lower dimension reached through it.
@@ -97,7 +100,10 @@ class SequenceModel(nn.Module):
             return self.classify(inputs, lengths), None
         if self.embedding is not None:
             inputs = self.dropout(self.embedding(inputs))  # (batch, time, embedding_size)
-        hidden, state = self.recurrent(inputs, state)  # (batch, time, hidden_size)
+        if self.probe is None:
+            hidden, state = self.recurrent(inputs, state)  # (batch, time, hidden_size)
+        else:
+            hidden, state = unrolled(self.recurrent, self.config, inputs, state, self.probe)
         if last_only:
             hidden = hidden[:, -1]  # (batch, hidden_size)
         hidden = self.dropout(hidden)
@@ -153,6 +159,43 @@ def adaptive_cutoffs(counts: list[int], shares: tuple[float, ...] = (0.8, 0.95))
         if cut < len(counts) - 1:
             cutoffs.append(cut)
     return cutoffs or [max(1, len(counts) // 2)]
+
+
+def unrolled(
+    rnn: nn.Module, config: ModelConfig, inputs: torch.Tensor, state: RecurrentState | None, probe: list[torch.Tensor]
+) -> tuple[torch.Tensor, RecurrentState]:
+    """What the fused module computes, one time step at a time with the cell functions on the same
+    weights, so that each top-layer hidden state h_t is a tensor of its own whose gradient dL/dh_t
+    can be read after backward: how much the loss still depends on step t, the vanishing (or
+    exploding) gradient made visible. Slow; for diagnostics in eval mode (no inter-layer dropout)."""
+    lstm = config.type == "lstm"
+    cell = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}[config.type]
+    if config.type == "rnn" and config.nonlinearity == "relu":
+        cell = torch.rnn_relu_cell
+    batch, size = inputs.shape[0], config.hidden_size
+    if state is None:
+        zeros = inputs.new_zeros(config.num_layers, batch, size)
+        state = (zeros, zeros) if lstm else zeros
+    finals_h, finals_c = [], []
+    x = inputs
+    for k in range(config.num_layers):
+        weights = tuple(getattr(rnn, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        h = state[0][k] if lstm else state[k]
+        c = state[1][k] if lstm else None
+        outputs = []
+        for t in range(x.shape[1]):
+            if lstm:
+                h, c = cell(x[:, t], (h, c), *weights)
+            else:
+                h = cell(x[:, t], h, *weights)
+            if k == config.num_layers - 1 and h.requires_grad:
+                h.retain_grad()
+                probe.append(h)
+            outputs.append(h)
+        x = torch.stack(outputs, dim=1)
+        finals_h.append(h)
+        finals_c.append(c)
+    return x, ((torch.stack(finals_h), torch.stack(finals_c)) if lstm else torch.stack(finals_h))
 
 
 def detach_state(state: RecurrentState | None) -> RecurrentState | None:

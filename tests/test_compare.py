@@ -93,3 +93,14 @@ def test_plot_draws_the_curves_of_one_or_several_runs(tmp_path, adding_config, r
         data = png.read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
     assert_clean_error(run_cli("plot", tmp_path / "rnn", tmp_path), "is not a run directory")
+
+
+def test_plot_grad_flow_needs_runs_trained_with_it(tmp_path, adding_config, run_cli):
+    assert run_cli("train", adding_config, "--run-dir", tmp_path / "plain").code == 0
+    assert_clean_error(run_cli("plot", tmp_path / "plain", "--grad-flow"), "training.log_grad_flow=true")
+    for model in ("rnn", "lstm"):
+        args = ("train", adding_config, f"model.type={model}", "training.log_grad_flow=true", "--run-dir", tmp_path / model)
+        assert run_cli(*args).code == 0
+    assert run_cli("plot", tmp_path / "rnn", tmp_path / "lstm", "--grad-flow", "--output", tmp_path / "flow.png").code == 0
+    data = (tmp_path / "flow.png").read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000

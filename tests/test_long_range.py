@@ -96,3 +96,22 @@ def test_forget_bias_is_refused_for_other_cells(tmp_path, run_cli):
     path = tmp_path / "bad.yaml"
     path.write_text(json.dumps(config), encoding="utf-8")
     assert_clean_error(run_cli("train", path, "--run-dir", tmp_path / "run"), "model.forget_bias", "lstm")
+
+
+def test_grad_flow_is_logged_per_time_step_and_leaves_training_unchanged(tmp_path, run_cli):
+    curves = {}
+    for flag in (False, True):
+        config = long_range_config(length=12)
+        config["training"].update(max_steps=40, eval_every=20, log_every=10, log_grad_flow=flag, grad_clip=0.5)
+        path = tmp_path / f"gf{flag}.yaml"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        assert run_cli("train", path, "--run-dir", tmp_path / f"run{flag}").code == 0
+        events = [json.loads(line) for line in (tmp_path / f"run{flag}" / "metrics.jsonl").read_text().splitlines()]
+        curves[flag] = [(e["step"], e["loss"]) for e in events if e["split"] in ("train", "val")]
+        flows = [e for e in events if e["split"] == "grad_flow"]
+        train = [e for e in events if e["split"] == "train"]
+        assert all(0 <= e["clipped_steps"] <= 10 for e in train) and sum(e["clipped_steps"] for e in train) > 0
+    assert curves[True] == curves[False]  # the diagnostics draw no random numbers and leave no gradients behind
+    assert [e["step"] for e in flows] == [20, 40]
+    assert all(len(e["dl_dh"]) == 12 and all(np.isfinite(e["dl_dh"])) and e["grad_norm"] > 0 for e in flows)
+    assert flows[0]["dl_dh"][-1] > 0  # the adding target is read at the last step

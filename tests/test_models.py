@@ -108,3 +108,22 @@ def test_gumbel_sampler_top_k_greedy_and_batches():
     top2 = TokenSampler(2, 5, 5.0, 2, torch.Generator().manual_seed(0))  # hot: without top_k any id would come
     seen = {tuple(top2(scores).tolist()) for _ in range(300)}
     assert {a for a, _ in seen} == {1, 2} and {b for _, b in seen} == {3, 4}
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_unrolled_probe_computes_what_the_fused_module_does_and_exposes_each_h_t(kind):
+    torch.manual_seed(0)
+    config = ModelConfig(type=kind, hidden_size=6, num_layers=2, dropout=0.0, embedding_size=4)
+    model = SequenceModel(config, vocab_size=9, output_size=9).eval()
+    tokens = torch.randint(0, 9, (3, 7))
+    fused, fused_state = model(tokens)
+    model.probe = []
+    probed, probed_state = model(tokens)
+    assert torch.allclose(fused, probed, atol=1e-6)
+    for a, b in zip(
+        fused_state if kind == "lstm" else [fused_state], probed_state if kind == "lstm" else [probed_state], strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-6)
+    probed[:, -1].sum().backward()  # a loss on the last step only: earlier h_t matter through the recurrence
+    grads = [h.grad.norm().item() for h in model.probe]
+    assert len(grads) == 7 and all(g > 0 for g in grads)
