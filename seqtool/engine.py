@@ -277,8 +277,9 @@ def version_warning(payload: dict[str, Any]) -> str | None:
 
 def _gradient_flow(task: Task, model: SequenceModel, batch_index: int, device: torch.device) -> list[float]:
     """|dL/dh_t| for t = 1..T on one training batch: the mean over the batch of the norm of the
-    loss gradient with respect to each top-layer hidden state. Runs in eval mode (no dropout, no
-    random numbers drawn) and restores the task's carried state and the gradients, so a run with
+    loss gradient with respect to each top-layer state (for an LSTM, hidden and cell state
+    together: its memory runs through the cell). Runs in eval mode (no dropout, no random
+    numbers drawn) and restores the task's carried state and the gradients, so a run with
     diagnostics on trains exactly as one with them off."""
     carried, was_training = task.state_dict(), model.training
     model.eval()
@@ -286,7 +287,12 @@ def _gradient_flow(task: Task, model: SequenceModel, batch_index: int, device: t
     try:
         with torch.enable_grad():
             task.training_loss(model, batch_index, device).backward()
-        return [float(h.grad.norm(dim=-1).mean()) if h.grad is not None else 0.0 for h in model.probe]
+        norms = []
+        for state in model.probe:
+            parts = state if isinstance(state, tuple) else (state,)
+            squared = sum(p.grad.pow(2).sum(dim=-1) for p in parts if p.grad is not None)
+            norms.append(float(torch.as_tensor(squared).sqrt().mean()))
+        return norms
     finally:
         model.probe = None
         model.zero_grad(set_to_none=True)

@@ -54,8 +54,8 @@ class SequenceModel(nn.Module):
         if config.type == "lstm":
             self._init_forget_bias(config.forget_bias)
         # When a list: forward steps through time one cell call at a time and appends every
-        # top-layer h_t to it, gradients retained (gradient-flow diagnostics; see `unrolled`).
-        self.probe: list[torch.Tensor] | None = None
+        # top-layer state to it, gradients retained (gradient-flow diagnostics; see `unrolled`).
+        self.probe: list[RecurrentState] | None = None
         features = config.hidden_size * (2 if config.bidirectional else 1)
         # Grave et al. (2017), "Efficient softmax approximation for GPUs": frequent tokens in a
         # small head softmax, rare ones in clusters of lower dimension reached through it.
@@ -162,12 +162,13 @@ def adaptive_cutoffs(counts: list[int], shares: tuple[float, ...] = (0.8, 0.95))
 
 
 def unrolled(
-    rnn: nn.Module, config: ModelConfig, inputs: torch.Tensor, state: RecurrentState | None, probe: list[torch.Tensor]
+    rnn: nn.Module, config: ModelConfig, inputs: torch.Tensor, state: RecurrentState | None, probe: list[RecurrentState]
 ) -> tuple[torch.Tensor, RecurrentState]:
     """What the fused module computes, one time step at a time with the cell functions on the same
-    weights, so that each top-layer hidden state h_t is a tensor of its own whose gradient dL/dh_t
-    can be read after backward: how much the loss still depends on step t, the vanishing (or
-    exploding) gradient made visible. Slow; for diagnostics in eval mode (no inter-layer dropout)."""
+    weights, so that each top-layer state is a tensor of its own whose gradient can be read after
+    backward: how much the loss still depends on step t, the vanishing (or exploding) gradient
+    made visible. `probe` receives h_t, or (h_t, c_t) for an LSTM, whose memory is the cell state.
+    Slow; for diagnostics in eval mode (no inter-layer dropout)."""
     lstm = config.type == "lstm"
     cell = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}[config.type]
     if config.type == "rnn" and config.nonlinearity == "relu":
@@ -189,8 +190,9 @@ def unrolled(
             else:
                 h = cell(x[:, t], h, *weights)
             if k == config.num_layers - 1 and h.requires_grad:
-                h.retain_grad()
-                probe.append(h)
+                for part in (h, c) if lstm else (h,):
+                    part.retain_grad()
+                probe.append((h, c) if lstm else h)
             outputs.append(h)
         x = torch.stack(outputs, dim=1)
         finals_h.append(h)
