@@ -118,6 +118,8 @@ def run_comparison(
     """Train every variant in `out_dir/<variant>`; a diverged run is recorded and the rest go on."""
     from seqtool import engine
 
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SeqtoolError(f"--output {out_dir} is a file; give a directory for the comparison")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not force:
             raise SeqtoolError(f"{out_dir} already exists; pass --force to replace it, or --output another directory")

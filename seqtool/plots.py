@@ -26,6 +26,17 @@ def _save(figure, path: str | Path) -> None:
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
+def _label(axis, x: str, y: str, title: str, log_y: bool = False, legend_size: int = 8) -> None:
+    """The finishing touches every line plot here shares."""
+    if log_y:
+        axis.set_yscale("log")
+    axis.set_xlabel(x)
+    axis.set_ylabel(y)
+    axis.set_title(title)
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=legend_size)
+
+
 def forecast_plot(
     path: str | Path, history: pd.DataFrame | None, forecast: pd.DataFrame, targets: list[str], level: float | None
 ) -> None:
@@ -126,12 +137,7 @@ def compare_plot(
             label=None if label in labelled else label,
         )
         labelled.add(label)
-    curve_axis.set_xlabel("step")
-    curve_axis.set_ylabel("validation loss")
-    curve_axis.set_yscale("log")
-    curve_axis.set_title("validation loss")
-    curve_axis.grid(alpha=0.3, which="both")
-    curve_axis.legend(fontsize=7)
+    _label(curve_axis, "step", "validation loss", "validation loss", log_y=True, legend_size=7)
     if sweep_key is not None:
         axis = axes[0, 1]
         metric = summary[0]["main_metric"] or "final_val_loss"
@@ -148,11 +154,7 @@ def compare_plot(
         if shown and min(shown) > 0 and max(shown) / min(shown) > 20:  # solved vs chance spans decades
             axis.set_yscale("log")
         axis.set_xticks(range(len(values)), values)
-        axis.set_xlabel(sweep_key)
-        axis.set_ylabel(metric)
-        axis.set_title(f"{metric} by {sweep_key}")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        _label(axis, sweep_key, metric, f"{metric} by {sweep_key}")
     _save(figure, path)
     plt.close(figure)
 
@@ -176,15 +178,9 @@ def curves_plot(path: str | Path, runs: dict[str, tuple[list[dict], str | None]]
             if shown == metric:
                 points = [e for e in val if e.get(metric) is not None]
                 axis.plot([e["step"] for e in points], [e[metric] for e in points], color=colour, marker=".", label=name)
-    loss_axis.set_yscale("log")
-    loss_axis.set_title("loss (thin: training, thick: validation)")
-    for axis, metric in zip(axes[0], ["loss", *sorted(metrics)], strict=True):
-        axis.set_xlabel("step")
-        axis.set_ylabel(metric)
-        if metric != "loss":
-            axis.set_title(f"validation {metric}")
-        axis.grid(alpha=0.3, which="both")
-        axis.legend(fontsize=8)
+    _label(loss_axis, "step", "loss", "loss (thin: training, thick: validation)", log_y=True)
+    for axis, metric in zip(axes[0, 1:], sorted(metrics), strict=True):
+        _label(axis, "step", metric, f"validation {metric}")
     _save(figure, path)
     plt.close(figure)
 
@@ -202,11 +198,12 @@ def grad_flow_plot(path: str | Path, runs: dict[str, list[dict]]) -> None:
         for event, style in zip(shown, ("--", "-")[-len(shown) :], strict=True):
             values = event["dl_dh"]
             axis.plot(range(1, len(values) + 1), values, style, color=colour, label=f"{name}, step {event['step']}")
-    axis.set_yscale("log")
-    axis.set_xlabel("time step t")
-    axis.set_ylabel("|dL/dh_t| (mean over the batch)")
-    axis.set_title("gradient flow: how much the loss still depends on each step's hidden state")
-    axis.grid(alpha=0.3, which="both")
-    axis.legend(fontsize=8)
+    _label(
+        axis,
+        "time step t",
+        "|dL/dh_t| (mean over the batch)",
+        "gradient flow: how much the loss still depends on each step's state",
+        log_y=True,
+    )
     _save(figure, path)
     plt.close(figure)
