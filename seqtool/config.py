@@ -136,7 +136,8 @@ class TrainingConfig:
     device: str = _field("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = _field("fp32", "bf16 uses autocast where the device supports it")
     log_grad_flow: bool = _field(
-        False, "at each evaluation, log |dL/dh_t| for every time step t of one batch (seqtool plot --grad-flow)"
+        False,
+        "at each evaluation, log |dL/dh_t| for every time step t of one batch and the gradient norm (seqtool plot --grad-flow)",
     )
     compile: bool = _field(False, "train through torch.compile (slower first steps; see the README for when it pays)")
     loss: Literal["mse", "mae", "huber", "gaussian_nll", "quantile"] | None = _field(

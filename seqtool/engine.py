@@ -558,9 +558,11 @@ def _train(
                     loss.backward()
                 loss = cluster.mean(loss.detach())  # the global batch's loss, the same on every rank
                 grad_norm = None
-                if training.grad_clip is not None:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
-                    clipped += grad_norm > training.grad_clip
+                if training.grad_clip is not None or training.log_grad_flow:
+                    # with max_norm inf the "clip" only measures: its factor is exactly 1.0
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip or math.inf)
+                    if training.grad_clip is not None:
+                        clipped += grad_norm > training.grad_clip
                     last_grad_norm = grad_norm.detach()
                 if torch.isfinite(loss) and (grad_norm is None or torch.isfinite(grad_norm)):
                     optimizer.step()

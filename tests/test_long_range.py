@@ -115,3 +115,9 @@ def test_grad_flow_is_logged_per_time_step_and_leaves_training_unchanged(tmp_pat
     assert [e["step"] for e in flows] == [20, 40]
     assert all(len(e["dl_dh"]) == 12 and all(np.isfinite(e["dl_dh"])) and e["grad_norm"] > 0 for e in flows)
     assert flows[0]["dl_dh"][-1] > 0  # the adding target is read at the last step
+    config["training"].update(grad_clip=None)  # the norm is still measured (and nothing is clipped)
+    path.write_text(json.dumps(config), encoding="utf-8")
+    assert run_cli("train", path, "--run-dir", tmp_path / "unclipped").code == 0
+    events = [json.loads(line) for line in (tmp_path / "unclipped" / "metrics.jsonl").read_text().splitlines()]
+    assert all(e["grad_norm"] > 0 for e in events if e["split"] == "grad_flow")
+    assert not any("clipped_steps" in e for e in events)
