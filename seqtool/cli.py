@@ -277,7 +277,7 @@ def _compare_table(summary: list[dict], sweep_key: str | None, task: str) -> Tab
     """Without a sweep: one row per model. With one: rows are the swept values, columns the
     models, cells the main metric (mean +- spread over seeds)."""
 
-    def spread(row: dict, name: str, digits: str = ".4g") -> str:
+    def spread(row: dict, name: str, digits: str = ".3g") -> str:
         value, sd = row.get(name), row.get(f"{name}_sd")
         if value is None:
             return "-"
