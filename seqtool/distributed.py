@@ -13,6 +13,7 @@ others have skipped. Only rank 0 writes files and draws progress.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,10 @@ class Cluster:
 
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
+            # DDP's reducer sits in reference cycles that keep the process group alive; left to
+            # the interpreter's shutdown, gloo's threads die with it and abort the process now
+            # and then. Collect them while the interpreter is whole, then tear the group down.
+            gc.collect()
             dist.destroy_process_group()
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:

@@ -386,9 +386,14 @@ def train(
     cluster = Cluster.from_environment(device)
     try:
         if not cluster.is_main:  # under torchrun, rank 0 alone locks, writes and draws progress
-            return _train(config, run_dir, resume, force, init_from, Console(quiet=True), command, cluster, device)
-        with run_dir_lock(run_dir):
-            return _train(config, run_dir, resume, force, init_from, console or Console(), command, cluster, device)
+            result = _train(config, run_dir, resume, force, init_from, Console(quiet=True), command, cluster, device)
+        else:
+            with run_dir_lock(run_dir):
+                result = _train(config, run_dir, resume, force, init_from, console or Console(), command, cluster, device)
+        # No process tears the group down while another still uses it: a rank that left early
+        # aborted now and then ("terminate called without an active exception") at exit.
+        cluster.barrier()
+        return result
     finally:
         cluster.close()
 
