@@ -300,6 +300,12 @@ def _gradient_flow(task: Task, model: SequenceModel, batch_index: int, device: t
         model.train(was_training)
 
 
+def _remove_leftover_writes(run_dir: Path) -> None:
+    """Temporary files of writes cut short by a killed process (the caller holds the lock)."""
+    for leftover in run_dir.glob("*.seqtool-tmp"):
+        leftover.unlink()
+
+
 def _diverged(state: TrainState, loss: float, run_dir: Path, policy: str) -> SeqtoolError:
     kept = (
         f"the last good checkpoint {run_dir / LAST} is kept" if (run_dir / LAST).exists() else "no checkpoint had been saved yet"
@@ -453,6 +459,8 @@ def _train(
     if resumed is not None:
         reason = _stop_reason(state, training, steps_per_epoch, state.elapsed_s)
         if reason:
+            if cluster.is_main:
+                _remove_leftover_writes(run_dir)  # a kill during the final summary leaves one
             text = f"{run_dir} is already finished ({reason}); raise the budget with an override to train further"
             return TrainResult(run_dir, state, text, already_finished=True)
         state.finished, state.stop_reason = False, ""
@@ -466,8 +474,7 @@ def _train(
         if clear_run_dir:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in run_dir.glob("*.seqtool-tmp"):  # writes cut short by a killed process (we hold the lock)
-            leftover.unlink()
+        _remove_leftover_writes(run_dir)
         atomic_write_text(run_dir / CONFIG_FILE, dump_yaml(config.to_dict()))
         _record_run(run_dir, config, device, command, cluster, resumed_at=state.step if resumed is not None else None)
         log = MetricsLog(run_dir, training.log, resume_step=state.step if resumed is not None else None)

@@ -179,3 +179,13 @@ def test_compiled_training_computes_what_eager_training_does(tmp_path, corpus):
             load_checkpoint(tmp_path / "run-False" / "last.pt")["model"]
         )  # plain parameter names: a compiled run's checkpoint loads anywhere
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
+def test_resuming_a_finished_run_removes_a_write_cut_short_at_its_end(tmp_path, write_config, run_cli):
+    config = write_config(training={"max_steps": 6, "eval_every": 3})
+    assert run_cli("train", config, "--run-dir", tmp_path / "run").code == 0
+    leftover = tmp_path / "run" / ".summary.txt.x1y2z3.seqtool-tmp"  # killed while writing the summary
+    leftover.write_text("half a summ")
+    again = run_cli("train", config, "--run-dir", tmp_path / "run", "--resume")
+    assert again.code == 0 and "already finished" in again.out
+    assert not leftover.exists()
