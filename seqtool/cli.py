@@ -228,7 +228,7 @@ def compare(
     base, variants = comparing.plan(config, model_list, seeds, overrides or [], swept)
     out_dir = output or Path("runs") / f"compare-{config.stem}"
     console = Console(soft_wrap=True)
-    results = comparing.run_comparison(config, variants, out_dir, force, console)
+    results = comparing.run_comparison(variants, out_dir, force, console)
     summary = comparing.aggregate(results)
     comparing.write_outputs(out_dir, shlex.join(["seqtool", *sys.argv[1:]]), swept[0] if swept else None, results, summary)
     console.print(_compare_table(summary, swept[0] if swept else None, base.task))

@@ -14,7 +14,7 @@ import io
 import json
 import shutil
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from rich.console import Console
 from seqtool.checkpoint import atomic_write_text
 from seqtool.config import Config, load_config, parse_yaml
 from seqtool.errors import SeqtoolError
-from seqtool.metrics import SUMMARY_JSON, MetricsLog
+from seqtool.metrics import MetricsLog
 from seqtool.runs import MAIN_METRIC, describe_run
 
 MODEL_TYPES = ("rnn", "lstm", "gru")
@@ -36,8 +36,8 @@ class Variant:
 
     model: str
     seed: int
-    sweep_value: Any = None
-    overrides: list[str] = field(default_factory=list)
+    sweep_value: Any
+    config: Config  # validated when the comparison is planned, before any training
 
     @property
     def name(self) -> str:
@@ -102,14 +102,11 @@ def plan(
                 extra = [f"model.type={model}", f"seed={base.seed + k}"]
                 if sweep:
                     extra.append(f"{sweep[0]}={value}")
-                variant = Variant(model, base.seed + k, value, [*overrides, *extra])
-                load_config(config_path, variant.overrides)
-                variants.append(variant)
+                variants.append(Variant(model, base.seed + k, value, load_config(config_path, [*overrides, *extra])))
     return base, variants
 
 
 def run_comparison(
-    config_path: str | Path,
     variants: list[Variant],
     out_dir: Path,
     force: bool,
@@ -130,7 +127,7 @@ def run_comparison(
         console.print(f"[bold][{n}/{len(variants)}] {variant.name}[/bold]")
         run_dir = out_dir / variant.name
         try:
-            engine.train(load_config(config_path, variant.overrides), run_dir, console=console)
+            engine.train(variant.config, run_dir, console=console)
         except SeqtoolError as exc:
             if describe_run(run_dir).status != "diverged":
                 raise
@@ -146,7 +143,6 @@ def summarise(variant: Variant, run_dir: Path) -> VariantResult:
     train = [e for e in events if e.get("split") == "train" and "event" not in e]
     val = [e for e in events if e.get("split") == "val"]
     rates = [v for e in train for k, v in e.items() if k.endswith("_per_s")]
-    summary = json.loads((run_dir / SUMMARY_JSON).read_text()) if (run_dir / SUMMARY_JSON).exists() else {}
     metric = MAIN_METRIC.get(info.task)
     return VariantResult(
         model=variant.model,
@@ -159,7 +155,7 @@ def summarise(variant: Variant, run_dir: Path) -> VariantResult:
         best_val_loss=info.best_val_loss,
         main_metric=metric,
         main_value=val[-1].get(metric) if val and metric else None,
-        parameters=summary.get("parameters"),
+        parameters=info.parameters,
         throughput=statistics.median(rates) if rates else None,
         wall_time_s=info.wall_time_s,
     )

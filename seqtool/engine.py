@@ -302,7 +302,7 @@ def _gradient_flow(task: Task, model: SequenceModel, batch_index: int, device: t
 
 def _remove_leftover_writes(run_dir: Path) -> None:
     """Temporary files of writes cut short by a killed process (the caller holds the lock)."""
-    for leftover in run_dir.glob("*.seqtool-tmp"):
+    for leftover in run_dir.glob("*.seqtool-tmp") if run_dir.is_dir() else []:
         leftover.unlink()
 
 
@@ -395,6 +395,7 @@ def train(
             result = _train(config, run_dir, resume, force, init_from, Console(quiet=True), command, cluster, device)
         else:
             with run_dir_lock(run_dir):
+                _remove_leftover_writes(run_dir)  # of a process killed mid-write; no one else writes here now
                 result = _train(config, run_dir, resume, force, init_from, console or Console(), command, cluster, device)
         # No process tears the group down while another still uses it: a rank that left early
         # aborted now and then ("terminate called without an active exception") at exit.
@@ -459,8 +460,6 @@ def _train(
     if resumed is not None:
         reason = _stop_reason(state, training, steps_per_epoch, state.elapsed_s)
         if reason:
-            if cluster.is_main:
-                _remove_leftover_writes(run_dir)  # a kill during the final summary leaves one
             text = f"{run_dir} is already finished ({reason}); raise the budget with an override to train further"
             return TrainResult(run_dir, state, text, already_finished=True)
         state.finished, state.stop_reason = False, ""
@@ -474,7 +473,6 @@ def _train(
         if clear_run_dir:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        _remove_leftover_writes(run_dir)
         atomic_write_text(run_dir / CONFIG_FILE, dump_yaml(config.to_dict()))
         _record_run(run_dir, config, device, command, cluster, resumed_at=state.step if resumed is not None else None)
         log = MetricsLog(run_dir, training.log, resume_step=state.step if resumed is not None else None)

@@ -27,6 +27,7 @@ class RunInfo:
     main_metric: str | None
     main_value: float | None
     wall_time_s: float | None
+    parameters: int | None
     status: str  # finished | running | interrupted | diverged
 
     def to_dict(self) -> dict:
@@ -66,6 +67,7 @@ def describe_run(path: Path) -> RunInfo:
         main_metric=metric,
         main_value=best.get(metric) if best and metric else None,
         wall_time_s=wall,
+        parameters=summary.get("parameters") if summary else None,
         status=_status(path, events, summary),
     )
 
