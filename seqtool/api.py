@@ -5,6 +5,7 @@ run = train("configs/airline_lstm.yaml", overrides={"training.epochs": 50})
 model = load(run.run_dir)            # or load("runs/airline_lstm")
 model.predict(horizon=12)            # forecast: a DataFrame
 model.evaluate()                     # metrics beside the baselines
+model.export("airline.onnx")         # ONNX (or format="torchscript") + airline.onnx.json
 """
 
 from __future__ import annotations
@@ -103,6 +104,13 @@ class Model:
         from seqtool import engine
 
         return engine.evaluate(self.checkpoint, split=split, data_path=str(data) if data else None).metrics
+
+    def export(self, output: str | Path | None = None, format: str = "onnx", force: bool = False):
+        """Write the model as ONNX or TorchScript plus its metadata JSON, checked against PyTorch
+        (as `seqtool export`); returns the export's paths, signature and measured difference."""
+        from seqtool.export import export
+
+        return export(self.checkpoint, format, output, force=force)
 
     def _no_more(self, options: dict[str, Any]) -> None:
         if options:

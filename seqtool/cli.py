@@ -273,6 +273,38 @@ def plot(
     Console().print(f"Wrote {path}", highlight=False)
 
 
+@app.command()
+def export(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="onnx (runs in onnxruntime) or torchscript (torch.jit.load).")] = "onnx",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="File to write (default: RUN/model.onnx or RUN/model.torchscript.pt)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing export files (never a checkpoint).")] = False,
+) -> None:
+    """Write the model as ONNX or TorchScript with its vocabulary/scaler as JSON, checked against PyTorch."""
+    from seqtool.export import export as export_model
+
+    result = export_model(checkpoint, fmt, output, force=force)
+    table = Table(title=f"{result.model_path} ({result.task})", box=box.SIMPLE_HEAD, title_justify="left")
+    for header in ("", "name", "dtype", "shape", "meaning"):
+        table.add_column(header)
+    for role, specs in (("input", result.inputs), ("output", result.outputs)):
+        for spec in specs:
+            table.add_row(role, spec["name"], spec["dtype"], f"({', '.join(spec['shape'])})", spec["meaning"])
+    console = Console(soft_wrap=True)
+    console.print(table)
+    console.print(
+        f"Checked with {'onnxruntime' if fmt == 'onnx' else 'torch.jit.load'}: max abs difference from PyTorch "
+        f"{result.max_abs_diff:.2g} (limit {result.tolerance:g}).\n"
+        f"Wrote {result.model_path} ({result.model_path.stat().st_size / 1e6:.2f} MB) and {result.metadata_path}",
+        highlight=False,
+    )
+
+
 def _compare_table(summary: list[dict], sweep_key: str | None, task: str) -> Table:
     """Without a sweep: one row per model. With one: rows are the swept values, columns the
     models, cells the main metric (mean +- spread over seeds)."""
