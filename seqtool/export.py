@@ -406,6 +406,15 @@ class ExportResult:
     outputs: list[dict[str, Any]]
 
 
+def build(task, model: SequenceModel, fmt: str) -> tuple[bytes, Signature]:
+    """The exported file's bytes, unchecked, and its signature with the check batch and
+    seqtool's answers to it (also used by benchmarks/generate.py to time onnxruntime)."""
+    model.float().eval()
+    generator = torch.Generator().manual_seed(0)  # the same check batch every time
+    signature = _SIGNATURES[task.config.task](task, model, generator)
+    return (_onnx_bytes(signature) if fmt == "onnx" else _torchscript_bytes(signature)), signature
+
+
 def default_output(target: Path, fmt: str) -> Path:
     """`model.onnx` or `model.torchscript.pt` in the run directory (beside a checkpoint file)."""
     folder = target if target.is_dir() else target.parent
@@ -442,11 +451,8 @@ def export(target: str | Path, fmt: str, output: str | Path | None = None, force
             f"export applies to language_model, forecast and classify models; {target} is a {kind} model "
             "(a benchmark on synthetic data)"
         )
-    model.float().eval()
-    generator = torch.Generator().manual_seed(0)  # the same check batch every time
-    signature = _SIGNATURES[kind](task, model, generator)
     try:
-        data = _onnx_bytes(signature) if fmt == "onnx" else _torchscript_bytes(signature)
+        data, signature = build(task, model, fmt)
         produced = _run_onnx(data, signature) if fmt == "onnx" else _run_torchscript(data, signature)
     except SeqtoolError:
         raise
