@@ -264,9 +264,13 @@ class LanguageModelTask:
         return self._steps(stepper, layer_states, scores, length, sampler)
 
     @staticmethod
+    @torch.no_grad()  # on a generator function, it holds at every resumption, not only at creation
     def _steps(
         stepper: CellStepper, layer_states: list, scores: torch.Tensor, length: int, sampler: TokenSampler
     ) -> Iterator[torch.Tensor]:
+        """The generation loop. The callers' own no_grad has ended by the time a caller iterates
+        (`generate` returns this generator unstarted), so it needs its own: without it each step
+        records an autograd graph through the weights, a quarter of a char model's step time."""
         for _ in range(length):
             token = sampler(scores)
             yield token
