@@ -273,6 +273,9 @@ def _vocabulary(vocabulary, tokenizer: str, lowercase: bool) -> dict[str, Any]:
         "unknown_id": 0,
         "how": ("one token per character" if tokenizer == "char" else "tokens are the matches of token_pattern (Python re)")
         + "; a token's id is its position in tokens, and a token not in it maps to unknown_id",
+        "detokenize": "concatenate"
+        if tokenizer == "char"
+        else "join with single spaces, but no space before any of ,.;:!?)]} or after any of ([{, and none around a newline token",
     }
 
 

@@ -94,6 +94,7 @@ def test_torchscript_export_of_a_word_level_gru_with_adaptive_softmax(tmp_path, 
     path = run / "model.torchscript.pt"
     meta = json.loads((run / "model.torchscript.pt.json").read_text())
     assert [spec["name"] for spec in meta["outputs"]] == ["log_probs", "h_out"]  # a GRU has no cell state
+    assert meta["vocabulary"]["detokenize"].startswith("join with single spaces")
     pattern = re.compile(meta["vocabulary"]["token_pattern"])
     ids = {token: i for i, token in enumerate(meta["vocabulary"]["tokens"])}
     tokens = torch.tensor([[ids.get(t, 0) for t in pattern.findall("JULIET:\nthe night fears a kiss.")]])
