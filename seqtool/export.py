@@ -33,15 +33,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import seqtool
 from seqtool.checkpoint import MAGIC, atomic_write_bytes, atomic_write_text, resolve_checkpoint
 from seqtool.data.text import WORD_PATTERN
 from seqtool.errors import SeqtoolError
-from seqtool.models import SequenceModel
-from seqtool.tasks.forecast import Z_80
+from seqtool.models import SequenceModel, pool_over_time
+from seqtool.tasks.forecast import point_and_interval
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4  # largest accepted |exported - PyTorch| on the check batch
@@ -67,13 +66,12 @@ class LanguageModelGraph(nn.Module):
 
 class ForecastGraph(nn.Module):
     """context (batch, context_length, columns), scaled -> forecast[, lower, upper] (batch, horizon,
-    targets), scaled: the same arithmetic as `ForecastTask._windows` and `_point_and_interval`."""
+    targets), scaled: `ForecastTask._windows`' base subtraction and `point_and_interval`, in one graph."""
 
     def __init__(self, model: SequenceModel, targets: int, horizon: int, loss: str, quantiles: list[float]):
         super().__init__()
         self.model = model
-        self.targets, self.horizon, self.loss = targets, horizon, loss
-        self.middle = min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5)) if quantiles else 0
+        self.targets, self.horizon, self.loss, self.quantiles = targets, horizon, loss, quantiles
 
     def forward(self, context: torch.Tensor):
         k = self.targets
@@ -81,13 +79,8 @@ class ForecastGraph(nn.Module):
         relative = torch.cat([context[:, :, :k] - base[:, None, :], context[:, :, k:]], dim=2)
         out, _ = self.model(relative, last_only=True)
         out = out.reshape(out.shape[0], self.horizon, k, -1)  # (batch, horizon, targets, outputs_per_step)
-        shift = base[:, None, :]
-        if self.loss == "gaussian_nll":
-            mean, sigma = out[..., 0] + shift, (F.softplus(out[..., 1]) + 1e-6).sqrt()
-            return mean, mean - Z_80 * sigma, mean + Z_80 * sigma
-        if self.loss == "quantile":
-            return out[..., self.middle] + shift, out[..., 0] + shift, out[..., -1] + shift
-        return out[..., 0] + shift
+        parts = point_and_interval(out, self.loss, self.quantiles)
+        return tuple(part + base[:, None, :] for part in parts if part is not None)
 
 
 class ClassifierGraph(nn.Module):
@@ -114,12 +107,10 @@ class ClassifierGraph(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor):
         x = self.model.embedding(tokens)  # (batch, time, embedding_size)
-        steps = torch.arange(tokens.shape[1], device=tokens.device)[None, :]  # (1, time)
-        inside = steps < lengths[:, None]  # (batch, time)
-        last = (lengths - 1)[:, None, None]  # (batch, 1, 1)
         if self.bidirectional:
             # Position t of a text of length L reads position L - 1 - t; padding stays in place.
-            flip = torch.where(inside, lengths[:, None] - 1 - steps, steps)[:, :, None]  # (batch, time, 1)
+            steps = torch.arange(tokens.shape[1], device=tokens.device)[None, :]  # (1, time)
+            flip = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)[:, :, None]  # (batch, time, 1)
             for k in range(0, len(self.layers), 2):
                 forward_out, _ = self.layers[k](x)
                 reversed_in = x.gather(1, flip.expand(-1, -1, x.shape[2]))
@@ -131,16 +122,14 @@ class ClassifierGraph(nn.Module):
             outputs, _ = self.model.recurrent(x)  # (batch, time, hidden * directions)
         if self.pooling == "last":
             size = outputs.shape[2]
-            final = outputs.gather(1, last.expand(-1, 1, size))[:, 0]  # each text's last token
+            last = (lengths - 1)[:, None, None].expand(-1, 1, size)  # (batch, 1, size)
+            final = outputs.gather(1, last)[:, 0]  # each text's last token
             if self.bidirectional:  # forward direction at the end, backward direction at the start
                 half = size // 2
                 final = torch.cat([final[:, :half], outputs[:, 0, half:]], dim=1)
             features = final
-        elif self.pooling == "mean":
-            mask = inside[:, :, None].to(outputs.dtype)
-            features = (outputs * mask).sum(dim=1) / lengths[:, None].to(outputs.dtype)
         else:
-            features = outputs.masked_fill(~inside[:, :, None], float("-inf")).max(dim=1).values
+            features = pool_over_time(outputs, lengths, self.pooling)
         logits = self.model.head(features)
         return logits, torch.softmax(logits, dim=-1)
 
@@ -198,7 +187,7 @@ def _language_model(task, model: SequenceModel, generator: torch.Generator) -> S
 def _forecast(task, model: SequenceModel, generator: torch.Generator) -> Signature:
     data, training = task.config.data, task.config.training
     loss = training.loss or "mse"
-    graph = ForecastGraph(model, task.n_targets, data.horizon, loss, list(training.quantiles or []))
+    graph = ForecastGraph(model, task.n_targets, data.horizon, loss, training.quantiles)
     # The training data's last context window (it travels in the checkpoint), and noisy copies.
     last = torch.tensor(task.artifacts_["last_context"], dtype=torch.float32)[None]  # (1, context, columns)
 

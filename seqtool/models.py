@@ -136,14 +136,17 @@ class SequenceModel(nn.Module):
             features = torch.cat([h[-2], h[-1]], dim=-1) if self.config.bidirectional else h[-1]
         else:
             padded, _ = pad_packed_sequence(outputs, batch_first=True)  # (batch, longest, hidden * directions)
-            mask = (torch.arange(padded.shape[1], device=padded.device)[None, :] < lengths.to(padded.device)[:, None]).unsqueeze(
-                -1
-            )
-            if self.config.pooling == "mean":
-                features = (padded * mask).sum(dim=1) / lengths.to(padded.device)[:, None]
-            else:
-                features = padded.masked_fill(~mask, float("-inf")).max(dim=1).values
+            features = pool_over_time(padded, lengths.to(padded.device), self.config.pooling)
         return self.head(self.dropout(features))
+
+
+def pool_over_time(outputs: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Mean or max of (batch, time, features) over each sequence's own `lengths` steps, whatever
+    lies beyond them (zeros from unpacking, or the exported graph's outputs over padding)."""
+    mask = (torch.arange(outputs.shape[1], device=outputs.device)[None, :] < lengths[:, None]).unsqueeze(-1)
+    if pooling == "mean":
+        return (outputs * mask).sum(dim=1) / lengths[:, None].to(outputs.dtype)
+    return outputs.masked_fill(~mask, float("-inf")).max(dim=1).values
 
 
 def adaptive_cutoffs(counts: list[int], shares: tuple[float, ...] = (0.8, 0.95)) -> list[int]:

@@ -109,7 +109,7 @@ def test_torchscript_export_of_a_word_level_gru_with_adaptive_softmax(tmp_path, 
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(1, tokens.shape[1]), atol=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["mse", "gaussian_nll"])
+@pytest.mark.parametrize("loss", ["mse", "gaussian_nll", "quantile"])
 def test_forecaster_from_the_metadata_alone_matches_seqtool_predict(tmp_path, run_cli, loss):
     sine_frame().to_csv(tmp_path / "sine.csv", index=False)
     run = _train(tmp_path, forecast_config(tmp_path / "sine.csv", training={"epochs": 3, "loss": loss}))
@@ -130,8 +130,8 @@ def test_forecaster_from_the_metadata_alone_matches_seqtool_predict(tmp_path, ru
 
     expected = seqtool.load(run).predict(data=tmp_path / "sine.csv")
     np.testing.assert_allclose(forecast[:, 0], expected["Value"], rtol=1e-5, atol=1e-4)
-    if loss == "gaussian_nll":
-        assert names == ["forecast", "lower", "upper"] and meta["interval_level"] == 0.8
+    if loss != "mse":
+        assert names == ["forecast", "lower", "upper"] and meta["interval_level"] == pytest.approx(0.8)
         np.testing.assert_allclose(
             produced["lower"][0, :, 0] * scale[0] + shift[0], expected["Value_lower"], rtol=1e-5, atol=1e-4
         )

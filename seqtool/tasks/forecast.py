@@ -224,15 +224,8 @@ class ForecastTask(WindowedTask):
 
     def _point_and_interval(self, out: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Point forecast and 80% (or outermost-quantile) interval, all (batch, horizon, targets)."""
-        loss = self.config.training.loss or "mse"
-        if loss == "gaussian_nll":
-            mean, sigma = out[..., 0], (F.softplus(out[..., 1]) + 1e-6).sqrt()
-            return mean.numpy(), (mean - Z_80 * sigma).numpy(), (mean + Z_80 * sigma).numpy()
-        if loss == "quantile":
-            levels = self.config.training.quantiles
-            middle = min(range(len(levels)), key=lambda i: abs(levels[i] - 0.5))
-            return out[..., middle].numpy(), out[..., 0].numpy(), out[..., -1].numpy()
-        return out[..., 0].numpy(), None, None
+        parts = point_and_interval(out, self.config.training.loss or "mse", self.config.training.quantiles)
+        return tuple(None if part is None else part.numpy() for part in parts)  # type: ignore[return-value]
 
     @property
     def interval_level(self) -> float | None:
@@ -381,6 +374,21 @@ class ForecastTask(WindowedTask):
         origins = origins[:: max(1, horizon // self.data.backtest_stride)]
         predicted = self.forecast(model, setup["inputs"], origins, torch.device("cpu"))
         return {"prepared": prepared, "origins": origins, "predicted": predicted, "targets": self.data.target}
+
+
+def point_and_interval(
+    out: torch.Tensor, loss: str, quantiles: list[float]
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The model's outputs (batch, horizon, targets, outputs_per_step) -> point forecast and 80%
+    (or outermost-quantile) interval, each (batch, horizon, targets); in torch, so that the
+    exported graph (`seqtool export`) computes exactly this too."""
+    if loss == "gaussian_nll":
+        mean, sigma = out[..., 0], (F.softplus(out[..., 1]) + 1e-6).sqrt()
+        return mean, mean - Z_80 * sigma, mean + Z_80 * sigma
+    if loss == "quantile":
+        middle = min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5))
+        return out[..., middle], out[..., 0], out[..., -1]
+    return out[..., 0], None, None
 
 
 def _date_format(index: pd.DatetimeIndex) -> str:
