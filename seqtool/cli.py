@@ -281,7 +281,10 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="onnx (runs in onnxruntime) or torchscript (torch.jit.load).")] = "onnx",
     output: Annotated[
         Path | None,
-        typer.Option("--output", help="File to write (default: RUN/model.onnx or RUN/model.torchscript.pt)."),
+        typer.Option(
+            "--output",
+            help="File to write, or a folder for model.onnx / model.torchscript.pt in it (default: the run directory).",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing export files (never a checkpoint).")] = False,
 ) -> None:

@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 import seqtool
-from seqtool.checkpoint import MAGIC, atomic_write_bytes, atomic_write_text, resolve_checkpoint
+from seqtool.checkpoint import MAGIC, atomic_write_bytes, resolve_checkpoint
 from seqtool.data.text import WORD_PATTERN
+from seqtool.engine import load_trained
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel, pool_over_time
 from seqtool.tasks.forecast import point_and_interval
@@ -408,7 +409,7 @@ def build(task, model: SequenceModel, fmt: str) -> tuple[bytes, Signature]:
 
 
 def default_output(target: Path, fmt: str) -> Path:
-    """`model.onnx` or `model.torchscript.pt` in the run directory (beside a checkpoint file)."""
+    """`model.onnx` or `model.torchscript.pt` in a folder (the run directory), or beside a file."""
     folder = target if target.is_dir() else target.parent
     return folder / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
 
@@ -419,15 +420,15 @@ def metadata_path_for(output: Path) -> Path:
 
 def export(target: str | Path, fmt: str, output: str | Path | None = None, force: bool = False) -> ExportResult:
     """Export a run's best checkpoint (or a checkpoint file), check it, then write it and its metadata."""
-    from seqtool.engine import load_trained
-
     if fmt not in FORMATS:
         raise SeqtoolError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     target = Path(target)
     source = resolve_checkpoint(target)
-    output = Path(output) if output else default_output(target, fmt)
+    output = default_output(Path(output or target), fmt) if output is None or Path(output).is_dir() else Path(output)
     metadata_file = metadata_path_for(output)
     for path in (output, metadata_file):
+        if path.is_dir():
+            raise SeqtoolError(f"{path} is a folder; choose another --output")
         if path.is_file() and _is_checkpoint(path):
             raise SeqtoolError(f"{path} is a seqtool checkpoint; choose another --output")
         if path.exists() and not force:
@@ -462,11 +463,12 @@ def export(target: str | Path, fmt: str, output: str | Path | None = None, force
         )
     info = metadata(task, model, signature, fmt, output.name, source, payload["train_state"]["step"])
     info["check"] = {"max_abs_diff": diff, "tolerance": TOLERANCE}
-    try:
-        atomic_write_bytes(output, data)
-        atomic_write_text(metadata_file, json.dumps(info, indent=1, ensure_ascii=False) + "\n")
-    except OSError as exc:
-        raise SeqtoolError(f"could not write {exc.filename or output}: {exc.strerror or exc}") from None
+    text = json.dumps(info, indent=1, ensure_ascii=False) + "\n"
+    for path, content in ((output, data), (metadata_file, text.encode("utf-8"))):
+        try:
+            atomic_write_bytes(path, content)
+        except OSError as exc:
+            raise SeqtoolError(f"could not write {path}: {exc.strerror or exc}") from None
     return ExportResult(output, metadata_file, diff, TOLERANCE, kind, signature.inputs, signature.outputs)
 
 

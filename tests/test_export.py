@@ -200,6 +200,11 @@ def test_export_errors_are_one_line_and_leave_files_alone(tmp_path, run_cli, lm_
     assert_clean_error(run_cli("export", lm_run, "--output", checkpoint, "--force"), "is a seqtool checkpoint")
     assert checkpoint.read_bytes() == before
 
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    assert run_cli("export", lm_run, "--output", folder).code == 0  # a folder gets model.onnx inside
+    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "model.onnx.json"]
+
     existing = tmp_path / "m.onnx"
     existing.write_text("keep me")
     assert_clean_error(run_cli("export", lm_run, "--output", existing), "exists", "--force")
