@@ -40,7 +40,7 @@ from seqtool.checkpoint import MAGIC, atomic_write_bytes, resolve_checkpoint
 from seqtool.data.text import WORD_PATTERN
 from seqtool.engine import load_trained
 from seqtool.errors import SeqtoolError
-from seqtool.models import SequenceModel, pool_over_time
+from seqtool.models import SequenceModel, layer_weights, pool_over_time
 from seqtool.tasks.forecast import point_and_interval
 
 FORMATS = ("onnx", "torchscript")
@@ -100,10 +100,10 @@ class ClassifierGraph(nn.Module):
             self.layers = nn.ModuleList()
             for k in range(config.num_layers):
                 size = config.embedding_size if k == 0 else 2 * config.hidden_size
-                for suffix in ("", "_reverse"):
+                for reverse in (False, True):
                     layer = kind(size, config.hidden_size, batch_first=True, **extra)
-                    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                        getattr(layer, f"{name}_l0").data = getattr(model.recurrent, f"{name}_l{k}{suffix}").data
+                    for mine, trained in zip(layer_weights(layer, 0), layer_weights(model.recurrent, k, reverse), strict=True):
+                        mine.data = trained.data
                     self.layers.append(layer)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor):

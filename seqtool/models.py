@@ -164,6 +164,22 @@ def adaptive_cutoffs(counts: list[int], shares: tuple[float, ...] = (0.8, 0.95))
     return cutoffs or [max(1, len(counts) // 2)]
 
 
+_LAYER_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def cell_function(config: ModelConfig):
+    """The single-step kernel computing what one layer of the fused module computes per step."""
+    if config.type == "rnn":
+        return torch.rnn_tanh_cell if config.nonlinearity == "tanh" else torch.rnn_relu_cell
+    return {"lstm": torch.lstm_cell, "gru": torch.gru_cell}[config.type]
+
+
+def layer_weights(rnn: nn.Module, layer: int, reverse: bool = False) -> tuple[torch.Tensor, ...]:
+    """(weight_ih, weight_hh, bias_ih, bias_hh) of one layer (and direction) of a fused module."""
+    suffix = "_reverse" if reverse else ""
+    return tuple(getattr(rnn, f"{name}_l{layer}{suffix}") for name in _LAYER_PARAMETERS)
+
+
 def unrolled(
     rnn: nn.Module, config: ModelConfig, inputs: torch.Tensor, state: RecurrentState | None, probe: list[RecurrentState]
 ) -> tuple[torch.Tensor, RecurrentState]:
@@ -173,9 +189,7 @@ def unrolled(
     made visible. `probe` receives h_t, or (h_t, c_t) for an LSTM, whose memory is the cell state.
     Slow; for diagnostics in eval mode (no inter-layer dropout)."""
     lstm = config.type == "lstm"
-    cell = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}[config.type]
-    if config.type == "rnn" and config.nonlinearity == "relu":
-        cell = torch.rnn_relu_cell
+    cell = cell_function(config)
     batch, size = inputs.shape[0], config.hidden_size
     if state is None:
         zeros = inputs.new_zeros(config.num_layers, batch, size)
@@ -183,7 +197,7 @@ def unrolled(
     finals_h, finals_c = [], []
     x = inputs
     for k in range(config.num_layers):
-        weights = tuple(getattr(rnn, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        weights = layer_weights(rnn, k)
         h = state[0][k] if lstm else state[k]
         c = state[1][k] if lstm else None
         outputs = []
@@ -226,17 +240,9 @@ class CellStepper:
 
     def __init__(self, model: SequenceModel):
         config = model.config
-        rnn = model.recurrent
         self.kind = config.type
-        self.cell = {
-            "lstm": torch.lstm_cell,
-            "gru": torch.gru_cell,
-            "rnn": torch.rnn_tanh_cell if config.nonlinearity == "tanh" else torch.rnn_relu_cell,
-        }[config.type]
-        self.layers = [
-            tuple(getattr(rnn, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-            for k in range(config.num_layers)
-        ]
+        self.cell = cell_function(config)
+        self.layers = [layer_weights(model.recurrent, k) for k in range(config.num_layers)]
         self.embedding = model.embedding.weight
         self.adaptive = model.adaptive
         if self.adaptive is None:

@@ -98,3 +98,22 @@ def test_training_and_evaluating_through_the_cache(tmp_path, corpus, streaming, 
     result = run_cli("evaluate", tmp_path / "runs/a", "--json")
     assert result.code == 0, result
     assert len(list(cache.glob("*.tokens"))) == 1  # evaluate read the same token file
+
+
+def test_a_full_disk_while_caching_is_one_clear_error_and_leaves_no_partial_files(tmp_path, streaming, monkeypatch):
+    path = tmp_path / "c.txt"
+    path.write_text(make_corpus(), encoding="utf-8")
+    cache = tmp_path / "cache"
+
+    real_replace = corpus_io.os.replace
+
+    def no_space(source, target):  # the disk fills up while the token file itself is written
+        if str(target).endswith(".tokens"):
+            raise OSError(28, "No space left on device", str(target))
+        real_replace(source, target)
+
+    monkeypatch.setattr(corpus_io.os, "replace", no_space)
+    with pytest.raises(SeqtoolError, match="could not write the token cache .*No space left on device"):
+        corpus_io.load_corpus(path, "char", 1, 0.1, cache_dir=cache)
+    left = sorted(p.name for p in cache.iterdir())
+    assert len(left) == 1 and left[0].endswith(".vocab.json"), left  # the vocabulary, whole; nothing partial

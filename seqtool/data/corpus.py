@@ -94,16 +94,21 @@ def _cached_ids(
     vocab_file = cache_dir / f"{path.stem}-{_key(*source, min_freq, val_fraction, test_fraction)}.vocab.json"
     if vocabulary is None and vocab_file.is_file():
         vocabulary = Vocabulary.from_dict(json.loads(vocab_file.read_text(encoding="utf-8")))
+
+    def tokens_file_for(vocabulary: Vocabulary) -> Path:
+        return cache_dir / f"{path.stem}-{_key(*source, vocabulary.tokens)}.tokens"
+
     if vocabulary is not None:
-        tokens_file = cache_dir / f"{path.stem}-{_key(*source, vocabulary.tokens)}.tokens"
+        tokens_file = tokens_file_for(vocabulary)
         meta_file = tokens_file.with_suffix(".json")
         if tokens_file.is_file() and meta_file.is_file():
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
             return np.memmap(tokens_file, dtype=meta["dtype"], mode="r", shape=(meta["count"],)), vocabulary
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
     provisional = cache_dir / f"{path.stem}.{os.getpid()}.provisional"
+    temporary: Path | None = None
     try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
         names, count = _write_provisional_ids(path, tokenizer, provisional)
         if count < 2:
             raise SeqtoolError(f"{path}: the file has {count} tokens")
@@ -116,7 +121,7 @@ def _cached_ids(
             vocabulary = Vocabulary.from_counts(tokenizer, names, counts.tolist(), min_freq)
             atomic_write_text(vocab_file, json.dumps(vocabulary.to_dict()))
         lookup = np.array([vocabulary.ids.get(name, 0) for name in names], dtype=smallest_dtype(len(vocabulary)))
-        tokens_file = cache_dir / f"{path.stem}-{_key(*source, vocabulary.tokens)}.tokens"
+        tokens_file = tokens_file_for(vocabulary)
         temporary = tokens_file.with_suffix(f".{os.getpid()}.seqtool-tmp")
         with temporary.open("wb") as handle:
             for block in _blocks(provisional, pid_dtype, 0, count):
@@ -127,8 +132,16 @@ def _cached_ids(
         atomic_write_text(
             tokens_file.with_suffix(".json"), json.dumps({"dtype": lookup.dtype.name, "count": count, "source": str(path)})
         )
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename) == path:
+            raise SeqtoolError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise SeqtoolError(  # a full disk or an unwritable folder: the cache, not the data, is at fault
+            f"could not write the token cache for {path} in {cache_dir}: {exc.strerror or exc}; free space or make it writable"
+        ) from None
     finally:
         provisional.unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)  # already renamed when all went well
     return np.memmap(tokens_file, dtype=lookup.dtype, mode="r", shape=(count,)), vocabulary
 
 

@@ -221,7 +221,7 @@ class LanguageModelTask:
         ids = self._sample_ids(model, prompt, length, 1, TokenSampler(1, len(self.vocabulary), temperature, top_k, generator))
         tokens = self.vocabulary.tokens
         pieces = (tokens[int(step)] for step in ids)  # a one-element tensor converts without indexing
-        return detokenize_pieces(pieces, self.vocabulary.tokenizer, continues_line=bool(prompt) and not prompt.endswith("\n"))
+        return detokenize_pieces(pieces, self.vocabulary.tokenizer, _continues_line(prompt))
 
     @torch.no_grad()
     def generate_many(
@@ -239,8 +239,7 @@ class LanguageModelTask:
         sampler = TokenSampler(num_samples, len(self.vocabulary), temperature, top_k, generator)
         steps = list(self._sample_ids(model, prompt, length, num_samples, sampler))
         ids = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(num_samples)]  # (samples, length)
-        tokens = self.vocabulary.tokens
-        continues_line = bool(prompt) and not prompt.endswith("\n")
+        tokens, continues_line = self.vocabulary.tokens, _continues_line(prompt)
         return ["".join(detokenize_pieces((tokens[i] for i in row), self.vocabulary.tokenizer, continues_line)) for row in ids]
 
     def _sample_ids(
@@ -275,3 +274,8 @@ class LanguageModelTask:
             token = sampler(scores)
             yield token
             scores = stepper.step(token, layer_states).float()
+
+
+def _continues_line(prompt: str) -> bool:
+    """Generated words continue the prompt's last line (and need a space before the first)."""
+    return bool(prompt) and not prompt.endswith(NEWLINE)
