@@ -75,12 +75,35 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     torch.save(payload, buffer)
     body = buffer.getvalue()
     header = {"format_version": FORMAT_VERSION, "sha256": hashlib.sha256(body).hexdigest(), "payload_bytes": len(body)}
+    if "train_state" in payload:  # so `seqtool runs` can say where a run stands without torch
+        header["step"] = int(payload["train_state"]["step"])
     try:
         atomic_write_bytes(path, MAGIC + json.dumps(header).encode() + b"\n" + body)
     except OSError as exc:
         raise SeqtoolError(
             f"could not write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint is unchanged"
         ) from None
+
+
+def read_header(path: Path) -> dict[str, Any] | None:
+    """The JSON header of a checkpoint plus `intact`: whether the file holds as many payload bytes
+    as the header promises (a cheap check for truncation, without reading the payload or
+    importing torch). None when the file is missing or has no seqtool header."""
+    try:
+        with Path(path).open("rb") as handle:
+            start = handle.read(len(MAGIC) + 4096)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return None
+    header_end = start.find(b"\n", len(MAGIC))
+    if not start.startswith(MAGIC) or header_end < 0:
+        return None
+    try:
+        header = json.loads(start[len(MAGIC) : header_end])
+        expected = header_end + 1 + int(header["payload_bytes"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return {**header, "intact": size == expected}
 
 
 def resolve_checkpoint(target: str | Path) -> Path:

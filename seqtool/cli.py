@@ -10,19 +10,55 @@ import shlex
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 import seqtool
 from seqtool.errors import SeqtoolError, TrainingInterrupted
 
+
+class _FlagsTakeNoValue:
+    """No `<bool>` metavar beside a flag in the help (typer 0.2x writes one): it takes no value."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if param.param_type_name == "option" and getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsTakeNoValue, TyperCommand):
+    """Usage lines in the familiar style, `CONFIG [OVERRIDES]...` (typer 0.2x writes `{config}`)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = (param.metavar or param.name or "").upper()
+                pieces.append((name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else ""))
+        return pieces
+
+
+class _Group(_FlagsTakeNoValue, TyperGroup):
+    pass
+
+
+def _shown_default(text: str) -> str:
+    """ " [default: text]" for an option whose real default is None (so that predict can tell an
+    option given from one left out), escaped so that rich does not read it as markup."""
+    return f" \\[default: {text}]"
+
+
 app = typer.Typer(
     name="seqtool",
     help="Train, evaluate and run recurrent networks (RNN, LSTM, GRU) on sequences.",
+    cls=_Group,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -49,7 +85,6 @@ def _root(
     _debug["on"] = _debug["on"] or debug
 
 
-@app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)],
     overrides: Annotated[
@@ -97,7 +132,6 @@ def train(
         console.print(f"Next: seqtool evaluate {result.run_dir}{then}", highlight=False)
 
 
-@app.command()
 def evaluate(
     checkpoint: Annotated[
         Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
@@ -147,7 +181,6 @@ def _metrics_table(metrics: dict[str, float], baselines: tuple[str, ...], title:
     return table
 
 
-@app.command()
 def init(
     data: Annotated[Path, typer.Argument(help="A .txt corpus or a .csv table or series.", show_default=False)],
     task: Annotated[str | None, typer.Option("--task", help="Force the kind: language_model, forecast or classify.")] = None,
@@ -164,7 +197,6 @@ def init(
     console.print(f"Wrote {written}. Next: seqtool train {written}", highlight=False)
 
 
-@app.command()
 def runs(
     folder: Annotated[Path, typer.Argument(help="Folder holding run directories.")] = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of runs on stdout.")] = False,
@@ -178,7 +210,7 @@ def runs(
     if as_json:
         typer.echo(json.dumps([run.to_dict() for run in found]))
         return
-    colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "diverged": "red"}
+    colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "diverged": "red", "damaged": "red"}
     headers = ("run", "task", "model", "steps", "val loss", "at best", "time", "status")
     rows = []
     for run in found:
@@ -190,7 +222,7 @@ def runs(
                 run.model,
                 f"{run.steps:,}",
                 f"{run.best_val_loss:.4f}" if run.best_val_loss is not None else "-",
-                f"{short} {run.main_value:.4g}" if run.main_value is not None else "-",
+                f"{short} {run.main_value:#.4g}" if run.main_value is not None else "-",
                 _duration(run.wall_time_s),
                 run.status,
             )
@@ -204,7 +236,6 @@ def runs(
     Console().print(table if found else f"No runs in {folder}")
 
 
-@app.command()
 def compare(
     config: Annotated[Path, typer.Argument(help="YAML config file shared by every variant.", show_default=False)],
     overrides: Annotated[
@@ -235,7 +266,6 @@ def compare(
     console.print(f"Wrote {', '.join(str(out_dir / name) for name in comparing.COMPARE_FILES)}", highlight=False)
 
 
-@app.command()
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="One or more run directories.", show_default=False)],
     output: Annotated[
@@ -273,17 +303,17 @@ def plot(
     Console().print(f"Wrote {path}", highlight=False)
 
 
-@app.command()
 def export(
     checkpoint: Annotated[
         Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
     ],
     fmt: Annotated[str, typer.Option("--format", help="onnx (runs in onnxruntime) or torchscript (torch.jit.load).")] = "onnx",
     output: Annotated[
-        Path | None,
+        str | None,  # not a Path: "DIR/" (a folder to make) must keep its slash
         typer.Option(
             "--output",
-            help="File to write, or a folder for model.onnx / model.torchscript.pt in it (default: the run directory).",
+            help="File to write, or a folder (made when it ends with /) for model.onnx / model.torchscript.pt in it "
+            "(default: the run directory).",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing export files (never a checkpoint).")] = False,
@@ -320,7 +350,10 @@ def _compare_table(summary: list[dict], sweep_key: str | None, task: str) -> Tab
 
     metric = summary[0]["main_metric"] or "val loss"
     if sweep_key is not None:
-        table = Table(title=f"{metric} by {sweep_key} ({task}; mean ± sd over seeds)", box=box.SIMPLE_HEAD)
+        table = Table(
+            title=f"{metric} by {sweep_key} ({task}; best checkpoint, as evaluate reports it; mean ± sd over seeds)",
+            box=box.SIMPLE_HEAD,
+        )
         table.add_column(sweep_key)
         models = list(dict.fromkeys(row["model"] for row in summary))
         for model in models:
@@ -332,16 +365,31 @@ def _compare_table(summary: list[dict], sweep_key: str | None, task: str) -> Tab
                 cells.append(spread(row, "main_value") + (" [red]diverged[/]" if row["diverged"] else ""))
             table.add_row(value, *cells)
         return table
-    table = Table(title=f"Comparison ({task}; {metric}; mean ± sd over seeds)", box=box.SIMPLE_HEAD)
+    table = Table(
+        title=f"Comparison ({task}; best checkpoint, as evaluate reports it, and final step; mean ± sd over seeds)",
+        box=box.SIMPLE_HEAD,
+    )
     short = {"perplexity": "ppl", "accuracy": "acc", "error_vs_chance": "err/chance"}.get(metric, metric)
-    for header in ("model", "train loss", "val loss", short, "params", "per s", "time", "diverged"):
+    headers = (
+        "model",
+        "best val loss",
+        f"{short} at best",
+        "final val loss",
+        f"final {short}",
+        "params",
+        "per s",
+        "time",
+        "diverged",
+    )
+    for header in headers:
         table.add_column(header, justify="left" if header == "model" else "right")
     for row in summary:
         table.add_row(
             row["model"],
-            spread(row, "final_train_loss"),
-            spread(row, "final_val_loss"),
+            spread(row, "best_val_loss"),
             spread(row, "main_value"),
+            spread(row, "final_val_loss"),
+            spread(row, "final_main_value"),
             f"{row['parameters']:,}" if row["parameters"] else "-",
             f"{row['throughput']:,.0f}" if row["throughput"] else "-",
             _duration(row["wall_time_s"]),
@@ -369,41 +417,55 @@ def _confusion_table(confusion: dict[str, int]) -> Table:
     return table
 
 
-@app.command()
 def predict(
     checkpoint: Annotated[
         Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
     ],
-    prompt: Annotated[str | None, typer.Option("--prompt", help="Language models: text to continue.")] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option("--prompt", help="Language models: text to continue." + _shown_default("none: start after a line break")),
+    ] = None,
     length: Annotated[
-        int | None, typer.Option("--length", min=1, help="Language models: tokens to generate [default: 500].")
+        int | None, typer.Option("--length", min=1, help="Language models: tokens to generate." + _shown_default("500"))
     ] = None,
     temperature: Annotated[
         float | None,
-        typer.Option("--temperature", min=0.0, help="Language models: sampling temperature, 0 = greedy [default: 1.0]."),
+        typer.Option("--temperature", min=0.0, help="Language models: sampling temperature, 0 = greedy." + _shown_default("1.0")),
     ] = None,
     top_k: Annotated[
-        int | None, typer.Option("--top-k", min=1, help="Language models: sample among the k likeliest tokens only.")
+        int | None,
+        typer.Option(
+            "--top-k", min=1, help="Language models: sample among the k likeliest tokens only." + _shown_default("all tokens")
+        ),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Language models: seed for sampling (default: random).")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Language models: seed for sampling." + _shown_default("random"))
+    ] = None,
     num_samples: Annotated[
-        int | None, typer.Option("--num-samples", min=1, help="Language models: independent samples to draw [default: 1].")
+        int | None,
+        typer.Option("--num-samples", min=1, help="Language models: independent samples to draw." + _shown_default("1")),
     ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
             "--data",
-            help="Forecasts: CSV whose last rows are the context (default: the training data's end). Classifiers: CSV of texts to label (default: lines on stdin).",
+            help="Forecasts: CSV whose last rows are the context. Classifiers: CSV of texts to label."
+            + _shown_default("forecasts: the training data's end; classifiers: lines on stdin"),
         ),
     ] = None,
     horizon: Annotated[
-        int | None, typer.Option("--horizon", min=1, help="Forecasts: steps to forecast (at most the model's horizon).")
+        int | None,
+        typer.Option(
+            "--horizon", min=1, help="Forecasts: steps to forecast (at most the model's)." + _shown_default("the model's horizon")
+        ),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", help="Forecasts and classifiers: write the result CSV here (default: stdout).")
+        Path | None,
+        typer.Option("--output", help="Forecasts and classifiers: write the result CSV here." + _shown_default("stdout")),
     ] = None,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Forecasts: draw history, forecast and interval to this PNG.")
+        Path | None,
+        typer.Option("--plot", help="Forecasts: draw history, forecast and interval to this PNG." + _shown_default("no plot")),
     ] = None,
 ) -> None:
     """Run a trained model: stream generated text, forecast beyond the data, or label texts."""
@@ -459,8 +521,9 @@ def _generate(
     generator.manual_seed(seed if seed is not None else torch.seed())
     out = sys.stdout
     if num_samples == 1:  # streamed as it is generated
+        pieces = task.generate(model, prompt, length, temperature, top_k, generator)  # checks the prompt first
         out.write(prompt)
-        for piece in task.generate(model, prompt, length, temperature, top_k, generator):
+        for piece in pieces:
             out.write(piece)
             out.flush()
         out.write("\n")
@@ -505,13 +568,19 @@ def _classify(task, model, data: Path | None, output: Path | None) -> None:
         raise SeqtoolError("--output needs --data CSV (text from stdin is answered on stdout)")
     if sys.stdin.isatty():
         raise SeqtoolError("give --data CSV, or pipe text lines on stdin: echo 'a wonderful film' | seqtool predict RUN")
-    for number, line in enumerate(sys.stdin, 1):
-        text = line.rstrip("\n")
-        if not text.strip():
-            raise SeqtoolError(f"stdin line {number} is empty")
-        ((label, probability),) = task.predict_texts(model, [text])
-        sys.stdout.write(f"{label}\t{probability:.4f}\n")
+    for line in sys.stdin:  # one answer per line, so that `paste` lines them up; blank in, blank out
+        text = line.rstrip("\r\n")
+        if text.strip():
+            ((label, probability),) = task.predict_texts(model, [text])
+            sys.stdout.write(f"{label}\t{probability:.4f}\n")
+        else:
+            sys.stdout.write("\n")
         sys.stdout.flush()
+
+
+# In the order a user meets them: the help lists them so.
+for _command in (init, train, evaluate, predict, runs, compare, plot, export):
+    app.command(cls=_Command)(_command)
 
 
 def main() -> None:

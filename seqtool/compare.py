@@ -52,11 +52,12 @@ class VariantResult:
     sweep_value: Any
     run_dir: str
     status: str  # finished | diverged
-    final_train_loss: float | None
-    final_val_loss: float | None
-    best_val_loss: float | None
+    best_val_loss: float | None  # the best checkpoint's: what `evaluate` reports
     main_metric: str | None
-    main_value: float | None
+    main_value: float | None  # the main metric of the best checkpoint
+    final_train_loss: float | None  # at the last step, for seeing overfitting
+    final_val_loss: float | None
+    final_main_value: float | None
     parameters: int | None
     throughput: float | None  # tokens or samples per second
     wall_time_s: float | None
@@ -150,11 +151,12 @@ def summarise(variant: Variant, run_dir: Path) -> VariantResult:
         sweep_value=variant.sweep_value,
         run_dir=str(run_dir),
         status=info.status,
-        final_train_loss=train[-1]["loss"] if train else None,
-        final_val_loss=val[-1]["loss"] if val else None,
         best_val_loss=info.best_val_loss,
         main_metric=metric,
-        main_value=val[-1].get(metric) if val and metric else None,
+        main_value=info.main_value,
+        final_train_loss=train[-1]["loss"] if train else None,
+        final_val_loss=val[-1]["loss"] if val else None,
+        final_main_value=val[-1].get(metric) if val and metric else None,
         parameters=info.parameters,
         throughput=statistics.median(rates) if rates else None,
         wall_time_s=info.wall_time_s,
@@ -169,7 +171,15 @@ def aggregate(results: list[VariantResult]) -> list[dict[str, Any]]:
     rows = []
     for (_, model), group in groups.items():
         row: dict[str, Any] = {"sweep_value": group[0].sweep_value, "model": model, "seeds": len(group)}
-        for name in ("final_train_loss", "final_val_loss", "main_value", "throughput", "wall_time_s"):
+        for name in (
+            "best_val_loss",
+            "main_value",
+            "final_train_loss",
+            "final_val_loss",
+            "final_main_value",
+            "throughput",
+            "wall_time_s",
+        ):
             values = [getattr(r, name) for r in group if getattr(r, name) is not None]
             row[name] = statistics.mean(values) if values else None
             row[f"{name}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0 if values else None

@@ -117,6 +117,11 @@ class ModelConfig:
     )
 
 
+# Measured in benchmarks/fresh_state.py (docs/benchmarks.md): without resets a char LSTM meets a
+# zero state once an epoch and generates garbage from a fresh prompt.
+STATE_RESET_DEFAULT = 0.3
+
+
 @dataclass
 class TrainingConfig:
     batch_size: int = _field(64, "sequences per batch", ge=1)
@@ -149,6 +154,13 @@ class TrainingConfig:
     )
     on_nan: Literal["stop", "skip_batch"] = _field("stop", "a non-finite loss or gradient stops training, or skips that batch")
     class_weights: Literal["none", "balanced"] = _field("none", "classify: balanced weighs classes by inverse frequency")
+    state_reset: float = _field(
+        STATE_RESET_DEFAULT,
+        "language models: chance per row and batch that the carried hidden state restarts from zero, "
+        "so that the model also learns to read from a fresh state (a prompt)",
+        ge=0.0,
+        le=1.0,
+    )
 
 
 DATA_SCHEMAS: dict[str, type] = {
@@ -169,6 +181,12 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def model_label(model: dict[str, Any]) -> str:
+    """How a model is named to people: "lstm 2x384", "bidirectional gru 1x128"."""
+    kind = f"bidirectional {model.get('type', '?')}" if model.get("bidirectional") else str(model.get("type", "?"))
+    return f"{kind} {model.get('num_layers', '?')}x{model.get('hidden_size', '?')}"
 
 
 # Budget keys may change when a run is resumed; everything else must match the checkpoint.
@@ -256,8 +274,9 @@ class _Where:
         self.overridden = overridden
 
     def __call__(self, path: str) -> str:
-        if path in self.overridden:
-            return f"command-line override '{path}'"
+        given = next((key for key in sorted(self.overridden) if key == path or key.startswith(path + ".")), None)
+        if given is not None:  # `trainig.lr=...` put the unknown section 'trainig' there
+            return f"command-line override '{given}'"
         return f"{self.source}: '{path}'"
 
 
@@ -270,9 +289,45 @@ def _all_keys() -> list[str]:
     return sorted(set(keys))
 
 
+# Names people type from other tools, and the key that means the same here.
+_SYNONYMS = {
+    "learning_rate": "lr",
+    "hidden": "hidden_size",
+    "hidden_dim": "hidden_size",
+    "units": "hidden_size",
+    "layers": "num_layers",
+    "n_layers": "num_layers",
+    "cell": "type",
+    "rnn_type": "type",
+    "embedding_dim": "embedding_size",
+    "emb_size": "embedding_size",
+    "steps": "max_steps",
+    "max_epochs": "epochs",
+    "num_epochs": "epochs",
+    "clip": "grad_clip",
+    "gradient_clip": "grad_clip",
+    "bptt": "seq_len",
+    "sequence_length": "seq_len",
+    "patience": "early_stopping_patience",
+    "lookback": "context_length",
+    "window": "context_length",
+    "prediction_length": "horizon",
+}
+
+
+def _closest(name: str, valid_here: list[str]) -> str | None:
+    """The valid key nearest to a misspelt one, reading misspelt synonyms (`lerning_rate`) too."""
+    close = difflib.get_close_matches(name, valid_here, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    synonyms = [word for word, key in _SYNONYMS.items() if key in valid_here]
+    meant = difflib.get_close_matches(name, synonyms, n=1, cutoff=0.75)
+    return _SYNONYMS[meant[0]] if meant else None
+
+
 def _suggest(path: str, valid_here: list[str]) -> str:
     name = path.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(name, valid_here, n=1, cutoff=0.6)
+    close = [_closest(name, valid_here)] if _closest(name, valid_here) else []
     if close:
         prefix = path.rsplit(".", 1)[0] + "." if "." in path else ""
         return f" (did you mean '{prefix}{close[0]}'?)"
@@ -280,6 +335,12 @@ def _suggest(path: str, valid_here: list[str]) -> str:
     if elsewhere:
         return f" (did you mean '{elsewhere[0]}'?)"
     return f" (valid keys: {', '.join(valid_here)})"
+
+
+def _unknown_key(where: _Where, path: str, valid_here: list[str]) -> SeqtoolError:
+    place = where(path)
+    named = place if place.endswith(f"'{path}'") else f"{place}: '{path}'"  # 'trainig' inside 'trainig.lr'
+    return SeqtoolError(f"{named} is not a known key{_suggest(path, valid_here)}")
 
 
 def _coerce(value: Any, annotation: Any, path: str, where: _Where) -> Any:
@@ -366,7 +427,7 @@ def _build_section(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
     for key in raw:
         if key not in names:
             path = f"{prefix}.{key}"
-            raise SeqtoolError(f"{where(path)} is not a known key{_suggest(path, names)}")
+            raise _unknown_key(where, path, names)
     values = {}
     for f in dataclasses.fields(cls):
         if f.name not in raw:
@@ -388,7 +449,7 @@ def build_config(raw: Any, source: str, overridden: set[str] | None = None) -> C
     top = [f.name for f in dataclasses.fields(Config)]
     for key in raw:
         if key not in top:
-            raise SeqtoolError(f"{where(str(key))} is not a known key{_suggest(str(key), top)}")
+            raise _unknown_key(where, str(key), top)
     task = _coerce(raw.get("task", "language_model"), TaskName, "task", where)
     seed = _coerce(raw.get("seed", 1234), int, "seed", where)
     config = Config(
@@ -451,6 +512,8 @@ def _check_consistency(config: Config, where: _Where) -> None:
         raise SeqtoolError(f"{where('model.pooling')} applies to task: classify")
     if training.log_grad_flow and isinstance(data, ClassifyData):
         raise SeqtoolError(f"{where('training.log_grad_flow')} applies to language_model, forecast and long_range tasks")
+    if training.state_reset != STATE_RESET_DEFAULT and not isinstance(data, LanguageModelData):
+        raise SeqtoolError(f"{where('training.state_reset')} applies to task: language_model (no other kind carries a state)")
     if training.class_weights != "none" and not isinstance(data, ClassifyData):
         raise SeqtoolError(f"{where('training.class_weights')} applies to task: classify")
     if model.tie_weights and model.embedding_size != model.hidden_size:
@@ -524,7 +587,17 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def config_from_dict(data: dict[str, Any], source: str = "checkpoint") -> Config:
-    return build_config(data, source)
+    """A stored config (checkpoint, run directory) back into a `Config`; one written before a
+    key existed gets the value that reproduces what it trained with."""
+    return build_config(_migrate_stored(data), source)
+
+
+def _migrate_stored(data: dict[str, Any]) -> dict[str, Any]:
+    """Before `training.state_reset`, language models never reset their carried state."""
+    training = data.get("training") if isinstance(data, dict) else None
+    if isinstance(training, dict) and data.get("task", "language_model") == "language_model" and "state_reset" not in training:
+        return {**data, "training": {**training, "state_reset": 0.0}}
+    return data
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -31,13 +31,23 @@ from rich.console import Console
 
 import seqtool
 from seqtool.checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, resolve_checkpoint, save_checkpoint
-from seqtool.config import BUDGET_KEYS, Config, TrainingConfig, config_from_dict, dump_yaml, flatten, parse_duration
+from seqtool.config import (
+    BUDGET_KEYS,
+    Config,
+    TrainingConfig,
+    config_from_dict,
+    dump_yaml,
+    flatten,
+    model_label,
+    parse_duration,
+)
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError, TrainingInterrupted
 from seqtool.lock import run_dir_lock
 from seqtool.metrics import CONFIG_FILE, RUN_RECORD, MetricsLog, NullLog, require_tensorboard, write_summary
 from seqtool.models import SequenceModel, count_parameters
 from seqtool.progress import Stopwatch, TrainingDisplay
+from seqtool.runs import MAIN_METRIC
 from seqtool.tasks import Task, make_task
 
 # Derived data shared by the runs in one folder (token files of large corpora), beside them.
@@ -226,7 +236,7 @@ def _check_resumable(config: Config, payload: dict[str, Any], run_dir: Path, clu
             "resume with the same torchrun --nproc-per-node (each process's data shard and hidden state depend on it), "
             "or use --init-from to start a new run from its weights"
         )
-    saved = flatten(payload["config"])
+    saved = flatten(config_from_dict(payload["config"], source=f"{run_dir} (stored config)").to_dict())
     current = flatten(config.to_dict())
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in _RESUMABLE_CHANGES)
     if changed:
@@ -315,6 +325,14 @@ def _diverged(state: TrainState, loss: float, run_dir: Path, policy: str) -> Seq
         f"training diverged at step {state.step + 1}: the loss is {loss}{why}; {kept}. Lower training.lr, "
         "keep training.grad_clip on, or set training.on_nan=skip_batch"
     )
+
+
+def _budget_used(training: TrainingConfig, step: int, steps: int | None, elapsed_s: float) -> float:
+    """The share of the budget used, by whichever budget (steps or time) will end training first."""
+    used = step / steps if steps else 0.0
+    if training.max_time:
+        used = max(used, elapsed_s / parse_duration(training.max_time))
+    return used
 
 
 def _stop_reason(state: TrainState, training: TrainingConfig, steps_per_epoch: int, elapsed_s: float) -> str:
@@ -485,7 +503,7 @@ def _train(
     n_params = count_parameters(model)
     where = f"{cluster.world_size} processes ({device.type})" if cluster.distributed else str(device)
     console.print(
-        f"Training {config.model.type} {config.model.num_layers}x{config.model.hidden_size} "
+        f"Training {model_label(config.to_dict()['model'])} "
         f"({n_params:,} parameters) on {where}, {steps_per_epoch} steps per epoch -> {run_dir}"
     )
     display = TrainingDisplay(console, task.unit)
@@ -547,7 +565,7 @@ def _train(
                     "elapsed_s": round(clock.elapsed(), 3),
                 }
             )
-        display.evaluated(state.step, last_metrics, improved)
+        display.evaluated(state.step, last_metrics, improved, MAIN_METRIC.get(config.task))
         checkpoint(*((LAST, BEST) if improved else (LAST,)))
         model.train()  # whatever mode a task's evaluation left it in, training goes on with dropout
         interval_start = clock.elapsed()  # evaluation time does not count against throughput
@@ -626,14 +644,14 @@ def _train(
                     )
                     clipped.zero_()
                 elapsed, signalled = cluster.from_main([clock.elapsed(), float(bool(caught))])
-                eta = None
-                if rate > 0:
-                    eta = (steps - state.step) * units / rate if steps else None
-                    if training.max_time:
-                        remaining = parse_duration(training.max_time) - elapsed
-                        eta = remaining if eta is None else min(eta, remaining)
                 display.update(
-                    state.step, state.step / steps_per_epoch, state.last_train_loss or float("nan"), rate, eta, log_now
+                    state.step,
+                    state.step / steps_per_epoch,
+                    state.last_train_loss,
+                    rate or None,
+                    _budget_used(training, state.step, steps, elapsed),
+                    elapsed,
+                    log_now,
                 )
 
                 reason = _stop_reason(state, training, steps_per_epoch, elapsed)
@@ -656,7 +674,7 @@ def _train(
     summary = {
         "run_dir": str(run_dir),
         "task": config.task,
-        "model": f"{config.model.type} {config.model.num_layers}x{config.model.hidden_size}",
+        "model": model_label(config.to_dict()["model"]),
         "parameters": n_params,
         "steps": state.step,
         "epochs": round(state.step / steps_per_epoch, 3),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -408,9 +409,9 @@ def build(task, model: SequenceModel, fmt: str) -> tuple[bytes, Signature]:
     return (_onnx_bytes(signature) if fmt == "onnx" else _torchscript_bytes(signature)), signature
 
 
-def default_output(target: Path, fmt: str) -> Path:
+def default_output(target: Path, fmt: str, is_folder: bool = False) -> Path:
     """`model.onnx` or `model.torchscript.pt` in a folder (the run directory), or beside a file."""
-    folder = target if target.is_dir() else target.parent
+    folder = target if is_folder or target.is_dir() else target.parent
     return folder / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
 
 
@@ -424,7 +425,14 @@ def export(target: str | Path, fmt: str, output: str | Path | None = None, force
         raise SeqtoolError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     target = Path(target)
     source = resolve_checkpoint(target)
-    output = default_output(Path(output or target), fmt) if output is None or Path(output).is_dir() else Path(output)
+    # "DIR/" names a folder even before it exists (a Path would drop the slash): made at the end.
+    new_folder = isinstance(output, str) and output.endswith(("/", os.sep)) and not Path(output).is_dir()
+    if output is None:
+        output = default_output(target, fmt)
+    elif new_folder or Path(output).is_dir():
+        output = default_output(Path(output), fmt, is_folder=True)
+    else:
+        output = Path(output)
     metadata_file = metadata_path_for(output)
     for path in (output, metadata_file):
         if path.is_dir():
@@ -433,8 +441,10 @@ def export(target: str | Path, fmt: str, output: str | Path | None = None, force
             raise SeqtoolError(f"{path} is a seqtool checkpoint; choose another --output")
         if path.exists() and not force:
             raise SeqtoolError(f"{path} exists; pass --force to replace it, or choose another --output")
-    if not output.parent.is_dir():
-        raise SeqtoolError(f"--output: folder {output.parent} does not exist")
+    if not output.parent.is_dir() and not new_folder:
+        raise SeqtoolError(f"--output: folder {output.parent} does not exist (end it with / to have it made)")
+    if output.parent.exists() and not output.parent.is_dir():
+        raise SeqtoolError(f"--output: {output.parent} is a file, not a folder")
     if fmt == "onnx":
         _require_onnx()
     task, model, payload = load_trained(source)
@@ -466,6 +476,7 @@ def export(target: str | Path, fmt: str, output: str | Path | None = None, force
     text = json.dumps(info, indent=1, ensure_ascii=False) + "\n"
     for path, content in ((output, data), (metadata_file, text.encode("utf-8"))):
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, content)
         except OSError as exc:
             raise SeqtoolError(f"could not write {path}: {exc.strerror or exc}") from None

@@ -7,11 +7,13 @@ year/month/day/hour parts) and numeric columns is a time series.
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from seqtool.checkpoint import atomic_write_text
 from seqtool.data import csvfile, series
 from seqtool.errors import SeqtoolError
 
@@ -60,12 +62,41 @@ def guess(path: Path, task: str | None) -> tuple[str, list[str]]:
     return _forecast(path, frame)
 
 
+MIN_CORPUS_CHARS = 1_000  # less is too little text to learn anything from
+_SAMPLE_BYTES = 1 << 20
+
+
+def _corpus_characters(path: Path) -> int:
+    """Characters in a text corpus (estimated from its size beyond the first MiB); an empty,
+    blank, binary or too short file is refused here, before any config is written."""
+    with path.open("rb") as handle:
+        head = handle.read(_SAMPLE_BYTES)
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    try:
+        text = decoder.decode(head, final=len(head) < _SAMPLE_BYTES)  # a cut character at the end is fine
+    except UnicodeDecodeError as exc:
+        raise SeqtoolError(
+            f"{path}: not UTF-8 text (invalid byte at offset {exc.start}); init reads text corpora and CSV files"
+        ) from None
+    if not text.strip():
+        raise SeqtoolError(f"{path}: the file is empty" + (" (only whitespace)" if head else ""))
+    characters = len(text) if len(head) < _SAMPLE_BYTES else path.stat().st_size
+    if characters < MIN_CORPUS_CHARS:
+        raise SeqtoolError(
+            f"{path}: only {characters:,} characters, too little text to train a language model on "
+            f"(at least {MIN_CORPUS_CHARS:,})"
+        )
+    return characters
+
+
 def _language_model(path: Path) -> tuple[str, list[str]]:
+    characters = _corpus_characters(path)
     size = path.stat().st_size
     hidden = 128 if size < 200_000 else 256 if size < 2_000_000 else 384
+    batch_size = min(32, int(characters * 0.9) // 129)  # the training part fills the batch's rows
     reasons = [
         f"{path.name} is not a CSV: a text corpus for a character-level language model",
-        f"{size:,} bytes: hidden_size {hidden}",
+        f"{size:,} bytes: hidden_size {hidden}" + (f", batch_size {batch_size} (a short text)" if batch_size < 32 else ""),
     ]
     text = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
 task: language_model
@@ -81,7 +112,7 @@ model:
   dropout: 0.0
   embedding_size: 64
 training:
-  batch_size: 32
+  batch_size: {batch_size}
   seq_len: 128             # truncated-BPTT length
   epochs: 20
   max_time: 10m            # the first budget reached stops training
@@ -206,5 +237,5 @@ def write_starter_config(path: str | Path, task: str | None = None) -> tuple[Pat
     if target.exists():
         raise SeqtoolError(f"{target} already exists; seqtool init never overwrites a config")
     text, reasons = guess(path, task)
-    target.write_text(text, encoding="utf-8")
+    atomic_write_text(target, text)
     return target, reasons

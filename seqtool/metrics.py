@@ -118,12 +118,29 @@ def _tensorboard_writer(run_dir: Path, resume_step: int | None):
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> str:
     """Write summary.json and a short human-readable summary.txt; return the text."""
     atomic_write_text(Path(run_dir) / SUMMARY_JSON, json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n")
-    width = max(len(k) for k in summary)
-    lines = []
-    for key, value in summary.items():
-        if isinstance(value, float):
-            value = f"{value:.4f}" if abs(value) < 1e4 else f"{value:,.0f}"
-        lines.append(f"{key.replace('_', ' '):<{width}}  {value}")
-    text = "\n".join(lines) + "\n"
+    rows = [_summary_row(key, value) for key, value in summary.items()]
+    width = max(len(label) for label, _ in rows)
+    text = "".join(f"{label:<{width}}  {value}\n" for label, value in rows)
     atomic_write_text(Path(run_dir) / SUMMARY_TEXT, text)
     return text
+
+
+def _summary_row(key: str, value: Any) -> tuple[str, str]:
+    """A summary entry as a person writes it: "wall time 3:45", "parameters 1,903,554",
+    "epochs 7.83", losses to four decimals."""
+    if key == "wall_time_s" and isinstance(value, (int, float)):
+        minutes, seconds = divmod(round(value), 60)
+        hours, minutes = divmod(minutes, 60)
+        return "wall time", f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+    label = key.replace("_", " ")
+    if isinstance(value, bool) or value is None:
+        return label, "-" if value is None else str(value)
+    if isinstance(value, int):
+        return label, f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return label, str(value)
+        if "loss" in key:
+            return label, f"{value:.4f}"
+        return label, f"{int(value):,}" if value.is_integer() else f"{value:,.3g}"
+    return label, str(value)

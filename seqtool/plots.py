@@ -140,13 +140,14 @@ def compare_plot(
     _label(curve_axis, "step", "validation loss", "validation loss", log_y=True, legend_size=7)
     if sweep_key is not None:
         axis = axes[0, 1]
-        metric = summary[0]["main_metric"] or "final_val_loss"
+        metric = summary[0]["main_metric"] or "best_val_loss"
         values = list(dict.fromkeys(str(s["sweep_value"]) for s in summary))
         for model in dict.fromkeys(s["model"] for s in summary):
             rows = [s for s in summary if s["model"] == model]
             x = [values.index(str(s["sweep_value"])) for s in rows]
-            y = [s["main_value"] if s["main_value"] is not None else float("nan") for s in rows]
-            spread = [s["main_value_sd"] or 0.0 for s in rows]
+            key = "main_value" if summary[0]["main_metric"] else "best_val_loss"  # the best checkpoint's, as evaluate says
+            y = [s[key] if s[key] is not None else float("nan") for s in rows]
+            spread = [s[f"{key}_sd"] or 0.0 for s in rows]
             axis.errorbar(x, y, yerr=spread, color=MODEL_COLOURS.get(model), marker="o", capsize=3, label=model)
         if metric == "error_vs_chance":
             axis.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="chance")
@@ -154,7 +155,7 @@ def compare_plot(
         if shown and min(shown) > 0 and max(shown) / min(shown) > 20:  # solved vs chance spans decades
             axis.set_yscale("log")
         axis.set_xticks(range(len(values)), values)
-        _label(axis, sweep_key, metric, f"{metric} by {sweep_key}")
+        _label(axis, sweep_key, f"{metric} (best checkpoint)", f"{metric} by {sweep_key}")
     _save(figure, path)
     plt.close(figure)
 

@@ -15,6 +15,37 @@ def format_seconds(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+BAR_UNITS = 1000  # the bar shows the share of the budget used, in thousandths
+RATE_SMOOTHING = 0.3  # weight of the newest log interval in the displayed throughput
+
+
+def _figure(value: float | None) -> str:
+    """A loss for the display; "-" until there is one (never "nan", which reads as divergence)."""
+    return "-" if value is None or value != value else f"{value:.4f}"
+
+
+class EtaEstimate:
+    """Seconds left, from the budget used since the first measurement.
+
+    The first log interval is left out (start-up and first-call costs make it slow, and an ETA
+    drawn from it is wild); evaluations count, as they do in the wait. Under `max_time` the
+    fraction is the time used, so the estimate is simply the time left.
+    """
+
+    def __init__(self) -> None:
+        self.origin: tuple[float, float] | None = None
+        self.last: float | None = None
+
+    def update(self, elapsed_s: float, fraction: float) -> float | None:
+        if self.origin is None:
+            self.origin = (elapsed_s, fraction)
+            return None
+        start_s, start_fraction = self.origin
+        if fraction > start_fraction and elapsed_s > start_s:
+            self.last = (elapsed_s - start_s) * max(0.0, 1.0 - fraction) / (fraction - start_fraction)
+        return self.last
+
+
 class TrainingDisplay:
     """Shows step, epoch, train loss, val loss, throughput and ETA.
 
@@ -29,12 +60,14 @@ class TrainingDisplay:
         self.progress: Progress | None = None
         self.bar = None
         self.val_loss: float | None = None
+        self.rate: float | None = None  # smoothed throughput
+        self.eta = EtaEstimate()
 
     def start(self, total_steps: int | None, first_step: int) -> None:
         if not self.live:
             return
         self.progress = Progress(
-            TextColumn("step {task.completed}/{task.fields[total_text]}"),
+            TextColumn("step {task.fields[step]}/{task.fields[total_text]}"),
             BarColumn(),
             TaskProgressColumn(),
             TextColumn("epoch {task.fields[epoch]}"),
@@ -48,26 +81,35 @@ class TrainingDisplay:
         self.progress.start()
         self.bar = self.progress.add_task(
             "train",
-            total=total_steps,
-            completed=first_step,
+            total=BAR_UNITS,
+            completed=0,
+            step=first_step,
             total_text=total_steps if total_steps is not None else "?",
             epoch="-",
             loss="-",
-            val="-",
+            val=_figure(self.val_loss),
             rate="-",
             eta="-",
         )
 
-    def update(self, step: int, epoch: float, loss: float, rate: float, eta_s: float | None, log_line: bool) -> None:
+    def update(
+        self, step: int, epoch: float, loss: float | None, rate: float | None, fraction: float, elapsed_s: float, log_line: bool
+    ) -> None:
+        """`fraction`: the share of the budget used, by whichever budget (steps, epochs or time)
+        is nearest its end; `rate` is the last log interval's throughput (None before the first)."""
+        if rate is not None and log_line:
+            self.rate = rate if self.rate is None else RATE_SMOOTHING * rate + (1 - RATE_SMOOTHING) * self.rate
+        eta = self.eta.update(elapsed_s, fraction) if log_line else self.eta.last
         fields = dict(
+            step=step,
             epoch=f"{epoch:.2f}",
-            loss=f"{loss:.4f}",
-            val=f"{self.val_loss:.4f}" if self.val_loss is not None else "-",
-            rate=f"{rate:,.0f} {self.unit}/s",
-            eta=format_seconds(eta_s) if eta_s is not None else "-",
+            loss=_figure(loss),
+            val=_figure(self.val_loss),
+            rate=f"{self.rate:,.0f} {self.unit}/s" if self.rate is not None else "-",
+            eta=format_seconds(eta) if eta is not None else "-",
         )
         if self.progress is not None:
-            self.progress.update(self.bar, completed=step, **fields)
+            self.progress.update(self.bar, completed=min(fraction, 1.0) * BAR_UNITS, **fields)
         elif log_line:
             self.console.print(
                 f"step {step} | epoch {fields['epoch']} | loss {fields['loss']} | val {fields['val']} | "
@@ -75,12 +117,15 @@ class TrainingDisplay:
                 highlight=False,
             )
 
-    def evaluated(self, step: int, metrics: dict[str, float], improved: bool) -> None:
+    def evaluated(self, step: int, metrics: dict[str, float], improved: bool, main_metric: str | None = None) -> None:
+        """One line per evaluation: the validation loss, and the task's main metric beside it."""
         self.val_loss = metrics["loss"]
         if self.progress is not None:
-            self.progress.update(self.bar, val=f"{self.val_loss:.4f}")
+            self.progress.update(self.bar, val=_figure(self.val_loss))
         mark = " (best)" if improved else ""
-        self.message(f"step {step} | val loss {metrics['loss']:.4f}{mark}")
+        value = metrics.get(main_metric) if main_metric else None
+        extra = f" | {main_metric} {value:#.4g}" if isinstance(value, (int, float)) else ""
+        self.message(f"step {step} | val loss {metrics['loss']:.4f}{extra}{mark}")
 
     def message(self, text: str) -> None:
         if self.progress is not None:

@@ -1,8 +1,8 @@
-"""The seed document's equations, written out one gate at a time.
+"""The RNN/LSTM overview's equations (docs/rnn-lstm-overview.md), written out one gate at a time.
 
 These cells are for reading and for testing, not for training: `tests/test_reference.py` checks
 that torch's fused nn.RNN / nn.LSTM / nn.GRU compute exactly these equations with the same
-weights. See ../shared/reference/rnn-lstm-overview.md for the notation.
+weights. See docs/rnn-lstm-overview.md for the notation.
 
 PyTorch keeps two bias vectors per layer (input-side and hidden-side); the document's single b
 is their sum. Its `W [h_{t-1}, x_t]` on a concatenation is the same as `W_h h_{t-1} + W_x x_t`

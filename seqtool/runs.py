@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from seqtool.checkpoint import BEST, LAST, read_header
+from seqtool.config import model_label
 from seqtool.lock import lock_owner_alive, lock_path
 from seqtool.metrics import CONFIG_FILE, METRICS_FILE, SUMMARY_JSON, MetricsLog
 
@@ -28,7 +30,7 @@ class RunInfo:
     main_value: float | None
     wall_time_s: float | None
     parameters: int | None
-    status: str  # finished | running | interrupted | diverged
+    status: str  # finished | running | interrupted | diverged | damaged
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +51,6 @@ def describe_run(path: Path) -> RunInfo:
         config = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         config = {}
-    model = config.get("model") or {}
     events = MetricsLog(path).read() if (path / METRICS_FILE).exists() else []
     task = str(config.get("task", "?"))
     val = [e for e in events if e.get("split") == "val" and isinstance(e.get("loss"), (int, float))]
@@ -61,8 +62,8 @@ def describe_run(path: Path) -> RunInfo:
         name=path.name,
         path=str(path),
         task=task,
-        model=f"{model.get('type', '?')} {model.get('num_layers', '?')}x{model.get('hidden_size', '?')}",
-        steps=int(events[-1].get("step", 0)) if events else 0,
+        model=model_label(config.get("model") or {}),
+        steps=_steps(path, events),
         best_val_loss=best["loss"] if best else None,
         main_metric=metric,
         main_value=best.get(metric) if best and metric else None,
@@ -72,10 +73,32 @@ def describe_run(path: Path) -> RunInfo:
     )
 
 
+def _steps(path: Path, events: list[dict]) -> int:
+    """Where the run stands: its last checkpoint's step (where --resume continues), which an
+    interrupted run saves after its last logged event; else the last logged step."""
+    header = read_header(path / LAST)
+    if header is not None and header["intact"] and "step" in header:
+        return int(header["step"])
+    return int(events[-1].get("step", 0)) if events else 0
+
+
+def _damaged(path: Path) -> bool:
+    """A checkpoint that is cut short or lacks its header (size check only: no torch, no read of
+    the payload; `evaluate` and `--resume` verify the checksum)."""
+    for name in (BEST, LAST):
+        if (path / name).exists():
+            header = read_header(path / name)
+            if header is None or not header["intact"]:
+                return True
+    return False
+
+
 def _status(path: Path, events: list[dict], summary: dict | None) -> str:
     lock = lock_path(path)
     if lock.exists() and lock_owner_alive(lock.read_text(errors="replace").strip()):
         return "running"
+    if _damaged(path):
+        return "damaged"
     if events and events[-1].get("event") == "diverged":
         return "diverged"
     if summary is not None:

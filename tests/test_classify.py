@@ -11,6 +11,7 @@ import torch
 import yaml
 from conftest import assert_clean_error
 
+from seqtool.api import load
 from seqtool.config import ModelConfig
 from seqtool.data import table
 from seqtool.data.text import UNK, Vocabulary
@@ -145,13 +146,15 @@ def test_lstm_learns_a_word_early_in_a_long_sequence(tmp_path, run_cli, memory_r
 
 def test_stdin_prediction_one_line_per_input_line(run_cli, monkeypatch, memory_run):
     run, _ = memory_run
-    text = "good " + " ".join(FILLER * 2) + "\nbad " + " ".join(FILLER) + "\n"
-    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    good, bad = "good " + " ".join(FILLER * 2), "bad " + " ".join(FILLER)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{good}\n\n   \n{bad}\n"))
     result = run_cli("predict", run)
-    lines = result.out.splitlines()
-    assert result.code == 0 and len(lines) == 2
-    assert lines[0].startswith("pos\t") and lines[1].startswith("neg\t")
-    assert 0.5 <= float(lines[0].split("\t")[1]) <= 1.0
+    lines = result.out.split("\n")
+    assert result.code == 0 and result.err == "" and len(lines) == 5 and lines[4] == ""  # 4 lines in, 4 out
+    assert lines[0].startswith("pos\t") and lines[1:3] == ["", ""] and lines[3].startswith("neg\t")  # blank in, blank out
+    probability = float(lines[0].split("\t")[1])
+    ((label, expected),) = load(run).predict([good])
+    assert label == "pos" and probability == pytest.approx(expected, abs=1e-4) and probability > 0.9
 
 
 def test_integer_labels_and_three_classes_round_trip(tmp_path, run_cli):

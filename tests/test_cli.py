@@ -171,3 +171,45 @@ def test_help_is_fast_because_it_does_not_import_torch():
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert "Usage" in result.stdout
+
+
+def _help(run_cli, monkeypatch, *command: str) -> str:
+    monkeypatch.setenv("COLUMNS", "200")  # one help line per option
+    result = run_cli(*command, "--help")
+    assert result.code == 0, result
+    return result.out
+
+
+def test_help_shows_every_default_and_no_value_placeholder_on_flags(run_cli, monkeypatch):
+    predict = _help(run_cli, monkeypatch, "predict")
+    for option, default in (
+        ("--length", "500"),
+        ("--temperature", "1.0"),
+        ("--num-samples", "1"),
+        ("--seed", "random"),
+        ("--top-k", "all tokens"),
+        ("--output", "stdout"),
+        ("--horizon", "the model's horizon"),
+    ):
+        line = next(line for line in predict.splitlines() if f" {option} " in line)
+        assert f"[default: {default}]" in line, line
+    train = _help(run_cli, monkeypatch, "train")
+    assert "Usage: seqtool train [OPTIONS] CONFIG [OVERRIDES]..." in train
+    assert "{" not in train.split("Usage:")[1].splitlines()[0]
+    for text in (train, _help(run_cli, monkeypatch, "evaluate"), _help(run_cli, monkeypatch)):
+        assert "<bool>" not in text
+
+
+def test_commands_are_listed_in_the_order_a_user_meets_them(run_cli, monkeypatch):
+    listing = _help(run_cli, monkeypatch).split("Commands")[1]
+    order = ["init", "train", "evaluate", "predict", "runs", "compare", "plot", "export"]
+    positions = [listing.index(f" {name} ") for name in order]
+    assert positions == sorted(positions), listing
+
+
+def test_an_unseen_prompt_character_is_refused_before_anything_is_written(tmp_path, write_config, run_cli):
+    run = tmp_path / "run"
+    assert run_cli("train", write_config(training={"max_steps": 5}), "--run-dir", run).code == 0
+    result = run_cli("predict", run, "--prompt", "Zoë", "--length", "10")
+    assert_clean_error(result, "never saw", "ë")
+    assert result.out == ""

@@ -104,3 +104,27 @@ def test_plot_grad_flow_needs_runs_trained_with_it(tmp_path, adding_config, run_
     assert run_cli("plot", tmp_path / "rnn", tmp_path / "lstm", "--grad-flow", "--output", tmp_path / "flow.png").code == 0
     data = (tmp_path / "flow.png").read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+def test_the_table_csv_and_plot_report_the_best_checkpoint_which_evaluate_scores(tmp_path):
+    from seqtool.compare import Variant, aggregate, summarise, write_outputs
+    from seqtool.config import build_config
+
+    run = tmp_path / "lstm-seed1"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: forecast\nmodel: {type: lstm, num_layers: 1, hidden_size: 8}\n")
+    events = [  # the model overfits after step 20: the best checkpoint is step 20's
+        {"step": 10, "split": "val", "loss": 0.5, "mase": 1.2},
+        {"step": 20, "split": "val", "loss": 0.3, "mase": 0.84},
+        {"step": 30, "split": "val", "loss": 0.6, "mase": 1.35},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    config = build_config({"task": "forecast", "data": {"path": "x.csv", "target": ["y"]}}, "test")
+    result = summarise(Variant("lstm", 1, None, config), run)
+    assert (result.best_val_loss, result.main_value) == (0.3, 0.84)
+    assert (result.final_val_loss, result.final_main_value) == (0.6, 1.35)
+    summary = aggregate([result])
+    assert summary[0]["main_value"] == 0.84 and summary[0]["final_main_value"] == 1.35
+    write_outputs(tmp_path, "seqtool compare", None, [result], summary)
+    row = next(csv.DictReader((tmp_path / "compare.csv").open()))
+    assert row["run_dir"] == str(run) and float(row["main_value"]) == 0.84 and float(row["final_main_value"]) == 1.35

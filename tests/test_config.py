@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from seqtool.config import build_config, load_config, parse_duration, parse_yaml
+from seqtool.config import build_config, dump_yaml, flatten, load_config, parse_duration, parse_yaml
 from seqtool.errors import SeqtoolError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,6 +100,21 @@ def test_overrides_are_parsed_as_yaml_and_named_in_errors(tmp_path):
         load_config(path, ["training.lr"])
 
 
+def test_a_misspelt_section_in_an_override_names_the_override_not_the_file(tmp_path):
+    path = config_file(tmp_path, BASE)
+    with pytest.raises(SeqtoolError) as caught:
+        load_config(path, ["trainig.lr=1e-3"])
+    assert str(caught.value).startswith("command-line override 'trainig.lr': 'trainig' is not a known key")
+    assert "did you mean 'training'" in str(caught.value) and str(path) not in str(caught.value)
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("lerning_rate", "lr"), ("learning_rate", "lr"), ("n_layer", "num_layers")])
+def test_names_from_other_tools_and_their_misspellings_suggest_the_key_meant(tmp_path, typed, meant):
+    section = "model" if meant == "num_layers" else "training"
+    with pytest.raises(SeqtoolError, match=rf"did you mean '{section}.{meant}'\?"):
+        load_config(config_file(tmp_path, BASE), [f"{section}.{typed}=2"])
+
+
 def test_file_level_errors(tmp_path):
     with pytest.raises(SeqtoolError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
@@ -127,7 +142,11 @@ def test_defaults_fill_missing_sections():
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
     config = load_config(path)
-    assert config.task
+    resolved = flatten(config.to_dict())
+    written = flatten(parse_yaml(path.read_text(encoding="utf-8"), str(path)))
+    for key, value in written.items():  # every key the file sets is kept as written (a name may stand for a list of one)
+        assert resolved[key] == value or resolved[key] == [value], key
+    assert build_config(parse_yaml(dump_yaml(config.to_dict()), "run"), "run") == config  # and round-trips a run directory
 
 
 def test_config_reference_is_up_to_date():

@@ -238,3 +238,12 @@ def test_export_errors_are_one_line_and_leave_files_alone(tmp_path, run_cli, lm_
     )
     assert run_cli("train", config, "--run-dir", tmp_path / "adding").code == 0
     assert_clean_error(run_cli("export", tmp_path / "adding"), "long_range")
+
+
+def test_a_new_folder_ending_in_a_slash_is_made_with_the_model_inside(tmp_path, run_cli, lm_run):
+    folder = tmp_path / "deploy" / "v1"
+    result = run_cli("export", lm_run, "--output", f"{folder}/")
+    assert result.code == 0, result
+    assert folder.is_dir() and (folder / "model.onnx").is_file() and (folder / "model.onnx.json").is_file()
+    failed = run_cli("export", lm_run, "--format", "tflite", "--output", f"{tmp_path / 'never'}/")
+    assert failed.code == 2 and not (tmp_path / "never").exists()  # nothing made before the checks pass

@@ -46,3 +46,21 @@ def test_init_task_can_be_forced_and_is_checked(tmp_path, run_cli):
     assert load_config(data.with_suffix(".yaml")).data.label_column == "label"
     assert_clean_error(run_cli("init", data, "--task", "regression"), "--task must be")
     assert_clean_error(run_cli("init", tmp_path / "missing.csv"), "data file not found")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.txt", b"", "the file is empty"),
+        ("blank.txt", b"  \n\n\t\n", "the file is empty"),
+        ("short.txt", b"To be, or not to be.\n", "too little text"),
+        ("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "not UTF-8 text"),
+        ("empty.csv", b"", "the file is empty"),
+        ("header.csv", b"date,value\n", "no rows"),
+    ],
+)
+def test_an_empty_or_unusable_file_is_refused_and_nothing_is_written(tmp_path, run_cli, name, content, message):
+    data = tmp_path / name
+    data.write_bytes(content)
+    assert_clean_error(run_cli("init", data), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

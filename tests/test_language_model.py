@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import assert_clean_error, tiny_config
 
-from seqtool.config import build_config
+from seqtool.config import STATE_RESET_DEFAULT, build_config, config_from_dict
+from seqtool.distributed import Cluster
 from seqtool.engine import load_trained, train
 from seqtool.tasks.language_model import LanguageModelTask
 
@@ -49,6 +50,36 @@ def test_hidden_state_is_carried_detached_and_reset_each_epoch(task):
     assert h.shape == (2, 4, 32) and not h.requires_grad and h.abs().sum() > 0
     task.start_epoch(1)
     assert task.carried is None
+
+
+def test_some_rows_restart_from_a_zero_state_the_same_rows_in_any_number_of_processes(corpus):
+    """Without resets a carried state is zero once an epoch, and the model never learns to read a
+    fresh prompt (benchmarks/fresh_state.py). The rows come from (seed, epoch, batch), so a resumed
+    run and two processes holding half the rows each reset the same ones as one process."""
+
+    def carried_after_reset(rank: int, world_size: int, epoch: int, batch: int) -> torch.Tensor:
+        values = tiny_config(corpus, training={"batch_size": 8, "seq_len": 16, "state_reset": 0.5})
+        task = LanguageModelTask(build_config(values, "test"), cluster=Cluster(rank=rank, world_size=world_size))
+        task.train_rows = np.zeros((8 // world_size, 100), dtype=np.uint8)  # this process's share of the rows
+        task.start_epoch(epoch)
+        task.carried = (torch.ones(2, 8 // world_size, 3), torch.ones(2, 8 // world_size, 3))
+        h, c = task._reset_some_rows(batch)
+        assert torch.equal(h, c) and set(h.unique().tolist()) <= {0.0, 1.0}
+        return h[0, :, 0]
+
+    single = carried_after_reset(0, 1, epoch=1, batch=5)
+    assert 0 < single.sum() < 8  # some rows kept, some restarted
+    assert torch.equal(torch.cat([carried_after_reset(r, 2, epoch=1, batch=5) for r in (0, 1)]), single)
+    assert torch.equal(carried_after_reset(0, 1, epoch=1, batch=5), single)  # the same on a rerun or resume
+    others = [carried_after_reset(0, 1, epoch=e, batch=b) for e, b in ((1, 6), (2, 5), (0, 0))]
+    assert any(not torch.equal(kept, single) for kept in others)  # and other rows at other batches
+
+
+def test_a_stored_config_from_before_state_resets_keeps_training_without_them(corpus):
+    stored = tiny_config(corpus)
+    assert "state_reset" not in stored["training"]
+    assert config_from_dict(stored).training.state_reset == 0.0  # how that run was trained
+    assert build_config(stored, "new config").training.state_reset == STATE_RESET_DEFAULT > 0
 
 
 def test_unigram_baseline_is_the_cross_entropy_of_smoothed_training_frequencies(task):

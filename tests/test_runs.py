@@ -1,6 +1,7 @@
 """`seqtool runs`: status of finished, interrupted, diverged and running runs."""
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -8,6 +9,7 @@ import sys
 
 from conftest import assert_clean_error, interrupt_on_call, send_signal
 
+from seqtool.checkpoint import load_checkpoint
 from seqtool.tasks.language_model import LanguageModelTask
 
 
@@ -44,10 +46,25 @@ def test_runs_lists_each_status(tmp_path, write_config, run_cli, monkeypatch):
     done = listed["done"]
     assert done["task"] == "language_model" and done["model"] == "lstm 2x32" and done["steps"] == 10
     assert done["best_val_loss"] > 0 and done["main_metric"] == "perplexity" and done["main_value"] > 1
-    assert listed["stopped"]["steps"] <= 4
+    stopped = load_checkpoint(runs / "stopped" / "last.pt")["train_state"]["step"]
+    assert listed["stopped"]["steps"] == stopped == 4  # where --resume continues; nothing was logged yet
 
+    monkeypatch.setenv("COLUMNS", "200")
     table = run_cli("runs", runs)
     assert table.code == 0 and "finished" in table.out and "diverged" in table.out
+    assert re.findall(r"ppl (\S+)", table.out) and all(
+        len(value.replace(".", "")) == 4 for value in re.findall(r"ppl (\S+)", table.out)
+    )  # four significant figures for every run, never 9.25 beside 6.014
+
+
+def test_a_truncated_checkpoint_makes_the_run_damaged_without_loading_torch(tmp_path, write_config, run_cli):
+    runs = tmp_path / "runs"
+    assert run_cli("train", write_config(training={"max_steps": 10}), "--run-dir", runs / "cut").code == 0
+    best = runs / "cut" / "best.pt"
+    best.write_bytes(best.read_bytes()[:-100])
+    code = f"import sys; from seqtool.runs import list_runs; print(list_runs({str(runs)!r})[0].status); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["damaged", "False"]
 
 
 def test_runs_on_a_missing_folder(tmp_path, run_cli):

@@ -45,6 +45,7 @@ class LanguageModelTask:
         self.val_ids: np.ndarray | None = None
         self.windows: list[tuple[int, int]] = []
         self.carried: RecurrentState | None = None
+        self.epoch = 0
         self.cache_dir: Path | None = None  # where large corpora's token files go (beside the runs)
 
     # ---- data --------------------------------------------------------------------------------
@@ -134,14 +135,33 @@ class LanguageModelTask:
 
     def start_epoch(self, epoch: int) -> None:
         self.carried = None  # each epoch replays the stream from its start
+        self.epoch = epoch
 
     def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor:
         start, length = self.windows[batch_index]
         block = to_device(torch.from_numpy(self.train_rows[:, start : start + length + 1].astype(np.int64)), device)
         inputs, targets = block[:, :-1], block[:, 1:]  # (batch, seq_len) each; targets shifted by one
-        loss, state = model(inputs, self.carried, targets=targets)
+        loss, state = model(inputs, self._reset_some_rows(batch_index), targets=targets)
         self.carried = detach_state(state)
         return loss
+
+    def _reset_some_rows(self, batch_index: int) -> RecurrentState | None:
+        """The carried state with the rows chosen for a fresh start set to zero.
+
+        Carried across every batch, the state would be zero once an epoch only, and a model that
+        has hardly ever read from a zero state writes garbage after a fresh prompt. The rows are
+        drawn from (seed, epoch, batch) over the global batch, and each process keeps its own
+        slice: a resumed run and any number of processes reset exactly the same rows.
+        """
+        chance = self.config.training.state_reset
+        if self.carried is None or chance == 0:
+            return self.carried
+        draw = np.random.default_rng((self.config.seed, self.epoch, batch_index)).random(self.config.training.batch_size)
+        rows = len(self.train_rows)
+        keep = torch.from_numpy(draw[self.cluster.rank * rows : (self.cluster.rank + 1) * rows] >= chance)
+        parts = self.carried if isinstance(self.carried, tuple) else (self.carried,)
+        kept = tuple(part * keep.to(part.device, part.dtype)[None, :, None] for part in parts)
+        return kept if isinstance(self.carried, tuple) else kept[0]
 
     def state_dict(self) -> dict[str, Any]:
         carried = self.carried

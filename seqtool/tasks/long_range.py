@@ -1,4 +1,4 @@
-"""Synthetic long-range memory tasks: the seed document's RNN-vs-LSTM table, measurable.
+"""Synthetic long-range memory tasks: the RNN/LSTM overview's RNN-vs-LSTM table (docs/rnn-lstm-overview.md), measurable.
 
 - adding (Hochreiter & Schmidhuber 1997; Le et al. 2015): each step carries a number in [0, 1)
   and a marker; two steps are marked, one in each half of the sequence, and the target is the
