@@ -92,7 +92,7 @@ def train(
         typer.Argument(help="Dotted KEY=VALUE overrides, e.g. training.max_steps=200 model.type=gru.", show_default=False),
     ] = None,
     run_dir: Annotated[
-        Path | None, typer.Option("--run-dir", help="Where to write the run (default: runs/<config name>).")
+        Path | None, typer.Option("--run-dir", help="Where to write the run." + _shown_default("runs/<config name>"))
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in the run directory from its last checkpoint (full state).")
@@ -100,7 +100,11 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run in the run directory.")] = False,
     init_from: Annotated[
         Path | None,
-        typer.Option("--init-from", help="Start a new run from a checkpoint's weights only (fresh optimiser and schedule)."),
+        typer.Option(
+            "--init-from",
+            help="Start a new run from a checkpoint's weights only (fresh optimiser and schedule)."
+            + _shown_default("random weights"),
+        ),
     ] = None,
 ) -> None:
     """Train a model from a YAML config; writes config, metrics, checkpoints and a summary."""
@@ -136,11 +140,17 @@ def evaluate(
     checkpoint: Annotated[
         Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
     ],
-    data: Annotated[Path | None, typer.Option("--data", help="Evaluate on this file instead of the run's own data.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Evaluate on this file instead of the run's own data." + _shown_default("the run's own split")
+        ),
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="Which held-out part: val or test.")] = "val",
     as_json: Annotated[bool, typer.Option("--json", help="Print one flat JSON object of metrics on stdout.")] = False,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Forecasts: draw the backtest on the held-out part to this PNG.")
+        Path | None,
+        typer.Option("--plot", help="Forecasts: draw the backtest on the held-out part to this PNG." + _shown_default("no plot")),
     ] = None,
 ) -> None:
     """Score a trained model beside its baselines on held-out data."""
@@ -183,7 +193,12 @@ def _metrics_table(metrics: dict[str, float], baselines: tuple[str, ...], title:
 
 def init(
     data: Annotated[Path, typer.Argument(help="A .txt corpus or a .csv table or series.", show_default=False)],
-    task: Annotated[str | None, typer.Option("--task", help="Force the kind: language_model, forecast or classify.")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task", help="Force the kind: language_model, forecast or classify." + _shown_default("guessed from the file")
+        ),
+    ] = None,
 ) -> None:
     """Look at a data file and write a commented starter config next to it (never overwrites)."""
     if task is not None and task not in ("language_model", "forecast", "classify"):
@@ -244,10 +259,14 @@ def compare(
     models: Annotated[str, typer.Option("--models", help="Comma-separated cells to compare.")] = "rnn,lstm,gru",
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per variant (config seed, +1, ...).")] = 1,
     sweep: Annotated[
-        str | None, typer.Option("--sweep", help="KEY=V1,V2,...: train every model at each value, e.g. data.length=10,50,100.")
+        str | None,
+        typer.Option(
+            "--sweep",
+            help="KEY=V1,V2,...: train every model at each value, e.g. data.length=10,50,100." + _shown_default("no sweep"),
+        ),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", help="Compare directory (default: runs/compare-<config name>).")
+        Path | None, typer.Option("--output", help="Compare directory." + _shown_default("runs/compare-<config name>"))
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing compare directory.")] = False,
 ) -> None:
@@ -270,7 +289,9 @@ def plot(
     runs: Annotated[list[Path], typer.Argument(help="One or more run directories.", show_default=False)],
     output: Annotated[
         Path | None,
-        typer.Option("--output", help="PNG to write (default: RUN/curves.png or RUN/grad_flow.png; ./ for several runs)."),
+        typer.Option(
+            "--output", help="PNG to write." + _shown_default("RUN/curves.png or RUN/grad_flow.png; ./ for several runs")
+        ),
     ] = None,
     grad_flow: Annotated[
         bool, typer.Option("--grad-flow", help="Draw |dL/dh_t| against t (runs trained with training.log_grad_flow: true).")
@@ -312,8 +333,8 @@ def export(
         str | None,  # not a Path: "DIR/" (a folder to make) must keep its slash
         typer.Option(
             "--output",
-            help="File to write, or a folder (made when it ends with /) for model.onnx / model.torchscript.pt in it "
-            "(default: the run directory).",
+            help="File to write, or a folder (made when it ends with /) for model.onnx / model.torchscript.pt in it."
+            + _shown_default("model.onnx or model.torchscript.pt in the run directory"),
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing export files (never a checkpoint).")] = False,

@@ -213,3 +213,15 @@ def test_an_unseen_prompt_character_is_refused_before_anything_is_written(tmp_pa
     result = run_cli("predict", run, "--prompt", "Zoë", "--length", "10")
     assert_clean_error(result, "never saw", "ë")
     assert result.out == ""
+
+
+@pytest.mark.parametrize("command", ["init", "train", "evaluate", "predict", "runs", "compare", "plot", "export"])
+def test_every_option_that_takes_a_value_shows_its_default(run_cli, monkeypatch, command):
+    rows: list[str] = []
+    for line in _help(run_cli, monkeypatch, command).splitlines():
+        if re.match(r"│ +--", line):
+            rows.append(line)
+        elif rows and line.startswith("│ ") and not rows[-1].endswith("╯"):
+            rows[-1] += line  # a help text wrapped onto the next line
+    valued = [row for row in rows if re.match(r"│ +--[\w-]+ +<", row)]
+    assert all("[default: " in row for row in valued), [row for row in valued if "[default: " not in row]
