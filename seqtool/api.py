@@ -100,7 +100,8 @@ class Model:
             return self.task.predict_texts(self.network, data)
         return self.task.predict_frame(self.network, str(data))
 
-    def evaluate(self, split: str = "val", data: str | Path | None = None) -> dict[str, float]:
+    def evaluate(self, split: str | None = None, data: str | Path | None = None) -> dict[str, float]:
+        """Metrics beside the baselines; by default on the test split when the run has one."""
         from seqtool import engine
 
         return engine.evaluate(self.checkpoint, split=split, data_path=str(data) if data else None).metrics

@@ -146,7 +146,10 @@ def evaluate(
             "--data", help="Evaluate on this file instead of the run's own data." + _shown_default("the run's own split")
         ),
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="Which held-out part: val or test.")] = "val",
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Which held-out part: val or test." + _shown_default("test when the run has one, else val")),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one flat JSON object of metrics on stdout.")] = False,
     plot: Annotated[
         Path | None,
@@ -154,7 +157,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score a trained model beside its baselines on held-out data."""
-    if split not in ("val", "test"):
+    if split not in (None, "val", "test"):
         raise SeqtoolError(f"--split must be val or test, got {split!r}")
     from seqtool import engine
 
@@ -162,11 +165,13 @@ def evaluate(
     metrics, baselines = result.metrics, result.baselines
     for warning in result.warnings:
         Console(stderr=True).print(f"[yellow]Warning:[/] {warning}", highlight=False)
+    scored = str(data) if data else result.split
     if as_json:
-        typer.echo(json.dumps({k: (v if math.isfinite(v) else None) for k, v in metrics.items()}))
+        finite = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+        typer.echo(json.dumps({**finite, "split": scored}))
         return
     console = Console()
-    console.print(_metrics_table(metrics, baselines, str(data or split)))
+    console.print(_metrics_table(metrics, baselines, _split_title(data, result.split)))
     confusion = {k: v for k, v in metrics.items() if k.startswith("confusion/")}
     if confusion:
         console.print(_confusion_table(confusion))
@@ -174,6 +179,15 @@ def evaluate(
         console.print(f"{metrics['truncated_texts']:,} texts were longer than data.max_length and were truncated.")
     if plot:
         Console().print(f"Backtest plot written to {plot}")
+
+
+def _split_title(data: Path | None, split: str) -> str:
+    """Which data a table scores, and whether that data also chose the checkpoint."""
+    if data:
+        return str(data)
+    if split == "test":
+        return "the test split (held out: it did not choose the checkpoint)"
+    return "the validation split (it chose the best checkpoint: the figures flatter the model; set a test part to avoid that)"
 
 
 def _metrics_table(metrics: dict[str, float], baselines: tuple[str, ...], title: str) -> Table:

@@ -713,13 +713,24 @@ class Evaluation:
     metrics: dict[str, float]
     baselines: tuple[str, ...]  # names prefixing the baselines' metrics
     warnings: list[str]
+    split: str  # the split scored ("test" did not choose the checkpoint; "val" did)
+
+
+def has_test_split(config: Config) -> bool:
+    """Whether the run's data holds out a test part (a fraction of `data.path`, or `data.test`)."""
+    data = config.data
+    return getattr(data, "test_fraction", 0.0) > 0 or bool(getattr(data, "test", None))
 
 
 def evaluate(
-    target: str | Path, split: str = "val", data_path: str | None = None, plot_path: str | Path | None = None
+    target: str | Path, split: str | None = None, data_path: str | None = None, plot_path: str | Path | None = None
 ) -> Evaluation:
-    """Metrics of a trained model and of its task's baselines on a split or on another file."""
+    """Metrics of a trained model and of its task's baselines on a split or on another file. The
+    default split is the test part when the run has one (it did not choose the checkpoint), else
+    the validation part."""
     task, model, payload = load_trained(target)
+    if split is None:
+        split = "test" if has_test_split(task.config) else "val"
     if plot_path is not None and not hasattr(task, "backtest_frame"):  # refuse before any work
         raise SeqtoolError(f"--plot is available for forecasts only; {target} is a {task.config.task} model")
     device = next(model.parameters()).device
@@ -730,4 +741,4 @@ def evaluate(
 
         backtest_plot(plot_path, task.backtest_frame(model, split, data_path), task.interval_level, split)
     warning = version_warning(payload)
-    return Evaluation(metrics, task.baselines, [warning] if warning else [])
+    return Evaluation(metrics, task.baselines, [warning] if warning else [], split)

@@ -71,7 +71,9 @@ def test_predict_samples_and_greedy(tmp_path, write_config, run_cli):
 def test_evaluate_on_another_file_and_test_split(tmp_path, write_config, run_cli, corpus):
     run = tmp_path / "run"
     assert run_cli("train", write_config(data={"test_fraction": 0.1}, training={"max_steps": 10}), "--run-dir", run).code == 0
-    assert "loss" in json.loads(run_cli("evaluate", run, "--split", "test", "--json").out)
+    test = json.loads(run_cli("evaluate", run, "--split", "test", "--json").out)
+    assert json.loads(run_cli("evaluate", run, "--json").out) == test and test["split"] == "test"  # the default
+    assert json.loads(run_cli("evaluate", run, "--split", "val", "--json").out)["loss"] != test["loss"]
     other = json.loads(run_cli("evaluate", run, "--data", corpus, "--json").out)
     n = len(corpus.read_text())
     assert n - 2 * 8 <= other["tokens"] < n  # the whole file, less at most two tokens per stream

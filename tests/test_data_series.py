@@ -6,7 +6,14 @@ import pytest
 
 from seqtool.data import series
 from seqtool.errors import SeqtoolError
-from seqtool.tasks.forecast import forecast_metrics, linear_forecast, mase_scale, naive_forecast, seasonal_naive_forecast
+from seqtool.tasks.forecast import (
+    forecast_metrics,
+    linear_forecast,
+    mase_scale,
+    naive_forecast,
+    seasonal_naive_forecast,
+    z_scale,
+)
 
 
 def test_window_origins_match_the_docstring_picture():
@@ -131,8 +138,10 @@ def test_baselines_by_hand():
 def test_metrics_by_hand():
     actual = np.array([[[2.0], [4.0]]])
     predicted = np.array([[[1.0], [5.0]]])
-    metrics = forecast_metrics(actual, predicted, scale=np.array([2.0]))
+    metrics = forecast_metrics(actual, predicted, scale=np.array([2.0]), z=np.array([0.5]))
     assert metrics["mae"] == 1.0 and metrics["rmse"] == 1.0 and metrics["mase"] == 0.5
+    assert metrics["mse"] == 4.0  # errors of 1 in units of the training rows' std 0.5: (1 / 0.5) ** 2
     assert metrics["mape"] == pytest.approx(100 * (0.5 + 0.25) / 2)
     assert metrics["smape"] == pytest.approx(100 * (2 / 3 + 2 / 9) / 2)
     assert mase_scale(np.array([[1.0], [3.0], [6.0]]), 1).tolist() == [2.5]
+    assert z_scale(np.array([[1.0, 5.0], [3.0, 5.0]])).tolist() == [1.0, 1.0]  # population std; 1 for a constant column

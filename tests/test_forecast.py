@@ -314,3 +314,20 @@ def test_series_without_dates_forecasts_numbered_steps(tmp_path, run_cli):
     result = run_cli("predict", tmp_path / "run", "--horizon", "3", "--plot", tmp_path / "p.png")
     assert result.out.splitlines()[0] == "step,Value" and result.out.splitlines()[1].startswith("1,")
     assert (tmp_path / "p.png").read_bytes().startswith(PNG)
+
+
+def test_evaluate_scores_the_held_out_test_split_by_default_with_mse_on_the_z_scale(tmp_path, write_forecast_config, run_cli):
+    run = tmp_path / "run"
+    config = write_forecast_config(data={"val_fraction": 0.2, "test_fraction": 0.2}, training={"epochs": 3})
+    assert run_cli("train", config, "--run-dir", run).code == 0
+    scored = json.loads(run_cli("evaluate", run, "--json").out)
+    test = json.loads(run_cli("evaluate", run, "--split", "test", "--json").out)
+    val = json.loads(run_cli("evaluate", run, "--split", "val", "--json").out)
+    assert scored == test and scored["split"] == "test" and val["split"] == "val" and test["mse"] != val["mse"]
+    assert "test split (held out" in run_cli("evaluate", run).out
+    task, _, _ = load_trained(run)  # mse by hand: the naive forecast over the test origins, z-scored by the training rows
+    setup = task._eval_setup("test", None)
+    train_end, _ = task._split_bounds(len(setup["prepared"].values))
+    std = setup["prepared"].values[:train_end, 0].std()
+    expected = (((setup["baselines"]["naive"] - setup["actual"]) / std) ** 2).mean()
+    assert test["naive_mse"] == pytest.approx(expected) and set(test) >= {"mse", "seasonal_naive_mse", "linear_mse"}

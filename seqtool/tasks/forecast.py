@@ -285,6 +285,7 @@ class ForecastTask(WindowedTask):
             "origins": origins,
             "actual": series.gather_windows(actual_series, origins, 0, horizon),  # (origins, horizon, targets)
             "mase_scale": mase_scale(actual_series[:train_end], m),
+            "z_scale": z_scale(actual_series[:train_end]),
             "baselines": {
                 "naive": naive_forecast(actual_series, origins, horizon),
                 "seasonal_naive": seasonal_naive_forecast(actual_series, origins, horizon, m),
@@ -307,13 +308,16 @@ class ForecastTask(WindowedTask):
         model.train(was_training)
         predicted = self.forecast(model, inputs, origins, device)
         metrics = {"loss": sum(losses) / len(origins)}
-        metrics.update(forecast_metrics(setup["actual"], predicted["point"], setup["mase_scale"]))
+        metrics.update(forecast_metrics(setup["actual"], predicted["point"], setup["mase_scale"], setup["z_scale"]))
         if "lower" in predicted:
             inside = (setup["actual"] >= predicted["lower"]) & (setup["actual"] <= predicted["upper"])
             metrics[f"coverage_{round(100 * self.interval_level)}"] = float(inside.mean())
         for name, forecast in setup["baselines"].items():
             metrics.update(
-                {f"{name}_{k}": v for k, v in forecast_metrics(setup["actual"], forecast, setup["mase_scale"]).items()}
+                {
+                    f"{name}_{k}": v
+                    for k, v in forecast_metrics(setup["actual"], forecast, setup["mase_scale"], setup["z_scale"]).items()
+                }
             )
         metrics["origins"] = len(origins)
         return metrics
@@ -407,8 +411,17 @@ def mase_scale(history: np.ndarray, m: int) -> np.ndarray:
     return np.where(scale > 1e-12, scale, 1.0)
 
 
-def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, scale: np.ndarray) -> dict[str, float]:
-    """MAE, RMSE, MAPE and sMAPE (in %) and MASE over (origins, horizon, targets), averaged over targets."""
+def z_scale(history: np.ndarray) -> np.ndarray:
+    """Per-target standard deviation of the training rows (population, as scikit-learn's
+    StandardScaler): the unit of the published long-horizon tables' MSE. 1 for a constant column."""
+    std = history.std(axis=0)
+    return np.where(std > 1e-12, std, 1.0)
+
+
+def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, scale: np.ndarray, z: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, MAPE and sMAPE (in %) and MASE over (origins, horizon, targets), averaged over
+    targets; and `mse`, the mean squared error over origins, steps and targets with every target
+    z-scored by its training rows (`z`), as published tables report it."""
     error = predicted - actual
     absolute = np.abs(error)
     nonzero = np.abs(actual) > 1e-12
@@ -425,6 +438,7 @@ def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, scale: np.ndarra
         "mape": float(np.nanmean(mape)) if np.isfinite(mape).any() else float("nan"),
         "smape": float(100 * smape.mean()),
         "mase": float((per_target_mae / scale).mean()),
+        "mse": float(((error / z) ** 2).mean()),
     }
 
 
