@@ -519,16 +519,8 @@ def predict(
         "--output": output,
         "--plot": plot,
     }
-    given = {name: value is not None for name, value in options.items()}  # every option defaults to None: unset
     kind = task.config.task
-    if kind == "long_range":
-        raise SeqtoolError(
-            f"predict does not apply to {checkpoint}: a long_range model's data is synthetic; use seqtool evaluate"
-        )
-    foreign = [name for name, used in given.items() if used and name not in _OPTIONS[kind]]
-    if foreign:
-        owners = " and ".join(_KIND_NAMES[k] for k, names in _OPTIONS.items() if foreign[0] in names)
-        raise SeqtoolError(f"{foreign[0]} applies to {owners} models; {checkpoint} is a {_KIND_NAMES[kind]} model")
+    _refuse_foreign_options(kind, checkpoint, [name for name, value in options.items() if value is not None])
     if kind == "forecast":
         _forecast(task, model, data, horizon, output, plot)
     elif kind == "classify":
@@ -537,6 +529,19 @@ def predict(
         _generate(
             task, model, prompt or "", length or 500, 1.0 if temperature is None else temperature, top_k, seed, num_samples or 1
         )
+
+
+def _refuse_foreign_options(kind: str, checkpoint: Path, given: list[str]) -> None:
+    """Every predict option defaults to None, so one given for another kind of model is caught
+    even at its default value."""
+    if kind == "long_range":
+        raise SeqtoolError(
+            f"predict does not apply to {checkpoint}: a long_range model's data is synthetic; use seqtool evaluate"
+        )
+    foreign = [name for name in given if name not in _OPTIONS[kind]]
+    if foreign:
+        owners = " and ".join(_KIND_NAMES[k] for k, names in _OPTIONS.items() if foreign[0] in names)
+        raise SeqtoolError(f"{foreign[0]} applies to {owners} models; {checkpoint} is a {_KIND_NAMES[kind]} model")
 
 
 _KIND_NAMES = {"language_model": "language", "forecast": "forecast", "classify": "classification", "long_range": "long-range"}

@@ -327,7 +327,8 @@ def _closest(name: str, valid_here: list[str]) -> str | None:
 
 def _suggest(path: str, valid_here: list[str]) -> str:
     name = path.rsplit(".", 1)[-1]
-    close = [_closest(name, valid_here)] if _closest(name, valid_here) else []
+    closest = _closest(name, valid_here)
+    close = [closest] if closest else []
     if close:
         prefix = path.rsplit(".", 1)[0] + "." if "." in path else ""
         return f" (did you mean '{prefix}{close[0]}'?)"

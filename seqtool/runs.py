@@ -52,6 +52,7 @@ def describe_run(path: Path) -> RunInfo:
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         config = {}
     events = MetricsLog(path).read() if (path / METRICS_FILE).exists() else []
+    headers = {name: read_header(path / name) for name in (BEST, LAST) if (path / name).exists()}  # None: no header
     task = str(config.get("task", "?"))
     val = [e for e in events if e.get("split") == "val" and isinstance(e.get("loss"), (int, float))]
     best = min(val, key=lambda e: e["loss"]) if val else None
@@ -63,41 +64,33 @@ def describe_run(path: Path) -> RunInfo:
         path=str(path),
         task=task,
         model=model_label(config.get("model") or {}),
-        steps=_steps(path, events),
+        steps=_steps(headers, events),
         best_val_loss=best["loss"] if best else None,
         main_metric=metric,
         main_value=best.get(metric) if best and metric else None,
         wall_time_s=wall,
         parameters=summary.get("parameters") if summary else None,
-        status=_status(path, events, summary),
+        status=_status(path, events, summary, headers),
     )
 
 
-def _steps(path: Path, events: list[dict]) -> int:
+def _steps(headers: dict[str, dict | None], events: list[dict]) -> int:
     """Where the run stands: its last checkpoint's step (where --resume continues), which an
     interrupted run saves after its last logged event; else the last logged step."""
-    header = read_header(path / LAST)
+    header = headers.get(LAST)
     if header is not None and header["intact"] and "step" in header:
         return int(header["step"])
     return int(events[-1].get("step", 0)) if events else 0
 
 
-def _damaged(path: Path) -> bool:
-    """A checkpoint that is cut short or lacks its header (size check only: no torch, no read of
-    the payload; `evaluate` and `--resume` verify the checksum)."""
-    for name in (BEST, LAST):
-        if (path / name).exists():
-            header = read_header(path / name)
-            if header is None or not header["intact"]:
-                return True
-    return False
-
-
-def _status(path: Path, events: list[dict], summary: dict | None) -> str:
+def _status(path: Path, events: list[dict], summary: dict | None, headers: dict[str, dict | None]) -> str:
+    """running, damaged (a checkpoint cut short or without its header: a size check only, no
+    torch and no read of the payload; evaluate and --resume verify the checksum), diverged,
+    finished or interrupted."""
     lock = lock_path(path)
     if lock.exists() and lock_owner_alive(lock.read_text(errors="replace").strip()):
         return "running"
-    if _damaged(path):
+    if any(header is None or not header["intact"] for header in headers.values()):
         return "damaged"
     if events and events[-1].get("event") == "diverged":
         return "diverged"
