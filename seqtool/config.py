@@ -67,6 +67,12 @@ class ForecastData:
         None, "seasonal period for seasonal-naive and MASE; inferred from the frequency if absent", ge=1
     )
     backtest_stride: int = _field(1, "distance between forecast origins in the backtest", ge=1)
+    max_rows: int | None = _field(
+        None,
+        "split and train on the first N rows only (in time order; the long-horizon ETT protocol uses 14400); "
+        "predict still reads the whole file",
+        ge=1,
+    )
 
 
 @dataclass
@@ -115,6 +121,28 @@ class ModelConfig:
     forget_bias: float = _field(
         1.0, "type: lstm only: initial forget-gate bias (1.0: remember by default, Jozefowicz et al. 2015)"
     )
+    segment_length: int | None = _field(
+        None,
+        "forecast: read the context in segments of this many rows, each embedded by one linear layer, so the cell "
+        "runs context_length / segment_length steps (SegRNN); must divide data.context_length; null: row by row",
+        ge=1,
+    )
+    decoder: Literal["head", "parallel"] = _field(
+        "head",
+        "forecast: head maps the final state to the whole horizon in one linear layer; parallel takes one more cell "
+        "step per output segment, all at once, fed learned position (and channel) embeddings (SegRNN)",
+    )
+    channels: Literal["mixed", "independent"] = _field(
+        "mixed",
+        "forecast: mixed reads all columns together (covariates need it); independent runs every target column "
+        "as its own univariate series through shared weights",
+    )
+    window_norm: Literal["last", "revin", "none"] = _field(
+        "last",
+        "forecast: per-window normalisation of the targets, undone on the output: last subtracts the last "
+        "observed value, revin the window's mean and standard deviation (Kim et al. 2022)",
+    )
+    revin_affine: bool = _field(False, "forecast, window_norm: revin only: a learned per-target affine after normalising")
 
 
 # Measured in benchmarks/fresh_state.py (docs/benchmarks.md): without resets a char LSTM meets a
@@ -491,8 +519,13 @@ def _check_consistency(config: Config, where: _Where) -> None:
                 raise SeqtoolError(
                     f"{where('training.quantiles')} must be at least two increasing levels between 0 and 1, got {qs}"
                 )
-    elif training.loss is not None:
-        raise SeqtoolError(f"{where('training.loss')} applies to task: forecast (language models use cross-entropy)")
+        _check_forecast_model(data, model, where)
+    else:
+        if training.loss is not None:
+            raise SeqtoolError(f"{where('training.loss')} applies to task: forecast (language models use cross-entropy)")
+        for key, default in FORECAST_MODEL_DEFAULTS.items():
+            if getattr(model, key) != default:
+                raise SeqtoolError(f"{where('model.' + key)} applies to task: forecast")
     if isinstance(data, (ClassifyData, LongRangeData)) and model.tie_weights:
         raise SeqtoolError(f"{where('model.tie_weights')} applies to language models only")
     if isinstance(data, LongRangeData) and data.val_fraction + data.test_fraction >= 0.9:
@@ -533,6 +566,38 @@ def _check_consistency(config: Config, where: _Where) -> None:
             raise SeqtoolError(f"{where('training.max_time')}: {exc}") from None
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", training.device):
         raise SeqtoolError(f"{where('training.device')} must be auto, cpu, cuda, cuda:N or mps, got {training.device!r}")
+
+
+FORECAST_MODEL_DEFAULTS = {
+    "segment_length": None,
+    "decoder": "head",
+    "channels": "mixed",
+    "window_norm": "last",
+    "revin_affine": False,
+}
+
+
+def _check_forecast_model(data: ForecastData, model: ModelConfig, where: _Where) -> None:
+    """The forecast network's options against each other and against the data section."""
+    w = model.segment_length
+    if w is not None and data.context_length % w:
+        below, above = data.context_length // w * w, (data.context_length // w + 1) * w
+        fits = f"{below} or {above}" if below else str(above)
+        raise SeqtoolError(
+            f"{where('model.segment_length')}: data.context_length {data.context_length} is not a multiple of "
+            f"model.segment_length {w}; seqtool does not pad the context (padding would invent rows): use "
+            f"data.context_length {fits}, or a segment length that divides it"
+        )
+    covariates = [key for key in ("features", "categorical") if getattr(data, key)]
+    covariates += ["calendar_features"] if data.calendar_features else []
+    if model.channels == "independent" and covariates:
+        keys = ", ".join(f"data.{key}" for key in covariates)
+        raise SeqtoolError(
+            f"{where('model.channels')}: independent reads each target column alone, so covariates ({keys}) "
+            "would never reach the network; use model.channels: mixed, or move them to data.target"
+        )
+    if model.revin_affine and model.window_norm != "revin":
+        raise SeqtoolError(f"{where('model.revin_affine')} applies to model.window_norm: revin (got {model.window_norm})")
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ What is exported is each task's inference graph, not the training module:
   carries on from the state it returns).
 - forecast: context (batch, context_length, columns), already scaled -> forecast (batch, horizon,
   targets) in scaled units, plus lower/upper interval bounds when the model was trained for them.
-  The "change from the last observed value" trick and the interval arithmetic are inside the
-  graph; the per-column affine scaler is in the metadata, because applying it inside would make
+  The per-window normalisation (`model.window_norm`), segments, channel independence, the
+  parallel decoder and the interval arithmetic are inside the graph; the per-column affine scaler is in the metadata, because applying it inside would make
   float32 rounding depend on the data's units.
 - classify: (tokens, lengths) -> (logits, probabilities). Training packs variable-length batches,
   which neither ONNX nor tracing can express; the exported graph runs over the padded batch and
@@ -43,6 +43,7 @@ from seqtool.engine import load_trained
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel, layer_weights, pool_over_time
 from seqtool.tasks.forecast import point_and_interval
+from seqtool.tasks.forecast_network import ForecastNetwork
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4  # largest accepted |exported - PyTorch| on the check batch
@@ -68,21 +69,16 @@ class LanguageModelGraph(nn.Module):
 
 class ForecastGraph(nn.Module):
     """context (batch, context_length, columns), scaled -> forecast[, lower, upper] (batch, horizon,
-    targets), scaled: `ForecastTask._windows`' base subtraction and `point_and_interval`, in one graph."""
+    targets), scaled: the forecast network and `point_and_interval`, in one graph."""
 
-    def __init__(self, model: SequenceModel, targets: int, horizon: int, loss: str, quantiles: list[float]):
+    def __init__(self, model: ForecastNetwork, loss: str, quantiles: list[float]):
         super().__init__()
         self.model = model
-        self.targets, self.horizon, self.loss, self.quantiles = targets, horizon, loss, quantiles
+        self.loss, self.quantiles = loss, quantiles
 
     def forward(self, context: torch.Tensor):
-        k = self.targets
-        base = context[:, -1, :k]  # (batch, targets): the last observed values
-        relative = torch.cat([context[:, :, :k] - base[:, None, :], context[:, :, k:]], dim=2)
-        out, _ = self.model(relative, last_only=True)
-        out = out.reshape(out.shape[0], self.horizon, k, -1)  # (batch, horizon, targets, outputs_per_step)
-        parts = point_and_interval(out, self.loss, self.quantiles)
-        return tuple(part + base[:, None, :] for part in parts if part is not None)
+        out = self.model(context)  # (batch, horizon, targets, outputs_per_step)
+        return tuple(part for part in point_and_interval(out, self.loss, self.quantiles) if part is not None)
 
 
 class ClassifierGraph(nn.Module):
@@ -186,10 +182,9 @@ def _language_model(task, model: SequenceModel, generator: torch.Generator) -> S
     return Signature(LanguageModelGraph(model), example, check, expected, inputs, outputs, axes)
 
 
-def _forecast(task, model: SequenceModel, generator: torch.Generator) -> Signature:
+def _forecast(task, model: ForecastNetwork, generator: torch.Generator) -> Signature:
     data, training = task.config.data, task.config.training
-    loss = training.loss or "mse"
-    graph = ForecastGraph(model, task.n_targets, data.horizon, loss, training.quantiles)
+    graph = ForecastGraph(model, training.loss or "mse", training.quantiles)
     # The training data's last context window (it travels in the checkpoint), and noisy copies.
     last = torch.tensor(task.artifacts_["last_context"], dtype=torch.float32)[None]  # (1, context, columns)
 
@@ -203,9 +198,8 @@ def _forecast(task, model: SequenceModel, generator: torch.Generator) -> Signatu
     with torch.no_grad():
         for row in check.numpy():
             padded = np.concatenate([row, np.zeros((data.horizon, row.shape[1]), dtype=np.float32)])
-            x, _, base = task._windows(padded, origins)
-            parts = [p for p in task._point_and_interval(task._outputs(model, x)) if p is not None]
-            expected_parts.append([p + base[:, None, :] for p in parts])
+            x, _ = task._windows(padded, origins)
+            expected_parts.append([p for p in task._point_and_interval(task._outputs(model, x)) if p is not None])
     expected = tuple(torch.from_numpy(np.concatenate(group)) for group in zip(*expected_parts, strict=True))
     shape = ["batch", "horizon", "targets"]
     outputs = [_tensor_spec("forecast", "float32", shape, "point forecast, scaled units")]

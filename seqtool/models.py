@@ -41,18 +41,7 @@ class SequenceModel(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(vocab_size, config.embedding_size) if vocab_size is not None else None
         self.dropout = nn.Dropout(config.dropout)
-        extra = {"nonlinearity": config.nonlinearity} if config.type == "rnn" else {}
-        self.recurrent = _RECURRENT[config.type](
-            config.embedding_size if vocab_size is not None else input_size,
-            config.hidden_size,
-            num_layers=config.num_layers,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-            batch_first=True,
-            bidirectional=config.bidirectional,
-            **extra,
-        )
-        if config.type == "lstm":
-            self._init_forget_bias(config.forget_bias)
+        self.recurrent = recurrent_layers(config, config.embedding_size if vocab_size is not None else input_size)
         # When a list: forward steps through time one cell call at a time and appends every
         # top-layer state to it, gradients retained (gradient-flow diagnostics; see `unrolled`).
         self.probe: list[RecurrentState] | None = None
@@ -66,17 +55,6 @@ class SequenceModel(nn.Module):
         if config.tie_weights:
             # Press & Wolf (2017), "Using the Output Embedding to Improve Language Models".
             self.head.weight = self.embedding.weight
-
-    @torch.no_grad()
-    def _init_forget_bias(self, value: float) -> None:
-        """Start every LSTM layer's forget gate at sigmoid(value): with 1.0 the cell keeps most of
-        its memory from the first step, which long-range dependencies need to be learnt at all
-        (Gers et al. 2000; Jozefowicz et al. 2015). PyTorch's two biases add up; the value goes
-        in one of them."""
-        size = self.config.hidden_size
-        for name, bias in self.recurrent.named_parameters():
-            if name.startswith("bias_"):
-                bias[size : 2 * size] = value if name.startswith("bias_ih") else 0.0
 
     def forward(
         self,
@@ -138,6 +116,34 @@ class SequenceModel(nn.Module):
             padded, _ = pad_packed_sequence(outputs, batch_first=True)  # (batch, longest, hidden * directions)
             features = pool_over_time(padded, lengths.to(padded.device), self.config.pooling)
         return self.head(self.dropout(features))
+
+
+def recurrent_layers(config: ModelConfig, input_size: int) -> nn.Module:
+    """The fused torch.nn.RNN/LSTM/GRU stack a model config describes, batch first."""
+    extra = {"nonlinearity": config.nonlinearity} if config.type == "rnn" else {}
+    recurrent = _RECURRENT[config.type](
+        input_size,
+        config.hidden_size,
+        num_layers=config.num_layers,
+        dropout=config.dropout if config.num_layers > 1 else 0.0,
+        batch_first=True,
+        bidirectional=config.bidirectional,
+        **extra,
+    )
+    if config.type == "lstm":
+        _init_forget_bias(recurrent, config.hidden_size, config.forget_bias)
+    return recurrent
+
+
+@torch.no_grad()
+def _init_forget_bias(recurrent: nn.Module, size: int, value: float) -> None:
+    """Start every LSTM layer's forget gate at sigmoid(value): with 1.0 the cell keeps most of
+    its memory from the first step, which long-range dependencies need to be learnt at all
+    (Gers et al. 2000; Jozefowicz et al. 2015). PyTorch's two biases add up; the value goes
+    in one of them."""
+    for name, bias in recurrent.named_parameters():
+        if name.startswith("bias_"):
+            bias[size : 2 * size] = value if name.startswith("bias_ih") else 0.0
 
 
 def pool_over_time(outputs: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:

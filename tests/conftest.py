@@ -122,6 +122,19 @@ def interrupt_on_call(monkeypatch, owner: type, name: str, call_number: int, act
     monkeypatch.setattr(owner, name, wrapper)
 
 
+def crash_and_resume(monkeypatch, task_class: type, config, run_dir: Path, crash_at: int) -> None:
+    """Train `config` into `run_dir`, crashing (MemoryError) before the `crash_at`-th training
+    step, then resume it to the end."""
+    from seqtool.engine import train
+
+    original = task_class.training_loss
+    interrupt_on_call(monkeypatch, task_class, "training_loss", crash_at, raise_error(MemoryError("simulated crash")))
+    with pytest.raises(MemoryError):
+        train(config, run_dir)
+    monkeypatch.setattr(task_class, "training_loss", original)
+    train(config, run_dir, resume=True)
+
+
 def raise_error(error: BaseException):
     def action():
         raise error

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import assert_clean_error, interrupt_on_call, raise_error
+from conftest import assert_clean_error, crash_and_resume
 
 from seqtool.checkpoint import load_checkpoint
 from seqtool.config import build_config
@@ -118,12 +118,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_forecast_run(tmp_path, si
     training = {"epochs": None, "max_steps": 60, "eval_every": 20}
     config = build_config(forecast_config(sine_csv, training=training, model={"dropout": 0.2, "num_layers": 2}), "test")
     train(config, tmp_path / "full")
-    original = ForecastTask.training_loss
-    interrupt_on_call(monkeypatch, ForecastTask, "training_loss", 47, raise_error(MemoryError("simulated crash")))
-    with pytest.raises(MemoryError):
-        train(config, tmp_path / "cut")
-    monkeypatch.setattr(ForecastTask, "training_loss", original)
-    train(config, tmp_path / "cut", resume=True)
+    crash_and_resume(monkeypatch, ForecastTask, config, tmp_path / "cut", crash_at=47)
     full, cut = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("full", "cut"))
     assert all(torch.equal(full[k], cut[k]) for k in full)
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import interrupt_on_call, raise_error, send_signal, tiny_config
+from conftest import crash_and_resume, interrupt_on_call, send_signal, tiny_config
 
 from seqtool import checkpoint as checkpoint_module
 from seqtool.checkpoint import load_checkpoint
@@ -147,12 +147,7 @@ def test_resume_of_a_run_that_died_before_its_first_checkpoint_starts_fresh(tmp_
 
 def test_csv_metrics_sink_follows_the_jsonl_through_a_resume(tmp_path, corpus, monkeypatch):
     config = build_config(tiny_config(corpus, training={"max_steps": 30, "log": ["jsonl", "csv"]}), "test")
-    original = LanguageModelTask.training_loss
-    interrupt_on_call(monkeypatch, LanguageModelTask, "training_loss", 25, raise_error(MemoryError("simulated crash")))
-    with pytest.raises(MemoryError):
-        train(config, tmp_path / "run")
-    monkeypatch.setattr(LanguageModelTask, "training_loss", original)
-    train(config, tmp_path / "run", resume=True)
+    crash_and_resume(monkeypatch, LanguageModelTask, config, tmp_path / "run", crash_at=25)
     import pandas as pd
 
     table = pd.read_csv(tmp_path / "run" / "metrics.csv")

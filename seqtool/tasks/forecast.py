@@ -1,10 +1,11 @@
 """Forecasting CSV time series: direct multi-step prediction from a context window.
 
 For an origin t the model reads rows [t - context_length, t) of every input column and predicts
-the target columns at rows [t, t + horizon) in one shot. Target inputs and outputs are taken
-relative to the last observed target value (in scaled units), so the network forecasts the
-change from "now": a series that trends beyond its training range (airline passengers) still
-looks familiar to it, and a network that learns nothing falls back to the naive forecast.
+the target columns at rows [t, t + horizon) in one shot. The network (`forecast_network.py`)
+normalises each window itself: by default its targets are taken relative to the last observed
+value, so the network forecasts the change from "now": a series that trends beyond its training
+range (airline passengers) still looks familiar to it, and a network that learns nothing falls
+back to the naive forecast.
 
 The split is chronological (train | val | test), the scaler is fitted on the training rows only,
 and evaluation is a rolling-origin backtest over the held-out tail, in the data's own units,
@@ -25,8 +26,8 @@ from seqtool.config import Config
 from seqtool.data import csvfile, series
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.models import SequenceModel
 from seqtool.tasks import WindowedTask, to_device
+from seqtool.tasks.forecast_network import ForecastNetwork
 
 HISTORY_TAIL = 200  # rows of target history kept in the checkpoint for plots
 Z_80 = 1.2815515655446004  # standard normal quantile of 0.9: mean +- Z_80 sigma covers 80%
@@ -67,9 +68,10 @@ class ForecastTask(WindowedTask):
     def n_targets(self) -> int:
         return len(self.data.target)
 
-    def _prepare(self, path: str) -> PreparedSeries:
+    def _prepare(self, path: str, whole: bool = False) -> PreparedSeries:
         """CSV -> cleaned values. Column layout and categories come from the checkpoint when
-        there is one, so evaluation and prediction see exactly the training columns."""
+        there is one, so evaluation and prediction see exactly the training columns. Only the
+        first `data.max_rows` rows are kept unless `whole` (a forecast beyond the data's end)."""
         data = self.data
         source = str(path)
         frame = csvfile.read_csv(path)
@@ -86,6 +88,8 @@ class ForecastTask(WindowedTask):
             frame, index = series.order_by_time(frame, dates, source)
             frequency = self.artifacts_["frequency"] if self.artifacts_ else series.infer_frequency(index, data.frequency, source)
             frame, gaps = series.regular_index(frame, index, frequency, source)
+        if data.max_rows is not None and not whole:
+            frame = frame.iloc[: data.max_rows]
         positions = np.nan_to_num(frame["_row"].to_numpy(), nan=0).astype(np.int64)
         numeric = series.numeric_columns(frame, data.target + data.features, source, positions)
         numeric = series.fill_missing(numeric, data.missing, source)
@@ -169,9 +173,9 @@ class ForecastTask(WindowedTask):
         loss = self.config.training.loss
         return {"gaussian_nll": 2, "quantile": len(self.config.training.quantiles)}.get(loss, 1)
 
-    def build_model(self) -> SequenceModel:
-        size = self.data.horizon * self.n_targets * self.outputs_per_step
-        return SequenceModel(self.config.model, output_size=size, input_size=len(self.artifacts_["columns"]))
+    def build_model(self) -> ForecastNetwork:
+        columns, loss = len(self.artifacts_["columns"]), self.config.training.loss or "mse"
+        return ForecastNetwork(self.config.model, columns, self.n_targets, self.data.horizon, loss, self.outputs_per_step)
 
     def steps_per_epoch(self) -> int:
         return self.cluster.usable_batches(len(self.train_origins), self.config.training.batch_size)
@@ -185,22 +189,20 @@ class ForecastTask(WindowedTask):
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         self.order = self.train_origins[torch.randperm(len(self.train_origins), generator=generator).numpy()]
 
-    def _windows(self, inputs: np.ndarray, origins: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        """Model inputs (batch, context, columns) and targets (batch, horizon, targets), with the
-        targets' last observed values subtracted; returns that base too, (batch, targets)."""
+    def _windows(self, inputs: np.ndarray, origins: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled model inputs (batch, context, columns) and targets (batch, horizon, targets):
+        copies of the batch's windows only, gathered through a strided view of `inputs`."""
         k, context, horizon = self.n_targets, self.data.context_length, self.data.horizon
-        x = series.gather_windows(inputs, origins, -context, context).copy()  # (batch, context, columns)
-        base = x[:, -1, :k].copy()  # (batch, targets)
-        x[:, :, :k] -= base[:, None, :]
-        y = series.gather_windows(inputs[:, :k], origins, 0, horizon) - base[:, None, :]  # (batch, horizon, targets)
-        return torch.from_numpy(x), torch.from_numpy(y), base
+        x = np.ascontiguousarray(series.gather_windows(inputs, origins, -context, context))
+        y = np.ascontiguousarray(series.gather_windows(inputs[:, :k], origins, 0, horizon))
+        return torch.from_numpy(x), torch.from_numpy(y)
 
-    def _outputs(self, model: SequenceModel, x: torch.Tensor) -> torch.Tensor:
-        out, _ = model(x, last_only=True)  # (batch, horizon * targets * outputs_per_step)
-        return out.float().reshape(len(x), self.data.horizon, self.n_targets, self.outputs_per_step)
+    def _outputs(self, model: ForecastNetwork, x: torch.Tensor) -> torch.Tensor:
+        return model(x).float()  # (batch, horizon, targets, outputs_per_step), scaled units
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """out (batch, horizon, targets, outputs_per_step), y (batch, horizon, targets)."""
+        """out (batch, horizon, targets, outputs_per_step), y (batch, horizon, targets), both scaled;
+        for gaussian_nll out holds mean and variance."""
         loss = self.config.training.loss or "mse"
         if loss == "mse":
             return F.mse_loss(out[..., 0], y)
@@ -209,15 +211,15 @@ class ForecastTask(WindowedTask):
         if loss == "huber":
             return F.huber_loss(out[..., 0], y, delta=1.0)
         if loss == "gaussian_nll":
-            return F.gaussian_nll_loss(out[..., 0], y, F.softplus(out[..., 1]) + 1e-6)
+            return F.gaussian_nll_loss(out[..., 0], y, out[..., 1])
         levels = torch.tensor(self.config.training.quantiles, device=out.device)
         error = y.unsqueeze(-1) - out  # (batch, horizon, targets, quantiles)
         return torch.maximum(levels * error, (levels - 1) * error).mean()  # pinball loss
 
-    def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor:
+    def training_loss(self, model: ForecastNetwork, batch_index: int, device: torch.device) -> torch.Tensor:
         size = self.config.training.batch_size
         origins, share = self.cluster.own_rows(self.order[batch_index * size : (batch_index + 1) * size])
-        x, y, _ = self._windows(self.train_inputs, origins)
+        x, y = self._windows(self.train_inputs, origins)
         return self._loss(self._outputs(model, to_device(x, device)), to_device(y, device)) * share
 
     # ---- forecasting -------------------------------------------------------------------------
@@ -238,7 +240,7 @@ class ForecastTask(WindowedTask):
 
     @torch.no_grad()
     def forecast(
-        self, model: SequenceModel, inputs: np.ndarray, origins: np.ndarray, device: torch.device
+        self, model: ForecastNetwork, inputs: np.ndarray, origins: np.ndarray, device: torch.device
     ) -> dict[str, np.ndarray]:
         """Forecasts in original units for each origin: point, lower, upper (batch, horizon, targets)."""
         was_training = model.training
@@ -247,11 +249,11 @@ class ForecastTask(WindowedTask):
         k = self.n_targets
         for start in range(0, len(origins), 1024):
             chunk = origins[start : start + 1024]
-            x, _, base = self._windows(inputs, chunk)
+            x, _ = self._windows(inputs, chunk)
             point, lower, upper = self._point_and_interval(self._outputs(model, to_device(x, device)).cpu())
             for name, values in (("point", point), ("lower", lower), ("upper", upper)):
                 if values is not None:
-                    results[name].append(self.scaler.inverse(values + base[:, None, :], slice(0, k)))
+                    results[name].append(self.scaler.inverse(values, slice(0, k)))
         model.train(was_training)
         return {name: np.concatenate(parts) for name, parts in results.items() if parts}
 
@@ -296,14 +298,16 @@ class ForecastTask(WindowedTask):
         return setup
 
     @torch.no_grad()
-    def evaluate(self, model: SequenceModel, split: str, device: torch.device, data_path: str | None = None) -> dict[str, float]:
+    def evaluate(
+        self, model: ForecastNetwork, split: str, device: torch.device, data_path: str | None = None
+    ) -> dict[str, float]:
         setup = self._eval_setup(split, data_path)
         inputs, origins = setup["inputs"], setup["origins"]
         was_training = model.training
         model.eval()
         losses = []
         for start in range(0, len(origins), 1024):
-            x, y, _ = self._windows(inputs, origins[start : start + 1024])
+            x, y = self._windows(inputs, origins[start : start + 1024])
             losses.append(self._loss(self._outputs(model, to_device(x, device)), to_device(y, device)).item() * len(x))
         model.train(was_training)
         predicted = self.forecast(model, inputs, origins, device)
@@ -324,14 +328,14 @@ class ForecastTask(WindowedTask):
 
     # ---- prediction beyond the data ------------------------------------------------------------
 
-    def predict_future(self, model: SequenceModel, data_path: str | None, horizon: int | None) -> pd.DataFrame:
+    def predict_future(self, model: ForecastNetwork, data_path: str | None, horizon: int | None) -> pd.DataFrame:
         """Forecast the steps after the last row of `data_path` (or of the training data, whose
         last context window travels in the checkpoint)."""
         horizon = horizon or self.data.horizon
         if horizon > self.data.horizon:
             raise SeqtoolError(f"--horizon {horizon} is beyond the model's horizon of {self.data.horizon} steps (data.horizon)")
         if data_path:
-            prepared = self._prepare(data_path)
+            prepared = self._prepare(data_path, whole=True)
             if len(prepared.values) < self.data.context_length:
                 raise SeqtoolError(
                     f"{data_path}: {len(prepared.values)} rows, fewer than data.context_length = {self.data.context_length}"
@@ -362,7 +366,7 @@ class ForecastTask(WindowedTask):
         """Target history for a plot: from the CSV, or the training data's tail kept in the checkpoint
         (None for checkpoints written before seqtool kept it)."""
         if data_path:
-            prepared = self._prepare(data_path)
+            prepared = self._prepare(data_path, whole=True)
             return pd.DataFrame(prepared.values[:, : self.n_targets], index=prepared.index, columns=self.data.target)
         tail = self.artifacts_.get("history_tail")
         if tail is None:
@@ -370,7 +374,7 @@ class ForecastTask(WindowedTask):
         index = pd.DatetimeIndex(tail["index"]) if self.artifacts_["frequency"] else pd.Index([int(i) for i in tail["index"]])
         return pd.DataFrame(tail["values"], index=index, columns=self.data.target)
 
-    def backtest_frame(self, model: SequenceModel, split: str, data_path: str | None) -> dict[str, Any]:
+    def backtest_frame(self, model: ForecastNetwork, split: str, data_path: str | None) -> dict[str, Any]:
         """Actual values of the split and non-overlapping forecasts across it, for plotting."""
         setup = self._eval_setup(split, data_path)
         prepared, horizon = setup["prepared"], self.data.horizon
@@ -385,9 +389,10 @@ def point_and_interval(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The model's outputs (batch, horizon, targets, outputs_per_step) -> point forecast and 80%
     (or outermost-quantile) interval, each (batch, horizon, targets); in torch, so that the
-    exported graph (`seqtool export`) computes exactly this too."""
+    exported graph (`seqtool export`) computes exactly this too. Gaussian outputs are mean and
+    variance."""
     if loss == "gaussian_nll":
-        mean, sigma = out[..., 0], (F.softplus(out[..., 1]) + 1e-6).sqrt()
+        mean, sigma = out[..., 0], out[..., 1].sqrt()
         return mean, mean - Z_80 * sigma, mean + Z_80 * sigma
     if loss == "quantile":
         middle = min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5))
