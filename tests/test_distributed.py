@@ -13,6 +13,7 @@ import torch
 import yaml
 from conftest import assert_clean_error, tiny_config
 from test_classify import classify_config, memory_frame
+from test_forecast import forecast_config, sine_frame
 
 from seqtool.checkpoint import load_checkpoint
 from seqtool.config import load_config
@@ -79,5 +80,20 @@ def test_two_processes_classify_with_an_uneven_last_batch_and_class_weights(tmp_
     torchrun("train", str(config), "--run-dir", "ddp", cwd=tmp_path)
     # 184 training texts in batches of 32: the last batch holds 24, split 12 + 12; a mean over each
     # rank's rows would only equal the global mean by luck with weights, so this checks the scaling.
+    assert_same_weights(tmp_path / "single/last.pt", tmp_path / "ddp/last.pt", atol=1e-5)
+    assert train_losses(tmp_path / "ddp") == pytest.approx(train_losses(tmp_path / "single"), rel=1e-5)
+
+
+def test_two_processes_train_a_segmented_channel_independent_forecaster_as_one(tmp_path):
+    frame = sine_frame(300)
+    frame["Other"] = (frame["Value"] * -1.5 + 30).round(4)
+    frame.to_csv(tmp_path / "series.csv", index=False)
+    model = {"type": "gru", "segment_length": 8, "decoder": "parallel", "channels": "independent", "window_norm": "revin"}
+    values = forecast_config(tmp_path / "series.csv", data={"target": ["Value", "Other"]}, model=model)
+    values["training"].update({"epochs": None, "max_steps": 8, "eval_every": 4, "log_every": 1})
+    config = tmp_path / "fc.yaml"
+    config.write_text(yaml.safe_dump(values))
+    train(load_config(config), tmp_path / "single")
+    torchrun("train", str(config), "--run-dir", "ddp", cwd=tmp_path)
     assert_same_weights(tmp_path / "single/last.pt", tmp_path / "ddp/last.pt", atol=1e-5)
     assert train_losses(tmp_path / "ddp") == pytest.approx(train_losses(tmp_path / "single"), rel=1e-5)
