@@ -5,6 +5,11 @@ few steps and evaluates it, then prints the peak resident memory beside the size
 and the size that materialising every training window would need.
 
     .venv/bin/python benchmarks/forecast_memory.py [--rows 1000000] [--context 64] [--steps 50]
+        [--channels mixed|independent]
+
+`--channels mixed` forecasts x0 from all 20 columns; `independent` forecasts all 20 columns, each
+its own univariate series (`model.channels: independent`, 16-row segments, RevIN): 20x the
+windows, which must not cost 20x the memory.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--channels", choices=["mixed", "independent"], default="mixed")
     args = parser.parse_args()
     columns = 20
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,6 +54,11 @@ def main() -> None:
         del frame, values
         baseline = peak_rss_mb()
         config_path = Path(tmp) / "big.yaml"
+        independent = (
+            {"channels": "independent", "segment_length": 16, "decoder": "parallel", "window_norm": "revin"}
+            if args.channels == "independent"
+            else {}
+        )
         config_path.write_text(
             yaml.safe_dump(
                 {
@@ -55,14 +66,17 @@ def main() -> None:
                     "data": {
                         "path": str(path),
                         "date_column": "time",
-                        "target": "x0",
-                        "features": [f"x{i}" for i in range(1, columns)],
+                        **(
+                            {"target": "x0", "features": [f"x{i}" for i in range(1, columns)]}
+                            if args.channels == "mixed"
+                            else {"target": [f"x{i}" for i in range(columns)]}
+                        ),
                         "context_length": args.context,
                         "horizon": 12,
                         "val_fraction": 0.05,
                         "backtest_stride": 500,
                     },
-                    "model": {"hidden_size": 64, "num_layers": 1, "dropout": 0.0},
+                    "model": {"hidden_size": 64, "num_layers": 1, "dropout": 0.0, **independent},
                     "training": {
                         "batch_size": 256,
                         "epochs": None,
@@ -81,7 +95,8 @@ def main() -> None:
     data_mb = args.rows * columns * 8 / 2**20
     windows_mb = args.rows * args.context * columns * 8 / 2**20
     table = Table(
-        title=f"Forecast training on {args.rows:,} rows x {columns} columns ({size_mb:,.0f} MB of CSV), {args.steps} steps"
+        title=f"Forecast training on {args.rows:,} rows x {columns} columns ({size_mb:,.0f} MB of CSV), {args.steps} steps, "
+        f"channels {args.channels}"
     )
     table.add_column("quantity")
     table.add_column("MB", justify="right")
@@ -94,7 +109,8 @@ def main() -> None:
         f"train + evaluate wall time: {seconds:.1f} s; growth {peak - baseline:,.0f} MB = {(peak - baseline) / data_mb:.1f}x the data"
     )
     print(
-        f"reproduce: .venv/bin/python benchmarks/forecast_memory.py --rows {args.rows} --context {args.context} --steps {args.steps}"
+        f"reproduce: .venv/bin/python benchmarks/forecast_memory.py --rows {args.rows} --context {args.context} "
+        f"--steps {args.steps} --channels {args.channels}"
     )
 
 

@@ -35,21 +35,21 @@ from seqtool.tasks.forecast import ForecastTask
 
 RECIPE = "configs/etth2_multivariate.yaml"
 TARGETS = {"multivariate": "[HUFL,HULL,MUFL,MULL,LUFL,LULL,OT]", "univariate": "[OT]"}
-# Published ETTh2 test MSE, multivariate. Nie et al. (ICLR 2023, PatchTST) Table 3, as
-# ../shared/data/SOURCES.md quotes it; and the look-back-96 table of the SegRNN repository's
-# README (lss-1138/SegRNN; its other models' rows from iTransformer, Liu et al. 2024).
+# Published ETTh2 test MSE, multivariate: Nie et al. (ICLR 2023, PatchTST) Table 3, and the
+# look-back-96 table of the SegRNN repository's README (github.com/lss-1138/SegRNN; its other
+# models' rows are taken from iTransformer, Liu et al. 2024).
 PUBLISHED = {
     96: [
-        ("DLinear, look-back 336 (PatchTST paper)", 0.289),
-        ("PatchTST/64, look-back 512 (PatchTST paper)", 0.274),
-        ("DLinear, look-back 96 (SegRNN README)", 0.333),
-        ("PatchTST, look-back 96 (SegRNN README)", 0.302),
-        ("SegRNN, look-back 96 (SegRNN README)", 0.278),
+        ("DLinear L=336 (PatchTST paper)", 0.289),
+        ("PatchTST/64 L=512 (PatchTST paper)", 0.274),
+        ("DLinear L=96 (SegRNN README)", 0.333),
+        ("PatchTST L=96 (SegRNN README)", 0.302),
+        ("SegRNN L=96 (SegRNN README)", 0.278),
     ],
     336: [
-        ("DLinear, look-back 96 (SegRNN README)", 0.594),
-        ("PatchTST, look-back 96 (SegRNN README)", 0.426),
-        ("SegRNN, look-back 96 (SegRNN README)", 0.421),
+        ("DLinear L=96 (SegRNN README)", 0.594),
+        ("PatchTST L=96 (SegRNN README)", 0.426),
+        ("SegRNN L=96 (SegRNN README)", 0.421),
     ],
 }
 
