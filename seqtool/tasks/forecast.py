@@ -412,14 +412,15 @@ def mase_scale(history: np.ndarray, m: int) -> np.ndarray:
     """Mean absolute error of the in-sample seasonal-naive forecast, per target: the yardstick MASE
     divides by (Hyndman & Koehler, 2006). Falls back to lag 1 when the history is too short."""
     lag = m if len(history) > m else 1
-    scale = np.abs(history[lag:] - history[:-lag]).mean(axis=0)
+    # column by column: the temporary differences stay one column long, however many targets
+    scale = np.array([np.abs(history[lag:, j] - history[:-lag, j]).mean() for j in range(history.shape[1])])
     return np.where(scale > 1e-12, scale, 1.0)
 
 
 def z_scale(history: np.ndarray) -> np.ndarray:
     """Per-target standard deviation of the training rows (population, as scikit-learn's
     StandardScaler): the unit of the published long-horizon tables' MSE. 1 for a constant column."""
-    std = history.std(axis=0)
+    std = np.array([history[:, j].std() for j in range(history.shape[1])])
     return np.where(std > 1e-12, std, 1.0)
 
 
