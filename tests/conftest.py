@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -146,3 +148,70 @@ def send_signal(signum: int):
     import os
 
     return lambda: os.kill(os.getpid(), signum)
+
+
+# ---- shared data and config builders (forecast, classify) ----------------------------------
+
+
+def sine_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Sine (period 20) plus trend plus noise, daily."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    value = 10 + 0.02 * t + 3 * np.sin(2 * np.pi * t / 20) + rng.normal(0, 0.3, rows)
+    return pd.DataFrame(
+        {"Date": pd.date_range("2020-01-01", periods=rows, freq="D").strftime("%Y-%m-%d"), "Value": value.round(4)}
+    )
+
+
+def forecast_config(path, **sections):
+    config = {
+        "task": "forecast",
+        "seed": 3,
+        "data": {
+            "path": str(path),
+            "date_column": "Date",
+            "target": "Value",
+            "context_length": 40,
+            "horizon": 10,
+            "val_fraction": 0.2,
+            "seasonality": 20,
+        },
+        "model": {"type": "lstm", "hidden_size": 32, "num_layers": 1, "dropout": 0.0},
+        "training": {
+            "batch_size": 32,
+            "epochs": 25,
+            "lr": 0.01,
+            "eval_every": 50,
+            "log_every": 25,
+            "device": "cpu",
+            "loss": "mse",
+        },
+    }
+    for section, values in sections.items():
+        config[section].update(values)
+    return config
+
+
+FILLER = "the a of and to in is it that was for on with as by this at from or an be".split()
+
+
+def memory_frame(rows: int = 800, length: int = 20, seed: int = 0) -> pd.DataFrame:
+    """The label is the first word ("good" or "bad"), followed by `length` filler words: the
+    answer sits early in a long sequence, so the model must carry it to the end."""
+    rng = np.random.default_rng(seed)
+    first = rng.choice(["good", "bad"], rows)
+    texts = [f"{w} " + " ".join(rng.choice(FILLER, length)) for w in first]
+    return pd.DataFrame({"review": texts, "sentiment": np.where(first == "good", "pos", "neg")})
+
+
+def classify_config(path, **sections):
+    config = {
+        "task": "classify",
+        "seed": 5,
+        "data": {"path": str(path), "text_column": "review", "label_column": "sentiment", "min_freq": 1, "val_fraction": 0.2},
+        "model": {"type": "lstm", "hidden_size": 32, "num_layers": 1, "embedding_size": 16, "dropout": 0.0, "pooling": "last"},
+        "training": {"batch_size": 32, "epochs": 15, "lr": 0.01, "eval_every": 30, "log_every": 15, "device": "cpu"},
+    }
+    for section, values in sections.items():
+        config[section].update(values)
+    return config

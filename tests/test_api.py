@@ -3,8 +3,7 @@
 import pandas as pd
 import pytest
 import yaml
-from test_classify import classify_config, memory_frame
-from test_forecast import forecast_config, sine_frame
+from conftest import classify_config, forecast_config, memory_frame, sine_frame
 
 import seqtool
 from seqtool.errors import SeqtoolError
@@ -33,6 +32,11 @@ def test_forecast_and_classify_through_the_api(tmp_path):
     (tmp_path / "cls.yaml").write_text(yaml.safe_dump(classify_config(tmp_path / "texts.csv", training={"epochs": 1})))
     seqtool.train(tmp_path / "cls.yaml", ["training.batch_size=16"], run_dir=tmp_path / "cls")
     classifier = seqtool.load(tmp_path / "cls")
-    ((label, probability),) = classifier.predict(["good the a of"])
-    assert label in ("pos", "neg") and 0.5 <= probability <= 1.0
-    assert "label" in classifier.predict(tmp_path / "texts.csv").columns
+    texts = ["good the a of", "bad the a of"]
+    pairs = classifier.predict(texts)
+    pd.DataFrame({"review": texts}).to_csv(tmp_path / "two.csv", index=False)
+    table = classifier.predict(tmp_path / "two.csv")  # the CSV path scores the same texts the same way
+    for (label, probability), (_, row) in zip(pairs, table.iterrows(), strict=True):
+        assert label == row["label"] and probability == pytest.approx(row[f"prob_{label}"], abs=1e-6)
+        assert row["prob_pos"] + row["prob_neg"] == pytest.approx(1.0, abs=1e-5)
+    assert pairs[0][1] != pytest.approx(pairs[1][1], abs=1e-6)  # the first word, which decides, changes the answer

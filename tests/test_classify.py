@@ -9,37 +9,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import assert_clean_error
+from conftest import FILLER, assert_clean_error, classify_config, memory_frame
 
 from seqtool.api import load
 from seqtool.config import ModelConfig
 from seqtool.data import table
 from seqtool.data.text import UNK, Vocabulary
 from seqtool.models import SequenceModel
-
-FILLER = "the a of and to in is it that was for on with as by this at from or an be".split()
-
-
-def memory_frame(rows: int = 800, length: int = 20, seed: int = 0) -> pd.DataFrame:
-    """The label is the first word ("good" or "bad"), followed by `length` filler words: the
-    answer sits early in a long sequence, so the model must carry it to the end."""
-    rng = np.random.default_rng(seed)
-    first = rng.choice(["good", "bad"], rows)
-    texts = [f"{w} " + " ".join(rng.choice(FILLER, length)) for w in first]
-    return pd.DataFrame({"review": texts, "sentiment": np.where(first == "good", "pos", "neg")})
-
-
-def classify_config(path, **sections):
-    config = {
-        "task": "classify",
-        "seed": 5,
-        "data": {"path": str(path), "text_column": "review", "label_column": "sentiment", "min_freq": 1, "val_fraction": 0.2},
-        "model": {"type": "lstm", "hidden_size": 32, "num_layers": 1, "embedding_size": 16, "dropout": 0.0, "pooling": "last"},
-        "training": {"batch_size": 32, "epochs": 15, "lr": 0.01, "eval_every": 30, "log_every": 15, "device": "cpu"},
-    }
-    for section, values in sections.items():
-        config[section].update(values)
-    return config
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import assert_clean_error, tiny_config
-from test_classify import classify_config, memory_frame
-from test_forecast import forecast_config, sine_frame
+from conftest import assert_clean_error, classify_config, forecast_config, memory_frame, sine_frame, tiny_config
 
 from seqtool.checkpoint import load_checkpoint
 from seqtool.config import load_config

@@ -12,10 +12,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import assert_clean_error, tiny_config
+from conftest import FILLER, assert_clean_error, classify_config, forecast_config, memory_frame, sine_frame, tiny_config
 from rich.console import Console
-from test_classify import FILLER, classify_config, memory_frame
-from test_forecast import forecast_config, sine_frame
 
 import seqtool
 from seqtool.checkpoint import BEST

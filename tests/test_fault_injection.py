@@ -19,9 +19,7 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import make_corpus
-from test_classify import classify_config, memory_frame
-from test_forecast import forecast_config, sine_frame
+from conftest import classify_config, forecast_config, make_corpus, memory_frame, sine_frame
 
 from seqtool.checkpoint import load_checkpoint
 

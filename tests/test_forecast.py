@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import assert_clean_error, crash_and_resume
+from conftest import assert_clean_error, crash_and_resume, forecast_config, sine_frame
 
 from seqtool.checkpoint import load_checkpoint
 from seqtool.config import build_config
@@ -16,45 +16,6 @@ from seqtool.engine import load_trained, train
 from seqtool.tasks.forecast import ForecastTask
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def sine_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
-    """Sine (period 20) plus trend plus noise, daily."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(rows)
-    value = 10 + 0.02 * t + 3 * np.sin(2 * np.pi * t / 20) + rng.normal(0, 0.3, rows)
-    return pd.DataFrame(
-        {"Date": pd.date_range("2020-01-01", periods=rows, freq="D").strftime("%Y-%m-%d"), "Value": value.round(4)}
-    )
-
-
-def forecast_config(path, **sections):
-    config = {
-        "task": "forecast",
-        "seed": 3,
-        "data": {
-            "path": str(path),
-            "date_column": "Date",
-            "target": "Value",
-            "context_length": 40,
-            "horizon": 10,
-            "val_fraction": 0.2,
-            "seasonality": 20,
-        },
-        "model": {"type": "lstm", "hidden_size": 32, "num_layers": 1, "dropout": 0.0},
-        "training": {
-            "batch_size": 32,
-            "epochs": 25,
-            "lr": 0.01,
-            "eval_every": 50,
-            "log_every": 25,
-            "device": "cpu",
-            "loss": "mse",
-        },
-    }
-    for section, values in sections.items():
-        config[section].update(values)
-    return config
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import assert_clean_error, crash_and_resume
-from test_forecast import forecast_config, sine_frame
+from conftest import assert_clean_error, crash_and_resume, forecast_config, sine_frame
 
 import seqtool
 from seqtool.checkpoint import load_checkpoint

@@ -31,6 +31,23 @@ def test_fused_module_computes_the_reference_equations(module):
     assert torch.allclose(actual, expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_sequence_model_is_input_layer_then_the_reference_equations_then_the_head(kind):
+    """SequenceModel itself, in eval mode, for token ids and for real-valued features."""
+    torch.manual_seed(0)
+    config = ModelConfig(type=kind, hidden_size=7, num_layers=2, embedding_size=5, dropout=0.3)
+    tokens = torch.randint(0, 11, (3, 9))
+    language_model = SequenceModel(config, output_size=11, vocab_size=11).double().eval()
+    features = torch.randn(3, 9, 4, dtype=torch.float64)
+    regressor = SequenceModel(config, output_size=2, input_size=4).double().eval()
+    with torch.no_grad():
+        logits, _ = language_model(tokens)
+        embedded = language_model.embedding(tokens)
+        torch.testing.assert_close(logits, language_model.head(run_reference(language_model.recurrent, embedded)))
+        last, _ = regressor(features, last_only=True)
+        torch.testing.assert_close(last, regressor.head(run_reference(regressor.recurrent, features)[:, -1]))
+
+
 def test_reference_is_not_trivially_equal():
     """A wrong gate order must be caught: swap the LSTM forget and input gates and compare."""
     torch.manual_seed(0)
