@@ -5,7 +5,8 @@ Three habits keep configs honest:
   means what it looks like (PyYAML's default 1.1 rules turn `1e-3` into a string).
 - Every value then passes through the schema's type: `"0.002"` becomes 0.002, `"abc"` for a float
   is an error naming the dotted key and where it came from (file or command-line override).
-- Unknown keys are errors with a "did you mean" suggestion, never warnings.
+- Unknown keys are errors with a "did you mean" suggestion, never warnings; so are keys that the
+  task kind does not read (`APPLIES_TO`).
 """
 
 from __future__ import annotations
@@ -208,7 +209,12 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every key this task reads (what a run directory's config.yaml holds: a file that
+        trains again as it is, so keys the task does not read are left out)."""
+        data = dataclasses.asdict(self)
+        for section in ("model", "training"):
+            data[section] = {k: v for k, v in data[section].items() if _reason_not_read(f"{section}.{k}", self) is None}
+        return data
 
 
 def model_label(model: dict[str, Any]) -> str:
@@ -468,8 +474,54 @@ def _build_section(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
     return cls(**values)
 
 
-def build_config(raw: Any, source: str, overridden: set[str] | None = None) -> Config:
-    """Validate a parsed YAML mapping into a `Config`; every error names key and source."""
+# Keys of the shared `model` and `training` sections that only some task kinds read. Given for
+# another kind, such a key would be silently ignored, so it is an error (a stored run config,
+# which lists every key with its default, is not checked: it was checked when it was written).
+APPLIES_TO: dict[str, tuple[str, ...]] = {
+    "model.embedding_size": ("language_model", "classify", "long_range"),
+    "model.tie_weights": ("language_model",),
+    "model.output": ("language_model",),
+    "model.bidirectional": ("classify",),
+    "model.pooling": ("classify",),
+    **{f"model.{key}": ("forecast",) for key in ("segment_length", "decoder", "channels", "window_norm", "revin_affine")},
+    "training.seq_len": ("language_model",),
+    "training.state_reset": ("language_model",),
+    "training.loss": ("forecast",),
+    "training.quantiles": ("forecast",),
+    "training.class_weights": ("classify",),
+    "training.log_grad_flow": ("language_model", "forecast", "long_range"),
+}
+_WHY_NOT = {
+    "forecast": "its inputs are real-valued rows, not tokens, and it reads fixed context windows",
+    "classify": "it reads whole texts, padded per batch",
+    "long_range": "its sequences are generated whole",
+    "language_model": "it reads a token stream in BPTT windows",
+}
+
+
+def _reason_not_read(path: str, config: Config) -> str | None:
+    """Why the task kind of `config` does not read the shared key `path`; None when it does."""
+    if path == "model.embedding_size" and isinstance(config.data, LongRangeData) and config.data.synthetic == "adding":
+        return "does not apply to data.synthetic: adding (its inputs are real numbers)"
+    kinds = APPLIES_TO.get(path)
+    if kinds is not None and config.task not in kinds:
+        return f"applies to task: {', '.join(kinds)}, not {config.task} ({_WHY_NOT[config.task]})"
+    return None
+
+
+def _check_applicable(raw: dict[str, Any], config: Config, where: _Where) -> None:
+    """Every key the user gave in `model` and `training` must be one this task kind reads."""
+    for section in ("model", "training"):
+        given = raw.get(section)
+        for key in given if isinstance(given, dict) else ():
+            reason = _reason_not_read(f"{section}.{key}", config)
+            if reason is not None:
+                raise SeqtoolError(f"{where(f'{section}.{key}')} {reason}")
+
+
+def build_config(raw: Any, source: str, overridden: set[str] | None = None, stored: bool = False) -> Config:
+    """Validate a parsed YAML mapping into a `Config`; every error names key and source.
+    `stored`: a config written by seqtool itself (every key present, already checked once)."""
     where = _Where(source, overridden or set())
     if raw is None:
         raise SeqtoolError(f"{source}: the config is empty")
@@ -488,6 +540,8 @@ def build_config(raw: Any, source: str, overridden: set[str] | None = None) -> C
         model=_build_section(ModelConfig, raw.get("model"), "model", where),
         training=_build_section(TrainingConfig, raw.get("training"), "training", where),
     )
+    if not stored:
+        _check_applicable(raw, config, where)
     _check_consistency(config, where)
     return config
 
@@ -509,8 +563,6 @@ def _check_consistency(config: Config, where: _Where) -> None:
             raise SeqtoolError(f"{where('data.path')} is missing: the CSV file to forecast")
         if not data.target:
             raise SeqtoolError(f"{where('data.target')} is missing: the column(s) to forecast")
-        if model.tie_weights:
-            raise SeqtoolError(f"{where('model.tie_weights')} applies to language models only")
         if data.val_fraction + data.test_fraction >= 0.9:
             raise SeqtoolError(f"{where('data.val_fraction')}: val_fraction + test_fraction leaves under 10% for training")
         if training.loss == "quantile":
@@ -520,36 +572,14 @@ def _check_consistency(config: Config, where: _Where) -> None:
                     f"{where('training.quantiles')} must be at least two increasing levels between 0 and 1, got {qs}"
                 )
         _check_forecast_model(data, model, where)
-    else:
-        if training.loss is not None:
-            raise SeqtoolError(f"{where('training.loss')} applies to task: forecast (language models use cross-entropy)")
-        for key, default in FORECAST_MODEL_DEFAULTS.items():
-            if getattr(model, key) != default:
-                raise SeqtoolError(f"{where('model.' + key)} applies to task: forecast")
-    if isinstance(data, (ClassifyData, LongRangeData)) and model.tie_weights:
-        raise SeqtoolError(f"{where('model.tie_weights')} applies to language models only")
     if isinstance(data, LongRangeData) and data.val_fraction + data.test_fraction >= 0.9:
         raise SeqtoolError(f"{where('data.val_fraction')}: val_fraction + test_fraction leaves under 10% for training")
     if model.forget_bias != 1.0 and model.type != "lstm":
         raise SeqtoolError(f"{where('model.forget_bias')} applies to model.type=lstm only (got type {model.type})")
-    if model.output == "adaptive" and not isinstance(data, LanguageModelData):
-        raise SeqtoolError(f"{where('model.output')}: adaptive applies to language models only")
     if model.output == "adaptive" and model.tie_weights:
         raise SeqtoolError(
             f"{where('model.tie_weights')} needs model.output: full (the adaptive softmax splits the output matrix in clusters)"
         )
-    if model.bidirectional and not isinstance(data, ClassifyData):
-        raise SeqtoolError(
-            f"{where('model.bidirectional')} applies to task: classify (a forecast or language model reads forward)"
-        )
-    if model.pooling != "last" and not isinstance(data, ClassifyData):
-        raise SeqtoolError(f"{where('model.pooling')} applies to task: classify")
-    if training.log_grad_flow and isinstance(data, ClassifyData):
-        raise SeqtoolError(f"{where('training.log_grad_flow')} applies to language_model, forecast and long_range tasks")
-    if training.state_reset != STATE_RESET_DEFAULT and not isinstance(data, LanguageModelData):
-        raise SeqtoolError(f"{where('training.state_reset')} applies to task: language_model (no other kind carries a state)")
-    if training.class_weights != "none" and not isinstance(data, ClassifyData):
-        raise SeqtoolError(f"{where('training.class_weights')} applies to task: classify")
     if model.tie_weights and model.embedding_size != model.hidden_size:
         raise SeqtoolError(
             f"{where('model.tie_weights')} needs model.embedding_size == model.hidden_size "
@@ -566,15 +596,6 @@ def _check_consistency(config: Config, where: _Where) -> None:
             raise SeqtoolError(f"{where('training.max_time')}: {exc}") from None
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", training.device):
         raise SeqtoolError(f"{where('training.device')} must be auto, cpu, cuda, cuda:N or mps, got {training.device!r}")
-
-
-FORECAST_MODEL_DEFAULTS = {
-    "segment_length": None,
-    "decoder": "head",
-    "channels": "mixed",
-    "window_norm": "last",
-    "revin_affine": False,
-}
 
 
 def _check_forecast_model(data: ForecastData, model: ModelConfig, where: _Where) -> None:
@@ -655,7 +676,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 def config_from_dict(data: dict[str, Any], source: str = "checkpoint") -> Config:
     """A stored config (checkpoint, run directory) back into a `Config`; one written before a
     key existed gets the value that reproduces what it trained with."""
-    return build_config(_migrate_stored(data), source)
+    return build_config(_migrate_stored(data), source, stored=True)
 
 
 def _migrate_stored(data: dict[str, Any]) -> dict[str, Any]:
@@ -721,7 +742,8 @@ def reference_markdown() -> str:
         "",
         "Generated from `seqtool/config.py` by `python scripts/config_reference.py`; do not edit by hand.",
         "Every key can be set in the YAML file or overridden on the command line as `section.key=value`",
-        "(values read as YAML). Unknown keys are errors.",
+        "(values read as YAML). Unknown keys are errors, and so are keys the task does not read (a key",
+        "marked for some tasks only, given for another).",
         "",
         "## Top level",
         "",

@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from seqtool.config import build_config, dump_yaml, flatten, load_config, parse_duration, parse_yaml
+from seqtool.config import build_config, config_from_dict, dump_yaml, flatten, load_config, parse_duration, parse_yaml
 from seqtool.errors import SeqtoolError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,7 +147,7 @@ def test_every_shipped_config_validates(path):
     written = flatten(parse_yaml(path.read_text(encoding="utf-8"), str(path)))
     for key, value in written.items():  # every key the file sets is kept as written (a name may stand for a list of one)
         assert resolved[key] == value or resolved[key] == [value], key
-    assert build_config(parse_yaml(dump_yaml(config.to_dict()), "run"), "run") == config  # and round-trips a run directory
+    assert config_from_dict(parse_yaml(dump_yaml(config.to_dict()), "run")) == config  # and round-trips a run directory
 
 
 def test_config_reference_is_up_to_date():
@@ -156,3 +157,52 @@ def test_config_reference_is_up_to_date():
     assert documented == reference_markdown(), "docs/config.md is stale: run python scripts/config_reference.py"
     for key in ("`training.on_nan`", "`data.context_length`", "`model.pooling`", "`data.text_column`"):
         assert key in documented
+
+
+@pytest.mark.parametrize(
+    "task,data,given,expected",
+    [
+        (
+            "forecast",
+            {"path": "x.csv", "target": "y"},
+            "training: {seq_len: 128}",
+            "'training.seq_len' applies to task: language_model, not forecast",
+        ),
+        (
+            "forecast",
+            {"path": "x.csv", "target": "y"},
+            "model: {embedding_size: 64}",
+            "'model.embedding_size' applies to task: .*not forecast",
+        ),
+        (
+            "long_range",
+            {"synthetic": "adding"},
+            "model: {embedding_size: 8}",
+            "'model.embedding_size' does not apply to data.synthetic: adding",
+        ),
+        (
+            "language_model",
+            {"path": "x.txt"},
+            "training: {loss: mse}",
+            "'training.loss' applies to task: forecast, not language_model",
+        ),
+        (
+            "classify",
+            {"path": "x.csv"},
+            "model: {tie_weights: false}",
+            "'model.tie_weights' applies to task: language_model, not classify",
+        ),
+        (
+            "language_model",
+            {"path": "x.txt"},
+            "training: {class_weights: none}",
+            "'training.class_weights' applies to task: classify",
+        ),
+    ],
+)
+def test_a_key_the_task_does_not_read_is_an_error_even_at_its_default(tmp_path, task, data, given, expected):
+    text = yaml.safe_dump({"task": task, "data": data}) + given + "\n"
+    with pytest.raises(SeqtoolError, match=expected):
+        load_config(config_file(tmp_path, text))
+    config = build_config({"task": task, "data": data}, "x")
+    assert config_from_dict(config.to_dict()) == config  # a run directory's config lists every key, and still loads

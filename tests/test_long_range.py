@@ -17,7 +17,8 @@ def long_range_config(synthetic: str = "adding", **data) -> dict:
         "task": "long_range",
         "seed": 3,
         "data": {"synthetic": synthetic, "length": 10, "samples": 4000, **data},
-        "model": {"type": "lstm", "hidden_size": 32, "num_layers": 1, "dropout": 0.0, "embedding_size": 8},
+        "model": {"type": "lstm", "hidden_size": 32, "num_layers": 1, "dropout": 0.0}
+        | ({} if synthetic == "adding" else {"embedding_size": 8}),  # adding's inputs are numbers, not tokens
         "training": {
             "batch_size": 64,
             "epochs": None,
