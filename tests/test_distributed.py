@@ -18,7 +18,10 @@ from seqtool.config import load_config
 from seqtool.engine import train
 from seqtool.metrics import MetricsLog
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+pytestmark = [
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed"),
+    pytest.mark.slow,
+]
 
 
 def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -58,6 +58,7 @@ def outcome(run_dir):
     return weights, [(e["step"], e["split"], e["loss"]) for e in events]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["language_model", "forecast", "classify"])
 def test_sigkill_anywhere_then_resume_equals_an_uninterrupted_run(tmp_path, kind):
     config = write_config(kind, tmp_path)
