@@ -14,6 +14,7 @@ import io
 import json
 import shutil
 import statistics
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,12 @@ from typing import Any
 from rich.console import Console
 
 from seqtool.checkpoint import atomic_write_text
-from seqtool.config import Config, load_config, parse_yaml
+from seqtool.config import Config, ModelType, load_config, parse_yaml
 from seqtool.errors import SeqtoolError
 from seqtool.metrics import MetricsLog
 from seqtool.runs import MAIN_METRIC, describe_run
 
-MODEL_TYPES = ("rnn", "lstm", "gru")
+MODEL_TYPES: tuple[str, ...] = typing.get_args(ModelType)  # the cells the config schema accepts
 COMPARE_FILES = ("compare.json", "compare.csv", "compare.png")
 
 
