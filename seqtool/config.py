@@ -213,7 +213,7 @@ class Config:
         trains again as it is, so keys the task does not read are left out)."""
         data = dataclasses.asdict(self)
         for section in ("model", "training"):
-            data[section] = {k: v for k, v in data[section].items() if _reason_not_read(f"{section}.{k}", self) is None}
+            data[section] = {k: v for k, v in data[section].items() if _reason_not_read(f"{section}.{k}", data) is None}
         return data
 
 
@@ -475,8 +475,8 @@ def _build_section(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
 
 
 # Keys of the shared `model` and `training` sections that only some task kinds read. Given for
-# another kind, such a key would be silently ignored, so it is an error (a stored run config,
-# which lists every key with its default, is not checked: it was checked when it was written).
+# another kind, such a key would be silently ignored, so it is an error. (Run configs stored by
+# earlier versions list every key; `_migrate_stored` drops the ones their task does not read.)
 APPLIES_TO: dict[str, tuple[str, ...]] = {
     "model.embedding_size": ("language_model", "classify", "long_range"),
     "model.tie_weights": ("language_model",),
@@ -499,29 +499,32 @@ _WHY_NOT = {
 }
 
 
-def _reason_not_read(path: str, config: Config) -> str | None:
-    """Why the task kind of `config` does not read the shared key `path`; None when it does."""
-    if path == "model.embedding_size" and isinstance(config.data, LongRangeData) and config.data.synthetic == "adding":
+def _reason_not_read(path: str, config: dict[str, Any]) -> str | None:
+    """Why the task kind of a config mapping (raw, stored or `Config.to_dict`) does not read the
+    shared key `path`; None when it does."""
+    task = config.get("task", "language_model")
+    data = config.get("data")
+    synthetic = data.get("synthetic", "adding") if isinstance(data, dict) else None
+    if path == "model.embedding_size" and task == "long_range" and synthetic == "adding":
         return "does not apply to data.synthetic: adding (its inputs are real numbers)"
     kinds = APPLIES_TO.get(path)
-    if kinds is not None and config.task not in kinds:
-        return f"applies to task: {', '.join(kinds)}, not {config.task} ({_WHY_NOT[config.task]})"
+    if kinds is not None and task in _WHY_NOT and task not in kinds:
+        return f"applies to task: {', '.join(kinds)}, not {task} ({_WHY_NOT[task]})"
     return None
 
 
-def _check_applicable(raw: dict[str, Any], config: Config, where: _Where) -> None:
-    """Every key the user gave in `model` and `training` must be one this task kind reads."""
+def _check_applicable(raw: dict[str, Any], where: _Where) -> None:
+    """Every key given in `model` and `training` must be one this task kind reads."""
     for section in ("model", "training"):
         given = raw.get(section)
         for key in given if isinstance(given, dict) else ():
-            reason = _reason_not_read(f"{section}.{key}", config)
+            reason = _reason_not_read(f"{section}.{key}", raw)
             if reason is not None:
                 raise SeqtoolError(f"{where(f'{section}.{key}')} {reason}")
 
 
-def build_config(raw: Any, source: str, overridden: set[str] | None = None, stored: bool = False) -> Config:
-    """Validate a parsed YAML mapping into a `Config`; every error names key and source.
-    `stored`: a config written by seqtool itself (every key present, already checked once)."""
+def build_config(raw: Any, source: str, overridden: set[str] | None = None) -> Config:
+    """Validate a parsed YAML mapping into a `Config`; every error names key and source."""
     where = _Where(source, overridden or set())
     if raw is None:
         raise SeqtoolError(f"{source}: the config is empty")
@@ -540,8 +543,7 @@ def build_config(raw: Any, source: str, overridden: set[str] | None = None, stor
         model=_build_section(ModelConfig, raw.get("model"), "model", where),
         training=_build_section(TrainingConfig, raw.get("training"), "training", where),
     )
-    if not stored:
-        _check_applicable(raw, config, where)
+    _check_applicable(raw, where)
     _check_consistency(config, where)
     return config
 
@@ -676,15 +678,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 def config_from_dict(data: dict[str, Any], source: str = "checkpoint") -> Config:
     """A stored config (checkpoint, run directory) back into a `Config`; one written before a
     key existed gets the value that reproduces what it trained with."""
-    return build_config(_migrate_stored(data), source, stored=True)
+    return build_config(_migrate_stored(data), source)
 
 
 def _migrate_stored(data: dict[str, Any]) -> dict[str, Any]:
-    """Before `training.state_reset`, language models never reset their carried state."""
-    training = data.get("training") if isinstance(data, dict) else None
-    if isinstance(training, dict) and data.get("task", "language_model") == "language_model" and "state_reset" not in training:
-        return {**data, "training": {**training, "state_reset": 0.0}}
-    return data
+    """Stored configs of earlier versions: before `training.state_reset`, language models never
+    reset their carried state; and they listed every shared key, read by their task or not."""
+    if not isinstance(data, dict):
+        return data
+    sections = {
+        section: {k: v for k, v in data[section].items() if _reason_not_read(f"{section}.{k}", data) is None}
+        for section in ("model", "training")
+        if isinstance(data.get(section), dict)
+    }
+    training = sections.get("training")
+    if training is not None and data.get("task", "language_model") == "language_model" and "state_reset" not in training:
+        training["state_reset"] = 0.0
+    return {**data, **sections}
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -205,4 +206,5 @@ def test_a_key_the_task_does_not_read_is_an_error_even_at_its_default(tmp_path, 
     with pytest.raises(SeqtoolError, match=expected):
         load_config(config_file(tmp_path, text))
     config = build_config({"task": task, "data": data}, "x")
-    assert config_from_dict(config.to_dict()) == config  # a run directory's config lists every key, and still loads
+    assert config_from_dict(config.to_dict()) == config  # a run directory's config, only the keys its task reads
+    assert config_from_dict(dataclasses.asdict(config)) == config  # earlier versions stored every key: still loads
