@@ -3,7 +3,7 @@
 from seqtool import train, load
 run = train("configs/airline_lstm.yaml", overrides={"training.epochs": 50})
 model = load(run.run_dir)            # or load("runs/airline_lstm")
-model.predict(horizon=12)            # forecast: a DataFrame
+model.predict(horizon=12)            # what the kind predicts: here a DataFrame
 model.evaluate()                     # metrics beside the baselines
 model.export("airline.onnx")         # ONNX (or format="torchscript") + airline.onnx.json
 """
@@ -70,35 +70,16 @@ class Model:
         return self.task.config.task
 
     def predict(self, data: str | Path | list[str] | None = None, **options: Any):
-        """Language models: `predict(prompt=..., length=..., temperature=..., top_k=..., seed=...)`
-        returns the generated text; with `num_samples=N`, a list of N texts generated as one batch.
-        Forecasts: `predict(data=CSV or None, horizon=...)` returns a DataFrame. Classifiers:
-        `predict(CSV)` returns the rows with labels and probabilities; `predict(["text", ...])`
-        returns (label, probability) pairs."""
-        if self.kind == "language_model":
-            import torch
-
-            generator = torch.Generator().manual_seed(options.pop("seed", 0))
-            prompt, length = options.pop("prompt", ""), options.pop("length", 200)
-            temperature, top_k = options.pop("temperature", 1.0), options.pop("top_k", None)
-            num_samples = options.pop("num_samples", None)
-            self._no_more(options)
-            if num_samples is not None:
-                texts = self.task.generate_many(self.network, prompt, length, temperature, top_k, generator, num_samples)
-                return [prompt + text for text in texts]
-            return prompt + "".join(self.task.generate(self.network, prompt, length, temperature, top_k, generator))
-        if self.kind == "forecast":
-            horizon = options.pop("horizon", None)
-            self._no_more(options)
-            return self.task.predict_future(self.network, str(data) if data else None, horizon)
-        if self.kind == "long_range":
+        """What the kind's `predict_api` returns. Language models: `predict(prompt=..., length=...,
+        temperature=..., top_k=..., seed=...)` gives the generated text, with `num_samples=N` a list
+        of N. Forecasts: `predict(data=CSV or None, horizon=...)` gives a DataFrame. Classifiers:
+        `predict(CSV)` gives the rows with labels and probabilities; `predict(["text", ...])`
+        gives (label, probability) pairs."""
+        if self.task.not_predictable:
             from seqtool.errors import SeqtoolError
 
-            raise SeqtoolError("predict() does not apply to a long_range model (its data is synthetic); use evaluate()")
-        self._no_more(options)
-        if isinstance(data, list):
-            return self.task.predict_texts(self.network, data)
-        return self.task.predict_frame(self.network, str(data))
+            raise SeqtoolError(f"predict() does not apply to a {self.kind} model: its {self.task.not_predictable}")
+        return self.task.predict_api(self.network, data, options)
 
     def evaluate(self, split: str | None = None, data: str | Path | None = None) -> dict[str, float]:
         """Metrics beside the baselines; by default on the test split when the run has one."""
@@ -112,12 +93,6 @@ class Model:
         from seqtool.export import export
 
         return export(self.checkpoint, format, output, force=force)
-
-    def _no_more(self, options: dict[str, Any]) -> None:
-        if options:
-            from seqtool.errors import SeqtoolError
-
-            raise SeqtoolError(f"predict() options {sorted(options)} do not apply to a {self.kind} model")
 
 
 def load(target: str | Path) -> Model:

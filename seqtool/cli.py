@@ -127,11 +127,9 @@ def train(
         raise
     console.print(result.summary.rstrip(), highlight=False)
     if not result.already_finished:
-        predict_hint = {
-            "forecast": "--horizon N --output forecast.csv",
-            "language_model": '--prompt "..."',
-            "classify": "--data texts.csv --output labelled.csv",
-        }.get(cfg.task)
+        from seqtool.tasks import task_class
+
+        predict_hint = task_class(cfg.task).predict_hint
         then = f"   |   seqtool predict {result.run_dir} {predict_hint}" if predict_hint else ""
         console.print(f"Next: seqtool evaluate {result.run_dir}{then}", highlight=False)
 
@@ -153,7 +151,9 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one flat JSON object of metrics on stdout.")] = False,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", help="Forecasts: draw the backtest on the held-out part to this PNG." + _shown_default("no plot")),
+        typer.Option(
+            "--plot", help="Draw the evaluation to this PNG (a backtest, for kinds that draw one)." + _shown_default("no plot")
+        ),
     ] = None,
 ) -> None:
     """Score a trained model beside its baselines on held-out data."""
@@ -171,14 +171,12 @@ def evaluate(
         typer.echo(json.dumps({**finite, "split": scored}))
         return
     console = Console()
-    console.print(_metrics_table(metrics, baselines, _split_title(data, result.split)))
-    confusion = {k: v for k, v in metrics.items() if k.startswith("confusion/")}
-    if confusion:
-        console.print(_confusion_table(confusion))
-    if metrics.get("truncated_texts"):
-        console.print(f"{metrics['truncated_texts']:,} texts were longer than data.max_length and were truncated.")
+    table_metrics = {k: v for k, v in metrics.items() if k not in result.shown_apart}
+    console.print(_metrics_table(table_metrics, baselines, _split_title(data, result.split)))
+    for note in result.notes:
+        console.print(note)
     if plot:
-        Console().print(f"Backtest plot written to {plot}")
+        Console().print(f"Evaluation plot written to {plot}")
 
 
 def _split_title(data: Path | None, split: str) -> str:
@@ -192,7 +190,7 @@ def _split_title(data: Path | None, split: str) -> str:
 
 def _metrics_table(metrics: dict[str, float], baselines: tuple[str, ...], title: str) -> Table:
     """The model's metrics beside each baseline's: `mase` next to `naive_mase`, and so on."""
-    counts = {k: v for k, v in metrics.items() if isinstance(v, int) and "/" not in k and k != "truncated_texts"}
+    counts = {k: v for k, v in metrics.items() if isinstance(v, int)}
     own = [k for k, v in metrics.items() if not isinstance(v, int) and not any(k.startswith(b + "_") for b in baselines)]
     table = Table(title=f"Evaluation on {title}" + "".join(f", {v:,} {k}" for k, v in counts.items()))
     table.add_column("metric")
@@ -209,14 +207,10 @@ def init(
     data: Annotated[Path, typer.Argument(help="A .txt corpus or a .csv table or series.", show_default=False)],
     task: Annotated[
         str | None,
-        typer.Option(
-            "--task", help="Force the kind: language_model, forecast or classify." + _shown_default("guessed from the file")
-        ),
+        typer.Option("--task", help="Force the kind (seqtool tasks lists them)." + _shown_default("guessed from the file")),
     ] = None,
 ) -> None:
     """Look at a data file and write a commented starter config next to it (never overwrites)."""
-    if task is not None and task not in ("language_model", "forecast", "classify"):
-        raise SeqtoolError(f"--task must be language_model, forecast or classify, got {task!r}")
     from seqtool.init import write_starter_config
 
     written, reasons = write_starter_config(data, task)
@@ -243,7 +237,7 @@ def runs(
     headers = ("run", "task", "model", "steps", "val loss", "at best", "time", "status")
     rows = []
     for run in found:
-        short = {"perplexity": "ppl", "accuracy": "acc"}.get(run.main_metric, run.main_metric)
+        short = run.main_metric_short or run.main_metric
         rows.append(
             (
                 run.name,
@@ -314,7 +308,7 @@ def plot(
     """Draw loss and metric curves, or the gradient flow, of one or several runs."""
     from seqtool.metrics import METRICS_FILE, MetricsLog
     from seqtool.plots import curves_plot, grad_flow_plot
-    from seqtool.runs import MAIN_METRIC, describe_run
+    from seqtool.runs import describe_run
 
     curves, flows = {}, {}
     for run in runs:
@@ -328,7 +322,7 @@ def plot(
                 raise SeqtoolError(f"{run} has no gradient-flow records: train it with training.log_grad_flow=true")
         elif not any(e.get("split") == "val" for e in events):
             raise SeqtoolError(f"{run} has no evaluation yet: nothing to plot")
-        curves[name] = (events, MAIN_METRIC.get(describe_run(run).task))
+        curves[name] = (events, describe_run(run).main_metric)
     filename = "grad_flow.png" if grad_flow else "curves.png"
     path = output or (runs[0] / filename if len(runs) == 1 else Path(filename))
     if grad_flow:
@@ -404,7 +398,7 @@ def _compare_table(summary: list[dict], sweep_key: str | None, task: str) -> Tab
         title=f"Comparison ({task}; best checkpoint, as evaluate reports it, and final step; mean ± sd over seeds)",
         box=box.SIMPLE_HEAD,
     )
-    short = {"perplexity": "ppl", "accuracy": "acc", "error_vs_chance": "err/chance"}.get(metric, metric)
+    short = summary[0].get("main_metric_short") or metric
     headers = (
         "model",
         "best val loss",
@@ -440,187 +434,71 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
-def _confusion_table(confusion: dict[str, int]) -> Table:
-    """Rows: true label; columns: predicted label."""
-    labels = list(dict.fromkeys(k.split("/")[1] for k in confusion))
-    table = Table(title="Confusion matrix (rows: true, columns: predicted)")
-    table.add_column("true \\ predicted")
-    for label in labels:
-        table.add_column(label, justify="right")
-    for true in labels:
-        table.add_row(true, *(f"{confusion[f'confusion/{true}/{p}']:,}" for p in labels))
-    return table
+class _PredictCommand(_Command):
+    """`predict`'s options depend on the kind of model: the help lists each installed kind's."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from seqtool.tasks import names, task_class
+
+        paragraphs = []
+        for name in names():
+            try:
+                kind = task_class(name)
+            except SeqtoolError as exc:
+                paragraphs.append(f"[bold]{name}[/]: {exc}")
+                continue
+            if kind.not_predictable:
+                paragraphs.append(f"[bold]{name}[/] models: predict does not apply ({kind.not_predictable})")
+                continue
+            lines = [f"[bold]{name}[/] models:"]
+            for option in kind.predict_options:
+                metavar = {int: "INTEGER", float: "FLOAT", Path: "PATH"}.get(option.type, "TEXT")
+                lines.append(f"  {option.flag + ' ' + metavar:<24} {option.help} \\[default: {option.default}]")
+            paragraphs.append("\n".join(lines) if kind.predict_options else f"[bold]{name}[/] models: no options")
+        self.epilog = "Options by kind of model:\n\n" + "\n\n".join(paragraphs)
+        super().format_help(ctx, formatter)
 
 
 def predict(
+    ctx: typer.Context,
     checkpoint: Annotated[
         Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
     ],
-    prompt: Annotated[
-        str | None,
-        typer.Option("--prompt", help="Language models: text to continue." + _shown_default("none: start after a line break")),
-    ] = None,
-    length: Annotated[
-        int | None, typer.Option("--length", min=1, help="Language models: tokens to generate." + _shown_default("500"))
-    ] = None,
-    temperature: Annotated[
-        float | None,
-        typer.Option("--temperature", min=0.0, help="Language models: sampling temperature, 0 = greedy." + _shown_default("1.0")),
-    ] = None,
-    top_k: Annotated[
-        int | None,
-        typer.Option(
-            "--top-k", min=1, help="Language models: sample among the k likeliest tokens only." + _shown_default("all tokens")
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Language models: seed for sampling." + _shown_default("random"))
-    ] = None,
-    num_samples: Annotated[
-        int | None,
-        typer.Option("--num-samples", min=1, help="Language models: independent samples to draw." + _shown_default("1")),
-    ] = None,
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data",
-            help="Forecasts: CSV whose last rows are the context. Classifiers: CSV of texts to label."
-            + _shown_default("forecasts: the training data's end; classifiers: lines on stdin"),
-        ),
-    ] = None,
-    horizon: Annotated[
-        int | None,
-        typer.Option(
-            "--horizon", min=1, help="Forecasts: steps to forecast (at most the model's)." + _shown_default("the model's horizon")
-        ),
-    ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", help="Forecasts and classifiers: write the result CSV here." + _shown_default("stdout")),
-    ] = None,
-    plot: Annotated[
-        Path | None,
-        typer.Option("--plot", help="Forecasts: draw history, forecast and interval to this PNG." + _shown_default("no plot")),
-    ] = None,
 ) -> None:
-    """Run a trained model: stream generated text, forecast beyond the data, or label texts."""
+    """Run a trained model: generate text, predict beyond the data, label texts; options below."""
     from seqtool import engine
+    from seqtool.tasks import parse_predict_options
 
     task, model, _ = engine.load_trained(checkpoint)
-    options = {
-        "--prompt": prompt,
-        "--length": length,
-        "--temperature": temperature,
-        "--top-k": top_k,
-        "--seed": seed,
-        "--num-samples": num_samples,
-        "--data": data,
-        "--horizon": horizon,
-        "--output": output,
-        "--plot": plot,
-    }
-    kind = task.config.task
-    _refuse_foreign_options(kind, checkpoint, [name for name, value in options.items() if value is not None])
-    if kind == "forecast":
-        _forecast(task, model, data, horizon, output, plot)
-    elif kind == "classify":
-        _classify(task, model, data, output)
-    else:
-        _generate(
-            task, model, prompt or "", length or 500, 1.0 if temperature is None else temperature, top_k, seed, num_samples or 1
-        )
+    if task.not_predictable:
+        raise SeqtoolError(f"predict does not apply to {checkpoint}: a {task.name} model's {task.not_predictable}")
+    options = parse_predict_options(type(task), ctx.args, str(checkpoint))
+    task.predict(model, options, sys.stdout)
 
 
-def _refuse_foreign_options(kind: str, checkpoint: Path, given: list[str]) -> None:
-    """Every predict option defaults to None, so one given for another kind of model is caught
-    even at its default value."""
-    if kind == "long_range":
-        raise SeqtoolError(
-            f"predict does not apply to {checkpoint}: a long_range model's data is synthetic; use seqtool evaluate"
-        )
-    foreign = [name for name in given if name not in _OPTIONS[kind]]
-    if foreign:
-        owners = " and ".join(_KIND_NAMES[k] for k, names in _OPTIONS.items() if foreign[0] in names)
-        raise SeqtoolError(f"{foreign[0]} applies to {owners} models; {checkpoint} is a {_KIND_NAMES[kind]} model")
+def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of kinds on stdout.")] = False) -> None:
+    """List the task kinds installed: seqtool's own and plug-ins', with where each comes from."""
+    from seqtool.tasks import describe_kinds
 
-
-_KIND_NAMES = {"language_model": "language", "forecast": "forecast", "classify": "classification", "long_range": "long-range"}
-_OPTIONS = {  # which predict options each task kind takes
-    "language_model": ("--prompt", "--length", "--temperature", "--top-k", "--seed", "--num-samples"),
-    "forecast": ("--data", "--horizon", "--output", "--plot"),
-    "classify": ("--data", "--output"),
-}
-
-
-def _generate(
-    task, model, prompt: str, length: int, temperature: float, top_k: int | None, seed: int | None, num_samples: int
-) -> None:
-    import torch
-
-    generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else torch.seed())
-    out = sys.stdout
-    if num_samples == 1:  # streamed as it is generated
-        pieces = task.generate(model, prompt, length, temperature, top_k, generator)  # checks the prompt first
-        out.write(prompt)
-        for piece in pieces:
-            out.write(piece)
-            out.flush()
-        out.write("\n")
-        out.flush()
+    kinds = describe_kinds()
+    if as_json:
+        typer.echo(json.dumps(kinds))
         return
-    texts = task.generate_many(model, prompt, length, temperature, top_k, generator, num_samples)
-    for sample, text in enumerate(texts):
-        out.write(f"{'' if sample == 0 else chr(10)}--- sample {sample + 1} of {num_samples} ---\n{prompt}{text}\n")
-    out.flush()
-
-
-def _forecast(task, model, data: Path | None, horizon: int | None, output: Path | None, plot: Path | None) -> None:
-    from seqtool.checkpoint import atomic_write_text
-
-    table = task.predict_future(model, str(data) if data else None, horizon)
-    text = table.to_csv(index=False, float_format="%.6g")
-    if output:
-        atomic_write_text(output, text)
-        Console(stderr=True).print(f"Forecast of {len(table)} steps written to {output}")
-    else:
-        sys.stdout.write(text)
-    if plot:
-        from seqtool.plots import forecast_plot
-
-        forecast_plot(plot, task.history(str(data) if data else None), table, task.config.data.target, task.interval_level)
-        Console(stderr=True).print(f"Forecast plot written to {plot}")
-
-
-def _classify(task, model, data: Path | None, output: Path | None) -> None:
-    """A CSV in, the CSV with predictions out; or text lines on stdin, `label<TAB>probability` out."""
-    if data is not None:
-        from seqtool.checkpoint import atomic_write_text
-
-        text = task.predict_frame(model, str(data)).to_csv(index=False)
-        if output:
-            atomic_write_text(output, text)
-            Console(stderr=True).print(f"Predictions for {text.count(chr(10)) - 1} rows written to {output}")
-        else:
-            sys.stdout.write(text)
-        return
-    if output is not None:
-        raise SeqtoolError("--output needs --data CSV (text from stdin is answered on stdout)")
-    if sys.stdin.isatty():
-        raise SeqtoolError("give --data CSV, or pipe text lines on stdin: echo 'a wonderful film' | seqtool predict RUN")
-    for line in sys.stdin:  # one answer per line, so that `paste` lines them up; blank in, blank out
-        text = line.rstrip("\r\n")
-        if text.strip():
-            ((label, probability),) = task.predict_texts(model, [text])
-            sys.stdout.write(f"{label}\t{probability:.4f}\n")
-        else:
-            sys.stdout.write("\n")
-        sys.stdout.flush()
+    table = Table(title="Task kinds (task: NAME in a config)", box=box.SIMPLE_HEAD, title_justify="left")
+    for header in ("name", "description", "main metric", "from"):
+        table.add_column(header, overflow="fold")
+    for kind in kinds:
+        problem = f"[red]{kind['error']}[/]" if kind["error"] else kind["description"]
+        table.add_row(kind["name"], problem, kind["main_metric"] or "-", kind["origin"])
+    Console().print(table)
 
 
 # In the order a user meets them: the help lists them so.
-for _command in (init, train, evaluate, predict, runs, compare, plot, export):
-    app.command(cls=_Command)(_command)
+for _command in (init, train, evaluate, predict, runs, compare, plot, export, tasks):
+    if _command is predict:  # its options are the kind's, parsed once the checkpoint says which kind
+        app.command(cls=_PredictCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(predict)
+    else:
+        app.command(cls=_Command)(_command)
 
 
 def main() -> None:

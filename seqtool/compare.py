@@ -25,7 +25,7 @@ from seqtool.checkpoint import atomic_write_text
 from seqtool.config import Config, ModelType, load_config, parse_yaml
 from seqtool.errors import SeqtoolError
 from seqtool.metrics import MetricsLog
-from seqtool.runs import MAIN_METRIC, describe_run
+from seqtool.runs import describe_run, main_metric
 
 MODEL_TYPES: tuple[str, ...] = typing.get_args(ModelType)  # the cells the config schema accepts
 COMPARE_FILES = ("compare.json", "compare.csv", "compare.png")
@@ -145,7 +145,7 @@ def summarise(variant: Variant, run_dir: Path) -> VariantResult:
     train = [e for e in events if e.get("split") == "train" and "event" not in e]
     val = [e for e in events if e.get("split") == "val"]
     rates = [v for e in train for k, v in e.items() if k.endswith("_per_s")]
-    metric = MAIN_METRIC.get(info.task)
+    metric = info.main_metric
     return VariantResult(
         model=variant.model,
         seed=variant.seed,
@@ -185,6 +185,11 @@ def aggregate(results: list[VariantResult]) -> list[dict[str, Any]]:
             row[name] = statistics.mean(values) if values else None
             row[f"{name}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0 if values else None
         row["main_metric"] = group[0].main_metric
+        run = Path(group[0].run_dir)
+        main = main_metric(run, describe_run(run).task)
+        row["main_metric_short"] = main.short if main else None
+        row["main_reference"] = main.reference if main else None
+        row["main_reference_label"] = main.reference_label if main else ""
         row["parameters"] = group[0].parameters
         row["diverged"] = sum(r.status == "diverged" for r in group)
         rows.append(row)

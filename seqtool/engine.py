@@ -47,8 +47,7 @@ from seqtool.lock import run_dir_lock
 from seqtool.metrics import CONFIG_FILE, RUN_RECORD, MetricsLog, NullLog, require_tensorboard, write_summary
 from seqtool.models import SequenceModel, count_parameters
 from seqtool.progress import Stopwatch, TrainingDisplay
-from seqtool.runs import MAIN_METRIC
-from seqtool.tasks import Task, make_task
+from seqtool.tasks import Task, evaluating, kind_record, make_task
 
 # Derived data shared by the runs in one folder (token files of large corpora), beside them.
 CACHE_DIR = ".seqtool-cache"
@@ -273,7 +272,8 @@ def _record_run(
             "seed": config.seed,
         }
     )
-    atomic_write_text(path, json.dumps({"sessions": sessions}, indent=2) + "\n")
+    record = {"kind": kind_record(config.task), "sessions": sessions}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def version_warning(payload: dict[str, Any]) -> str | None:
@@ -532,7 +532,7 @@ def _train(
         best-checkpoint and early-stopping decisions agree everywhere."""
         nonlocal last_metrics, interval_start
         if cluster.is_main:
-            with autocast(device, training.precision):
+            with autocast(device, training.precision), evaluating(model):
                 last_metrics = task.evaluate(model, "val", device)
         val_loss = cluster.from_main([last_metrics["loss"] if cluster.is_main else 0.0])[0]
         if not cluster.is_main:
@@ -565,9 +565,8 @@ def _train(
                     "elapsed_s": round(clock.elapsed(), 3),
                 }
             )
-        display.evaluated(state.step, last_metrics, improved, MAIN_METRIC.get(config.task))
+        display.evaluated(state.step, last_metrics, improved, main_metric_name(task))
         checkpoint(*((LAST, BEST) if improved else (LAST,)))
-        model.train()  # whatever mode a task's evaluation left it in, training goes on with dropout
         interval_start = clock.elapsed()  # evaluation time does not count against throughput
 
     display.start(steps, state.step)
@@ -714,6 +713,12 @@ class Evaluation:
     baselines: tuple[str, ...]  # names prefixing the baselines' metrics
     warnings: list[str]
     split: str  # the split scored ("test" did not choose the checkpoint; "val" did)
+    notes: list[Any]  # what the kind shows below the table (rich renderables or text)
+    shown_apart: list[str]  # metrics kept out of the table (they are in the notes)
+
+
+def main_metric_name(task: Task) -> str | None:
+    return task.main_metric.name if task.main_metric else None
 
 
 def has_test_split(config: Config) -> bool:
@@ -731,14 +736,14 @@ def evaluate(
     task, model, payload = load_trained(target)
     if split is None:
         split = "test" if has_test_split(task.config) else "val"
-    if plot_path is not None and not hasattr(task, "backtest_frame"):  # refuse before any work
-        raise SeqtoolError(f"--plot is available for forecasts only; {target} is a {task.config.task} model")
+    if plot_path is not None and type(task).evaluation_plot is Task.evaluation_plot:  # refuse before any work
+        task.evaluation_plot(model, split, data_path, Path(plot_path))
     device = next(model.parameters()).device
-    with autocast(device, task.config.training.precision):
+    with autocast(device, task.config.training.precision), evaluating(model):
         metrics = task.evaluate(model, split, device, data_path=data_path)
     if plot_path is not None:
-        from seqtool.plots import backtest_plot
-
-        backtest_plot(plot_path, task.backtest_frame(model, split, data_path), task.interval_level, split)
+        with evaluating(model):
+            task.evaluation_plot(model, split, data_path, Path(plot_path))
     warning = version_warning(payload)
-    return Evaluation(metrics, task.baselines, [warning] if warning else [], split)
+    apart = [name for name in metrics if task.shown_apart(name)]
+    return Evaluation(metrics, task.baselines, [warning] if warning else [], split, task.evaluation_notes(metrics), apart)

@@ -6,6 +6,8 @@ The model returns outputs; the task computes the loss. It sees its own config se
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -17,6 +19,15 @@ from seqtool.config import ModelConfig
 RecurrentState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 _RECURRENT = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+# Options a kind's model section may add (`embedding_size`, `output`, ...), and their values for a
+# kind whose section does not have them.
+_ABSENT = {"embedding_size": None, "tie_weights": False, "output": "full", "bidirectional": False, "pooling": "last"}
+
+
+def model_option(config: ModelConfig, name: str) -> Any:
+    """A model option of `config`, or its neutral value when the kind's model section lacks it."""
+    return getattr(config, name, _ABSENT[name])
 
 
 class SequenceModel(nn.Module):
@@ -39,20 +50,24 @@ class SequenceModel(nn.Module):
         if (vocab_size is None) == (input_size is None):
             raise ValueError("give exactly one of vocab_size (tokens) and input_size (features)")
         self.config = config
-        self.embedding = nn.Embedding(vocab_size, config.embedding_size) if vocab_size is not None else None
+        self.embedding = nn.Embedding(vocab_size, model_option(config, "embedding_size")) if vocab_size is not None else None
         self.dropout = nn.Dropout(config.dropout)
-        self.recurrent = recurrent_layers(config, config.embedding_size if vocab_size is not None else input_size)
+        self.recurrent = recurrent_layers(
+            config, model_option(config, "embedding_size") if vocab_size is not None else input_size
+        )
         # When a list: forward steps through time one cell call at a time and appends every
         # top-layer state to it, gradients retained (gradient-flow diagnostics; see `unrolled`).
         self.probe: list[RecurrentState] | None = None
-        features = config.hidden_size * (2 if config.bidirectional else 1)
+        features = config.hidden_size * (2 if model_option(config, "bidirectional") else 1)
         # Grave et al. (2017), "Efficient softmax approximation for GPUs": frequent tokens in a
         # small head softmax, rare ones in clusters of lower dimension reached through it.
         self.adaptive = (
-            nn.AdaptiveLogSoftmaxWithLoss(features, output_size, cutoffs, div_value=4.0) if config.output == "adaptive" else None
+            nn.AdaptiveLogSoftmaxWithLoss(features, output_size, cutoffs, div_value=4.0)
+            if model_option(config, "output") == "adaptive"
+            else None
         )
         self.head = nn.Linear(features, output_size) if self.adaptive is None else None
-        if config.tie_weights:
+        if model_option(config, "tie_weights"):
             # Press & Wolf (2017), "Using the Output Embedding to Improve Language Models".
             self.head.weight = self.embedding.weight
 
@@ -67,15 +82,15 @@ class SequenceModel(nn.Module):
         """inputs: token ids (batch, time) or features (batch, time, input_size).
 
         Returns outputs (batch, time, output_size), or (batch, output_size) for the last time step
-        only when `last_only` (a forecast reads the final state), and the state. With `lengths`,
-        `inputs` are padded texts and the result is `classify`'s logits (and no state): training
+        only when `last_only` (a kind that reads the final state), and the state. With `lengths`,
+        `inputs` are padded texts and the result is `pooled_logits` (and no state): training
         goes through `forward` so that DistributedDataParallel sees every call. With `targets`
         (batch, time) token ids, the result is their mean negative log-likelihood: the adaptive
         softmax computes it without ever forming the full (batch, time, vocabulary) logits.
         Without targets, an adaptive model returns log-probabilities in place of logits.
         """
         if lengths is not None:
-            return self.classify(inputs, lengths), None
+            return self.pooled_logits(inputs, lengths), None
         if self.embedding is not None:
             inputs = self.dropout(self.embedding(inputs))  # (batch, time, embedding_size)
         if self.probe is None:
@@ -98,7 +113,7 @@ class SequenceModel(nn.Module):
             return self.adaptive.log_prob(hidden.reshape(-1, hidden.shape[-1])).reshape(*hidden.shape[:-1], -1)
         return self.head(hidden)
 
-    def classify(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def pooled_logits(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """tokens (batch, time) padded, lengths (batch,) -> logits (batch, output_size).
 
         The batch is packed, so the recurrent layers never read padding: a text gets the same
@@ -109,12 +124,12 @@ class SequenceModel(nn.Module):
         embedded = self.dropout(self.embedding(tokens))  # (batch, time, embedding_size)
         packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
         outputs, state = self.recurrent(packed)
-        if self.config.pooling == "last":
+        if model_option(self.config, "pooling") == "last":
             h = state[0] if isinstance(state, tuple) else state  # (layers * directions, batch, hidden)
-            features = torch.cat([h[-2], h[-1]], dim=-1) if self.config.bidirectional else h[-1]
+            features = torch.cat([h[-2], h[-1]], dim=-1) if model_option(self.config, "bidirectional") else h[-1]
         else:
             padded, _ = pad_packed_sequence(outputs, batch_first=True)  # (batch, longest, hidden * directions)
-            features = pool_over_time(padded, lengths.to(padded.device), self.config.pooling)
+            features = pool_over_time(padded, lengths.to(padded.device), model_option(self.config, "pooling"))
         return self.head(self.dropout(features))
 
 
@@ -127,7 +142,7 @@ def recurrent_layers(config: ModelConfig, input_size: int) -> nn.Module:
         num_layers=config.num_layers,
         dropout=config.dropout if config.num_layers > 1 else 0.0,
         batch_first=True,
-        bidirectional=config.bidirectional,
+        bidirectional=model_option(config, "bidirectional"),
         **extra,
     )
     if config.type == "lstm":

@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from seqtool.checkpoint import BEST, LAST, read_header
 from seqtool.config import model_label
 from seqtool.lock import lock_owner_alive, lock_path
-from seqtool.metrics import CONFIG_FILE, METRICS_FILE, SUMMARY_JSON, MetricsLog
 
-# The metric that says most about each task kind, shown beside the validation loss.
-MAIN_METRIC = {"language_model": "perplexity", "forecast": "mase", "classify": "accuracy", "long_range": "error_vs_chance"}
+if TYPE_CHECKING:
+    from seqtool.tasks import MainMetric
+from seqtool.metrics import CONFIG_FILE, METRICS_FILE, RUN_RECORD, SUMMARY_JSON, MetricsLog
 
 
 @dataclass
@@ -26,7 +27,8 @@ class RunInfo:
     model: str
     steps: int
     best_val_loss: float | None
-    main_metric: str | None
+    main_metric: str | None  # the kind's main metric, shown beside the validation loss
+    main_metric_short: str | None  # its short name for table headers
     main_value: float | None
     wall_time_s: float | None
     parameters: int | None
@@ -56,7 +58,8 @@ def describe_run(path: Path) -> RunInfo:
     task = str(config.get("task", "?"))
     val = [e for e in events if e.get("split") == "val" and isinstance(e.get("loss"), (int, float))]
     best = min(val, key=lambda e: e["loss"]) if val else None
-    metric = MAIN_METRIC.get(task)
+    main = main_metric(path, task)
+    metric = main.name if main else None
     summary = _read_json(path / SUMMARY_JSON)
     wall = summary.get("wall_time_s") if summary else (events[-1].get("elapsed_s") if events else None)
     return RunInfo(
@@ -67,11 +70,19 @@ def describe_run(path: Path) -> RunInfo:
         steps=_steps(headers, events),
         best_val_loss=best["loss"] if best else None,
         main_metric=metric,
+        main_metric_short=main.short if main else None,
         main_value=best.get(metric) if best and metric else None,
         wall_time_s=wall,
         parameters=summary.get("parameters") if summary else None,
         status=_status(path, events, summary, headers),
     )
+
+
+def main_metric(path: Path, task: str) -> MainMetric | None:
+    """The run's main metric, as its run.json records it (see `seqtool.tasks.kind_record`)."""
+    from seqtool.tasks import recorded_main_metric
+
+    return recorded_main_metric(_read_json(path / RUN_RECORD), task)
 
 
 def _steps(headers: dict[str, dict | None], events: list[dict]) -> int:

@@ -12,10 +12,10 @@ import yaml
 from conftest import FILLER, assert_clean_error, classify_config, memory_frame
 
 from seqtool.api import load
-from seqtool.config import ModelConfig
 from seqtool.data import table
 from seqtool.data.text import UNK, Vocabulary
 from seqtool.models import SequenceModel
+from seqtool.tasks.classify import ClassifyModel
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_vocabulary_from_counts_applies_min_freq():
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_padding_never_changes_a_prediction(pooling, bidirectional):
     torch.manual_seed(0)
-    config = ModelConfig(
+    config = ClassifyModel(
         type="lstm", hidden_size=16, num_layers=2, embedding_size=8, dropout=0.0, bidirectional=bidirectional, pooling=pooling
     )
     model = SequenceModel(config, output_size=3, vocab_size=20).eval()
@@ -77,10 +77,10 @@ def test_padding_never_changes_a_prediction(pooling, bidirectional):
     batch[1, :3] = short[0]
     batch[2, :25] = torch.randint(1, 20, (25,))
     with torch.no_grad():
-        alone = model.classify(short, torch.tensor([3]))
-        among_long = model.classify(batch, torch.tensor([40, 3, 25]))
+        alone = model.pooled_logits(short, torch.tensor([3]))
+        among_long = model.pooled_logits(batch, torch.tensor([40, 3, 25]))
         batch[1, 3:] = 9  # garbage in the padding changes nothing either
-        garbage = model.classify(batch, torch.tensor([40, 3, 25]))
+        garbage = model.pooled_logits(batch, torch.tensor([40, 3, 25]))
     assert torch.allclose(alone[0], among_long[1], atol=1e-6)
     assert torch.allclose(among_long[1], garbage[1], atol=1e-6)
 
@@ -184,7 +184,7 @@ def test_bad_classification_inputs(tmp_path, write_classify_config, run_cli, mem
         run_cli("evaluate", run, "--data", unseen_path), "row 5: label 'mixed' was never seen in training", "neg, pos"
     )
     assert_clean_error(run_cli("predict", run, "--horizon", "3"), "--horizon applies to forecast models")
-    assert_clean_error(run_cli("evaluate", run, "--plot", tmp_path / "x.png"), "--plot is available for forecasts only")
+    assert_clean_error(run_cli("evaluate", run, "--plot", tmp_path / "x.png"), "--plot is not available for a classify model")
     assert not (tmp_path / "x.png").exists()
 
 

@@ -256,9 +256,9 @@ def test_several_targets_from_several_inputs(tmp_path, run_cli):
 def test_options_of_the_other_task_are_refused(tmp_path, write_forecast_config, run_cli):
     run = tmp_path / "run"
     assert run_cli("train", write_forecast_config(training={"epochs": 1}), "--run-dir", run).code == 0
-    assert_clean_error(run_cli("predict", run, "--prompt", "hello"), "--prompt", "language models")
+    assert_clean_error(run_cli("predict", run, "--prompt", "hello"), "--prompt", "language_model models")
     # an option given with its default value is still an option of the other kind
-    assert_clean_error(run_cli("predict", run, "--length", "500"), "--length applies to language models")
+    assert_clean_error(run_cli("predict", run, "--length", "500"), "--length applies to language_model models")
 
 
 def test_series_without_dates_forecasts_numbered_steps(tmp_path, run_cli):

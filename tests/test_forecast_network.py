@@ -13,10 +13,11 @@ from conftest import assert_clean_error, crash_and_resume, forecast_config, sine
 
 import seqtool
 from seqtool.checkpoint import load_checkpoint
-from seqtool.config import ModelConfig, build_config
+from seqtool.config import build_config
 from seqtool.engine import train
 from seqtool.models import SequenceModel
 from seqtool.tasks.forecast import ForecastTask
+from seqtool.tasks.forecast_config import ForecastModel
 from seqtool.tasks.forecast_network import ForecastNetwork
 
 SEGMENTED = {"segment_length": 8, "decoder": "parallel", "channels": "independent", "window_norm": "revin"}
@@ -24,7 +25,7 @@ SEGMENTED = {"segment_length": 8, "decoder": "parallel", "channels": "independen
 
 def network(loss: str = "mse", outputs: int = 1, columns: int = 3, horizon: int = 10, **options) -> ForecastNetwork:
     torch.manual_seed(0)
-    config = ModelConfig(hidden_size=16, num_layers=2, dropout=0.0, **options)
+    config = ForecastModel(hidden_size=16, num_layers=2, dropout=0.0, **options)
     return ForecastNetwork(config, columns, columns, horizon, loss, outputs).eval()
 
 
@@ -90,7 +91,7 @@ def test_segments_shorten_the_recurrence_and_the_parallel_decoder_covers_a_ragge
 def test_default_options_load_a_row_by_row_model_of_earlier_versions():
     """Earlier forecast checkpoints hold a SequenceModel's weights, whose outputs were changes
     from the last observed value; the default network must load them and forecast the same."""
-    config = ModelConfig(type="gru", hidden_size=16, num_layers=2, dropout=0.0)
+    config = ForecastModel(type="gru", hidden_size=16, num_layers=2, dropout=0.0)
     torch.manual_seed(1)
     old = SequenceModel(config, output_size=10 * 2 * 2, input_size=3).eval()
     new = ForecastNetwork(config, 3, 2, 10, "gaussian_nll", 2).eval()

@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import assert_clean_error, tiny_config
 
-from seqtool.config import STATE_RESET_DEFAULT, build_config, config_from_dict
+from seqtool.config import build_config, config_from_dict
 from seqtool.distributed import Cluster
 from seqtool.engine import load_trained, train
-from seqtool.tasks.language_model import LanguageModelTask
+from seqtool.tasks.language_model import STATE_RESET_DEFAULT, LanguageModelTask
 
 
 @pytest.fixture

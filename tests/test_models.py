@@ -4,10 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from seqtool.config import ModelConfig
+from seqtool.config import TokenModelConfig
 from seqtool.models import CellStepper, SequenceModel, adaptive_cutoffs
 from seqtool.reference import run_reference
 from seqtool.sampling import TokenSampler
+from seqtool.tasks.language_model import LanguageModelModel
 
 
 @pytest.mark.parametrize(
@@ -35,7 +36,7 @@ def test_fused_module_computes_the_reference_equations(module):
 def test_sequence_model_is_input_layer_then_the_reference_equations_then_the_head(kind):
     """SequenceModel itself, in eval mode, for token ids and for real-valued features."""
     torch.manual_seed(0)
-    config = ModelConfig(type=kind, hidden_size=7, num_layers=2, embedding_size=5, dropout=0.3)
+    config = TokenModelConfig(type=kind, hidden_size=7, num_layers=2, embedding_size=5, dropout=0.3)
     tokens = torch.randint(0, 11, (3, 9))
     language_model = SequenceModel(config, output_size=11, vocab_size=11).double().eval()
     features = torch.randn(3, 9, 4, dtype=torch.float64)
@@ -65,7 +66,7 @@ def test_reference_is_not_trivially_equal():
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_cell_stepper_matches_the_fused_model_token_by_token(kind):
     torch.manual_seed(0)
-    config = ModelConfig(type=kind, hidden_size=16, num_layers=2, dropout=0.0, embedding_size=8)
+    config = TokenModelConfig(type=kind, hidden_size=16, num_layers=2, dropout=0.0, embedding_size=8)
     model = SequenceModel(config, vocab_size=11, output_size=11).eval()
     tokens = torch.randint(0, 11, (1, 9))
     with torch.no_grad():
@@ -79,7 +80,7 @@ def test_cell_stepper_matches_the_fused_model_token_by_token(kind):
 
 
 def test_tied_weights_share_one_matrix():
-    config = ModelConfig(hidden_size=8, embedding_size=8, tie_weights=True)
+    config = LanguageModelModel(hidden_size=8, embedding_size=8, tie_weights=True)
     model = SequenceModel(config, vocab_size=5, output_size=5)
     assert model.head.weight is model.embedding.weight
 
@@ -92,7 +93,7 @@ def test_adaptive_cutoffs_split_the_training_mass_at_80_and_95_percent():
 
 def test_adaptive_loss_is_the_mean_of_its_own_log_probabilities_and_the_stepper_agrees():
     torch.manual_seed(0)
-    config = ModelConfig(hidden_size=16, num_layers=2, dropout=0.0, embedding_size=8, output="adaptive")
+    config = LanguageModelModel(hidden_size=16, num_layers=2, dropout=0.0, embedding_size=8, output="adaptive")
     model = SequenceModel(config, vocab_size=40, output_size=40, cutoffs=[5, 20]).eval()
     tokens = torch.randint(0, 40, (3, 10))
     with torch.no_grad():
@@ -130,7 +131,7 @@ def test_gumbel_sampler_top_k_greedy_and_batches():
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_unrolled_probe_computes_what_the_fused_module_does_and_exposes_each_h_t(kind):
     torch.manual_seed(0)
-    config = ModelConfig(type=kind, hidden_size=6, num_layers=2, dropout=0.0, embedding_size=4)
+    config = TokenModelConfig(type=kind, hidden_size=6, num_layers=2, dropout=0.0, embedding_size=4)
     model = SequenceModel(config, vocab_size=9, output_size=9).eval()
     tokens = torch.randint(0, 9, (3, 7))
     fused, fused_state = model(tokens)

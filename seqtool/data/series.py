@@ -1,6 +1,6 @@
 """CSV time series: parse, regularise, clean, encode, scale and window. Pure functions, no torch.
 
-The pipeline a forecast config runs, in order:
+The pipeline a time-series config runs, in order:
 
     csvfile.read_csv -> parse_dates (one column or year/month/day/hour parts) -> sort, refuse duplicates
     -> regular_index (infer the frequency, insert rows for missing timestamps)

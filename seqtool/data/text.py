@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -196,3 +197,19 @@ def bptt_windows(num_columns: int, seq_len: int, full_only: bool) -> list[tuple[
     if full_only:
         windows = [(s, n) for s, n in windows if n == seq_len]
     return windows
+
+
+def vocabulary_metadata(vocabulary: Vocabulary, tokenizer: str, lowercase: bool) -> dict[str, Any]:
+    """How an exported model's deployment turns text into ids and back, as JSON data."""
+    return {
+        "tokenizer": tokenizer,
+        "lowercase": lowercase,
+        "token_pattern": WORD_PATTERN.pattern if tokenizer == "word" else None,
+        "tokens": list(vocabulary.tokens),
+        "unknown_id": 0,
+        "how": ("one token per character" if tokenizer == "char" else "tokens are the matches of token_pattern (Python re)")
+        + "; a token's id is its position in tokens, and a token not in it maps to unknown_id",
+        "detokenize": "concatenate"
+        if tokenizer == "char"
+        else "join with single spaces, but no space before any of ,.;:!?)]} or after any of ([{, and none around a newline token",
+    }

@@ -10,22 +10,53 @@ and recall and the confusion matrix beside the majority-class baseline.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TextIO
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from seqtool.config import Config
-from seqtool.data import csvfile, table
-from seqtool.data.text import Vocabulary
+from seqtool.checkpoint import atomic_write_text
+from seqtool.config import Config, TokenModelConfig, TrainingConfig, Where, check_text_files, option
+from seqtool.data import csvfile, sniff, table
+from seqtool.data.text import Vocabulary, vocabulary_metadata
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.models import SequenceModel
-from seqtool.tasks import WindowedTask, to_device
+from seqtool.models import SequenceModel, layer_weights, pool_over_time
+from seqtool.signature import Signature, tensor_spec
+from seqtool.tasks import MainMetric, PredictOption, Starter, WindowedTask, to_device
 
 EVAL_BATCH = 256
+
+
+@dataclass
+class ClassifyData:
+    path: str | None = option(None, "one CSV file, split into train/val(/test) with class ratios kept")
+    train: str | None = option(None, "training CSV (instead of path)")
+    val: str | None = option(None, "validation CSV (with train)")
+    test: str | None = option(None, "test CSV (with train)")
+    text_column: str = option("text", "column holding the text")
+    label_column: str = option("label", "column holding the class label (strings or integers)")
+    tokenizer: Literal["word", "char"] = option("word", "word: words and punctuation marks; char: characters")
+    lowercase: bool = option(True, "lower-case texts before tokenizing")
+    max_length: int = option(256, "longer texts are truncated to this many tokens", ge=1)
+    min_freq: int = option(2, "rarer tokens map to `<unk>`", ge=1)
+    val_fraction: float = option(0.1, "share of `path` held out for validation (stratified)", gt=0.0, lt=1.0)
+    test_fraction: float = option(0.0, "share of `path` held out for testing (stratified)", ge=0.0, lt=1.0)
+
+
+@dataclass
+class ClassifyModel(TokenModelConfig):
+    bidirectional: bool = option(False, "read the text in both directions")
+    pooling: Literal["last", "mean", "max"] = option("last", "final state, or mean/max over time steps")
+
+
+@dataclass
+class ClassifyTraining(TrainingConfig):
+    class_weights: Literal["none", "balanced"] = option("none", "balanced weighs classes by inverse frequency")
 
 
 @dataclass
@@ -38,12 +69,25 @@ class EncodedTexts:
 
 
 class ClassifyTask(WindowedTask):
-    unit = "samples"
+    name = "classify"
+    description = "labels for texts from a CSV (sentiment and the like), beside the majority-class baseline"
+    data_schema = ClassifyData
+    model_schema = ClassifyModel
+    training_schema = ClassifyTraining
+    reads = "it reads whole texts, padded per batch"
+    main_metric = MainMetric("accuracy", "acc")
     baselines = ("majority",)
+    predict_hint = "--data texts.csv --output labelled.csv"
+    predict_options = (
+        PredictOption("--data", Path, "CSV of texts to label", "text lines on stdin"),
+        PredictOption("--output", Path, "write the labelled CSV here", "stdout"),
+    )
+    not_read: ClassVar[dict[str, str]] = {
+        "training.log_grad_flow": "does not apply to task: classify (its packed batches have no per-step states to probe)"
+    }
 
     def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
-        self.config = config
-        self.cluster = cluster or Cluster()  # which shard of each global batch this process trains on
+        super().__init__(config, artifacts, cluster)
         self.data = config.data
         self.vocabulary = Vocabulary.from_dict(artifacts["vocabulary"]) if artifacts else None
         self.labels: list[str] | None = list(artifacts["labels"]) if artifacts else None
@@ -52,6 +96,23 @@ class ClassifyTask(WindowedTask):
         self.val: EncodedTexts | None = None
         self.order = np.empty(0, dtype=np.int64)
         self.class_weights: torch.Tensor | None = None
+
+    @classmethod
+    def check_config(cls, config: Config, where: Where) -> None:
+        check_text_files(config.data, where)
+
+    @classmethod
+    def starter(cls, path: Path, frame: Any | None, forced: bool) -> Starter | None:
+        if frame is None:
+            if forced:
+                raise SeqtoolError(f"{path} is not a CSV; a classifier reads a CSV of texts and labels")
+            return None
+        texts = sniff.text_columns(frame)
+        if not texts:
+            if forced:
+                raise SeqtoolError(f"{path}: no column holds text (strings averaging over 20 characters)")
+            return None
+        return _starter(path, frame, texts)
 
     # ---- data --------------------------------------------------------------------------------
 
@@ -145,13 +206,13 @@ class ClassifyTask(WindowedTask):
     def build_model(self) -> SequenceModel:
         return SequenceModel(self.config.model, output_size=len(self.labels), vocab_size=len(self.vocabulary))
 
-    def steps_per_epoch(self) -> int:
-        return self.cluster.usable_batches(len(self.train.lengths), self.config.training.batch_size)
+    def sample_count(self) -> int:
+        return len(self.train.lengths)
 
     def units_per_step(self) -> int:
         return min(self.config.training.batch_size, len(self.train.lengths))
 
-    def start_epoch(self, epoch: int) -> None:
+    def epoch_order(self, epoch: int) -> np.ndarray:
         """Shuffle, then sort by length within runs of 50 batches so each batch holds texts of
         similar length (less work in the packed recurrent layers), then shuffle the batches.
         Depends on seed and epoch only, so a resumed run sees the same batches."""
@@ -163,7 +224,7 @@ class ClassifyTask(WindowedTask):
             part = order[start : start + chunk]
             order[start : start + chunk] = part[np.argsort(self.train.lengths[part], kind="stable")]
         batches = [order[i : i + size] for i in range(0, len(order), size)]
-        self.order = np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+        return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
     def _batch(self, encoded: EncodedTexts, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = encoded.lengths[rows]
@@ -172,8 +233,8 @@ class ClassifyTask(WindowedTask):
 
     def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor:
         size = self.config.training.batch_size
-        rows = self.order[batch_index * size : (batch_index + 1) * size]
-        mine, share = self.cluster.own_rows(rows)
+        rows = self.order[batch_index * size : (batch_index + 1) * size]  # the global batch: its weight below
+        mine, share = self.batch_rows(batch_index)
         tokens, lengths = self._batch(self.train, mine, device)
         logits, _ = model(tokens, lengths=lengths)
         labels = to_device(torch.from_numpy(self.train.labels[mine]), device)
@@ -190,15 +251,12 @@ class ClassifyTask(WindowedTask):
     @torch.no_grad()
     def probabilities(self, model: SequenceModel, encoded: EncodedTexts, device: torch.device) -> np.ndarray:
         """Class probabilities (rows, classes), computed in batches of similar length."""
-        was_training = model.training
-        model.eval()
         order = np.argsort(encoded.lengths, kind="stable")
         result = np.empty((len(order), len(self.labels)), dtype=np.float64)
         for start in range(0, len(order), EVAL_BATCH):
             rows = order[start : start + EVAL_BATCH]
             tokens, lengths = self._batch(encoded, rows, device)
-            result[rows] = torch.softmax(model.classify(tokens, lengths).float(), dim=-1).cpu().numpy()
-        model.train(was_training)
+            result[rows] = torch.softmax(model.pooled_logits(tokens, lengths).float(), dim=-1).cpu().numpy()
         return result
 
     def _eval_data(self, split: str, data_path: str | None) -> EncodedTexts:
@@ -253,6 +311,153 @@ class ClassifyTask(WindowedTask):
         best = probabilities.argmax(axis=1)
         return [(self.labels[i], float(probabilities[n, i])) for n, i in enumerate(best)]
 
+    # ---- predict, evaluate's extras, export ------------------------------------------------------
+
+    def predict(self, model: SequenceModel, options: dict[str, Any], out: TextIO) -> None:
+        """A CSV in, the CSV with predictions out; or text lines on stdin, `label<TAB>probability` out."""
+        import sys
+
+        from rich.console import Console
+
+        data, output = options["data"], options["output"]
+        if data is not None:
+            text = self.predict_frame(model, str(data)).to_csv(index=False)
+            if output:
+                atomic_write_text(output, text)
+                Console(stderr=True).print(f"Predictions for {text.count(chr(10)) - 1} rows written to {output}")
+            else:
+                out.write(text)
+            return
+        if output is not None:
+            raise SeqtoolError("--output needs --data CSV (text from stdin is answered on stdout)")
+        if sys.stdin.isatty():
+            raise SeqtoolError("give --data CSV, or pipe text lines on stdin: echo 'a wonderful film' | seqtool predict RUN")
+        for line in sys.stdin:  # one answer per line, so that `paste` lines them up; blank in, blank out
+            text = line.rstrip("\r\n")
+            if text.strip():
+                ((label, probability),) = self.predict_texts(model, [text])
+                out.write(f"{label}\t{probability:.4f}\n")
+            else:
+                out.write("\n")
+            out.flush()
+
+    def predict_api(self, model: SequenceModel, data: Any, options: dict[str, Any]) -> Any:
+        """`predict(CSV)`: the rows with labels and probabilities; `predict(["text", ...])`:
+        (label, probability) pairs."""
+        if options:
+            raise SeqtoolError(f"predict() options {sorted(options)} do not apply to a classify model (it takes data)")
+        if isinstance(data, list):
+            return self.predict_texts(model, data)
+        if data is None:
+            raise SeqtoolError("predict() of a classifier needs data: a CSV path or a list of texts")
+        return self.predict_frame(model, str(data))
+
+    def shown_apart(self, metric: str) -> bool:
+        return super().shown_apart(metric) or metric == "truncated_texts"
+
+    def evaluation_notes(self, metrics: dict[str, float]) -> list[Any]:
+        """The confusion matrix (rows: true label; columns: predicted), and how many texts were cut."""
+        from rich.table import Table
+
+        confusion = {k: v for k, v in metrics.items() if k.startswith("confusion/")}
+        labels = list(dict.fromkeys(k.split("/")[1] for k in confusion))
+        table = Table(title="Confusion matrix (rows: true, columns: predicted)")
+        table.add_column("true \\ predicted")
+        for label in labels:
+            table.add_column(label, justify="right")
+        for true in labels:
+            table.add_row(true, *(f"{confusion[f'confusion/{true}/{p}']:,}" for p in labels))
+        notes: list[Any] = [table] if confusion else []
+        if metrics.get("truncated_texts"):
+            notes.append(f"{metrics['truncated_texts']:,} texts were longer than data.max_length and were truncated.")
+        return notes
+
+    def export_signature(self, model: SequenceModel, generator: torch.Generator) -> Signature:
+        """(tokens, lengths) -> (logits, probabilities). Training packs variable-length batches, which
+        neither ONNX nor tracing can express; the graph runs over the padded batch and masks instead."""
+        vocab = len(self.vocabulary)
+
+        def batch(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            lengths_t = torch.tensor(lengths, dtype=torch.int64)
+            tokens = torch.randint(0, vocab, (len(lengths), max(lengths)), generator=generator)
+            tokens[torch.arange(max(lengths))[None, :] >= lengths_t[:, None]] = 0  # padding, as seqtool encodes it
+            return tokens, lengths_t
+
+        example = batch([6, 3])
+        check = batch([1, 19, 7, 19, 12])
+        with torch.no_grad():
+            logits = model.pooled_logits(*check)  # the packed path that training and `predict` use
+        inputs = [
+            tensor_spec("tokens", "int64", ["batch", "time"], "token ids, padded with 0 after each text's end"),
+            tensor_spec("lengths", "int64", ["batch"], "tokens in each text (1 <= length <= time)"),
+        ]
+        outputs = [
+            tensor_spec("logits", "float32", ["batch", "labels"], "class scores"),
+            tensor_spec("probabilities", "float32", ["batch", "labels"], "softmax of the logits"),
+        ]
+        axes = {"tokens": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "logits": {0: "batch"}, "probabilities": {0: "batch"}}
+        return Signature(ClassifierGraph(model), example, check, (logits, torch.softmax(logits, dim=-1)), inputs, outputs, axes)
+
+    def export_metadata(self) -> dict[str, Any]:
+        data = self.data
+        return {
+            "vocabulary": vocabulary_metadata(self.vocabulary, data.tokenizer, data.lowercase),
+            "labels": list(self.labels),
+            "max_length": data.max_length,
+            "text_column": data.text_column,
+        }
+
+
+class ClassifierGraph(nn.Module):
+    """tokens (batch, time) int64 padded, lengths (batch,) int64 -> logits, probabilities."""
+
+    def __init__(self, model: SequenceModel):
+        super().__init__()
+        self.model = model
+        config = model.config
+        self.pooling, self.bidirectional = config.pooling, config.bidirectional
+        if self.bidirectional:
+            # One single-layer module per layer and direction, on the same weights, so the
+            # backward direction can be fed each text reversed within its own length.
+            kind = type(model.recurrent)
+            extra = {"nonlinearity": config.nonlinearity} if config.type == "rnn" else {}
+            self.layers = nn.ModuleList()
+            for k in range(config.num_layers):
+                size = config.embedding_size if k == 0 else 2 * config.hidden_size
+                for reverse in (False, True):
+                    layer = kind(size, config.hidden_size, batch_first=True, **extra)
+                    for mine, trained in zip(layer_weights(layer, 0), layer_weights(model.recurrent, k, reverse), strict=True):
+                        mine.data = trained.data
+                    self.layers.append(layer)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor):
+        x = self.model.embedding(tokens)  # (batch, time, embedding_size)
+        if self.bidirectional:
+            # Position t of a text of length L reads position L - 1 - t; padding stays in place.
+            steps = torch.arange(tokens.shape[1], device=tokens.device)[None, :]  # (1, time)
+            flip = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)[:, :, None]  # (batch, time, 1)
+            for k in range(0, len(self.layers), 2):
+                forward_out, _ = self.layers[k](x)
+                reversed_in = x.gather(1, flip.expand(-1, -1, x.shape[2]))
+                backward_out, _ = self.layers[k + 1](reversed_in)
+                backward_out = backward_out.gather(1, flip.expand(-1, -1, backward_out.shape[2]))
+                x = torch.cat([forward_out, backward_out], dim=2)
+            outputs = x
+        else:
+            outputs, _ = self.model.recurrent(x)  # (batch, time, hidden * directions)
+        if self.pooling == "last":
+            size = outputs.shape[2]
+            last = (lengths - 1)[:, None, None].expand(-1, 1, size)  # (batch, 1, size)
+            final = outputs.gather(1, last)[:, 0]  # each text's last token
+            if self.bidirectional:  # forward direction at the end, backward direction at the start
+                half = size // 2
+                final = torch.cat([final[:, :half], outputs[:, 0, half:]], dim=1)
+            features = final
+        else:
+            features = pool_over_time(outputs, lengths, self.pooling)
+        logits = self.model.head(features)
+        return logits, torch.softmax(logits, dim=-1)
+
 
 def _where(column: pd.Series, position: int, source: str) -> str:
     """'row N' of the CSV file (rows keep their file index through splits), or 'line N' of stdin."""
@@ -283,3 +488,50 @@ def classification_metrics(truth: np.ndarray, predicted: np.ndarray, labels: lis
     metrics["macro_f1"] = float(np.mean(f1s))
     metrics.update(per_class)
     return metrics
+
+
+def _starter(path: Path, frame: pd.DataFrame, text_columns: list[str]) -> Starter:
+    """The longest text column, and the column of fewest distinct values beside it as the label."""
+    text = max(text_columns, key=lambda c: frame[c].astype(str).str.len().mean())
+    candidates = [c for c in frame.columns if c != text and 2 <= frame[c].nunique() <= min(50, max(2, len(frame) // 10))]
+    if not candidates:
+        raise SeqtoolError(f"{path}: no label column (2 to 50 distinct values) beside the text column '{text}'")
+    label = min(candidates, key=lambda c: frame[c].nunique())
+    classes = frame[label].nunique()
+    counts = frame[label].value_counts()
+    balanced = counts.min() / counts.max() > 0.5
+    reasons = [
+        f"column '{text}' holds text (mean {frame[text].astype(str).str.len().mean():.0f} characters)",
+        f"column '{label}' has {classes} distinct values: the label",
+        f"{len(frame):,} rows; classes {'balanced' if balanced else 'imbalanced: class_weights balanced'}",
+    ]
+    body = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
+task: classify
+seed: 1234
+data:
+  path: {path}
+  text_column: {text}
+  label_column: {label}
+  tokenizer: word          # or char
+  lowercase: true
+  max_length: 256          # longer texts are truncated
+  min_freq: 2              # rarer words map to <unk>
+  val_fraction: 0.1        # stratified
+model:
+  type: lstm
+  hidden_size: 128
+  num_layers: 1
+  bidirectional: true
+  pooling: max             # last | mean | max
+  embedding_size: 128
+  dropout: 0.5
+training:
+  batch_size: 64
+  epochs: 12
+  lr: 3e-3
+  weight_decay: 0.1
+  class_weights: {"none" if balanced else "balanced"}
+  eval_every: 50
+  early_stopping_patience: 6
+"""
+    return Starter(2, body, reasons)

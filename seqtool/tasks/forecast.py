@@ -15,22 +15,31 @@ beside three baselines: naive, seasonal naive and a linear autoregression.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from seqtool.config import Config
+from seqtool.checkpoint import atomic_write_text
+from seqtool.config import Config, Where
 from seqtool.data import csvfile, series
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.tasks import WindowedTask, to_device
-from seqtool.tasks.forecast_network import ForecastNetwork
+from seqtool.signature import Signature, tensor_spec
+from seqtool.tasks import MainMetric, PredictOption, Starter, WindowedTask, to_device
+from seqtool.tasks.forecast_config import (
+    ForecastData,
+    ForecastModel,
+    ForecastTraining,
+    check_forecast_config,
+    forecast_starter,
+)
+from seqtool.tasks.forecast_network import ForecastGraph, ForecastNetwork, point_and_interval
 
 HISTORY_TAIL = 200  # rows of target history kept in the checkpoint for plots
-Z_80 = 1.2815515655446004  # standard normal quantile of 0.9: mean +- Z_80 sigma covers 80%
 
 
 @dataclass
@@ -46,12 +55,24 @@ class PreparedSeries:
 
 
 class ForecastTask(WindowedTask):
-    unit = "samples"
+    name = "forecast"
+    description = "multi-step forecasts of CSV time series, backtested beside naive, seasonal and linear baselines"
+    data_schema = ForecastData
+    model_schema = ForecastModel
+    training_schema = ForecastTraining
+    reads = "its inputs are real-valued rows, not tokens, and it reads fixed context windows"
+    main_metric = MainMetric("mase", "mase")
     baselines = ("naive", "seasonal_naive", "linear")
+    predict_hint = "--horizon N --output forecast.csv"
+    predict_options = (
+        PredictOption("--data", Path, "CSV whose last rows are the context", "the training data's end"),
+        PredictOption("--horizon", int, "steps to forecast (at most the model's)", "the model's horizon", min=1),
+        PredictOption("--output", Path, "write the forecast CSV here", "stdout"),
+        PredictOption("--plot", Path, "draw history, forecast and interval to this PNG", "no plot"),
+    )
 
     def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
-        self.config = config
-        self.cluster = cluster or Cluster()  # which shard of each global batch this process trains on
+        super().__init__(config, artifacts, cluster)
         self.data = config.data
         self.artifacts_ = dict(artifacts) if artifacts else None
         self.scaler = series.Scaler.from_dict(artifacts["scaler"]) if artifacts else None
@@ -61,6 +82,18 @@ class ForecastTask(WindowedTask):
         self.prepared: PreparedSeries | None = None
         self._categories: dict[str, list[str]] = {}
         self._eval_cache: dict[str, Any] = {}
+
+    @classmethod
+    def check_config(cls, config: Config, where: Where) -> None:
+        check_forecast_config(config, where)
+
+    @classmethod
+    def starter(cls, path: Path, frame: Any | None, forced: bool) -> Starter | None:
+        if frame is None:
+            if forced:
+                raise SeqtoolError(f"{path} is not a CSV; a forecast reads a CSV with one row per time step")
+            return None
+        return forecast_starter(path, frame, forced)
 
     # ---- data ----------------------------------------------------------------------------------
 
@@ -177,17 +210,11 @@ class ForecastTask(WindowedTask):
         columns, loss = len(self.artifacts_["columns"]), self.config.training.loss or "mse"
         return ForecastNetwork(self.config.model, columns, self.n_targets, self.data.horizon, loss, self.outputs_per_step)
 
-    def steps_per_epoch(self) -> int:
-        return self.cluster.usable_batches(len(self.train_origins), self.config.training.batch_size)
+    def sample_count(self) -> int:
+        return len(self.train_origins)  # windows are shuffled; the split itself stays chronological
 
     def units_per_step(self) -> int:
         return min(self.config.training.batch_size, len(self.train_origins))
-
-    def start_epoch(self, epoch: int) -> None:
-        # Shuffle windows (each is self-contained; the split itself stays chronological). The
-        # order depends on seed and epoch only, so a resumed run sees the same batches.
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        self.order = self.train_origins[torch.randperm(len(self.train_origins), generator=generator).numpy()]
 
     def _windows(self, inputs: np.ndarray, origins: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled model inputs (batch, context, columns) and targets (batch, horizon, targets):
@@ -217,9 +244,8 @@ class ForecastTask(WindowedTask):
         return torch.maximum(levels * error, (levels - 1) * error).mean()  # pinball loss
 
     def training_loss(self, model: ForecastNetwork, batch_index: int, device: torch.device) -> torch.Tensor:
-        size = self.config.training.batch_size
-        origins, share = self.cluster.own_rows(self.order[batch_index * size : (batch_index + 1) * size])
-        x, y = self._windows(self.train_inputs, origins)
+        rows, share = self.batch_rows(batch_index)
+        x, y = self._windows(self.train_inputs, self.train_origins[rows])
         return self._loss(self._outputs(model, to_device(x, device)), to_device(y, device)) * share
 
     # ---- forecasting -------------------------------------------------------------------------
@@ -243,8 +269,6 @@ class ForecastTask(WindowedTask):
         self, model: ForecastNetwork, inputs: np.ndarray, origins: np.ndarray, device: torch.device
     ) -> dict[str, np.ndarray]:
         """Forecasts in original units for each origin: point, lower, upper (batch, horizon, targets)."""
-        was_training = model.training
-        model.eval()
         results: dict[str, list[np.ndarray]] = {"point": [], "lower": [], "upper": []}
         k = self.n_targets
         for start in range(0, len(origins), 1024):
@@ -254,7 +278,6 @@ class ForecastTask(WindowedTask):
             for name, values in (("point", point), ("lower", lower), ("upper", upper)):
                 if values is not None:
                     results[name].append(self.scaler.inverse(values, slice(0, k)))
-        model.train(was_training)
         return {name: np.concatenate(parts) for name, parts in results.items() if parts}
 
     # ---- evaluation --------------------------------------------------------------------------
@@ -297,19 +320,15 @@ class ForecastTask(WindowedTask):
         self._eval_cache[key] = setup
         return setup
 
-    @torch.no_grad()
     def evaluate(
         self, model: ForecastNetwork, split: str, device: torch.device, data_path: str | None = None
     ) -> dict[str, float]:
         setup = self._eval_setup(split, data_path)
         inputs, origins = setup["inputs"], setup["origins"]
-        was_training = model.training
-        model.eval()
         losses = []
         for start in range(0, len(origins), 1024):
             x, y = self._windows(inputs, origins[start : start + 1024])
             losses.append(self._loss(self._outputs(model, to_device(x, device)), to_device(y, device)).item() * len(x))
-        model.train(was_training)
         predicted = self.forecast(model, inputs, origins, device)
         metrics = {"loss": sum(losses) / len(origins)}
         metrics.update(forecast_metrics(setup["actual"], predicted["point"], setup["mase_scale"], setup["z_scale"]))
@@ -374,30 +393,104 @@ class ForecastTask(WindowedTask):
         index = pd.DatetimeIndex(tail["index"]) if self.artifacts_["frequency"] else pd.Index([int(i) for i in tail["index"]])
         return pd.DataFrame(tail["values"], index=index, columns=self.data.target)
 
-    def backtest_frame(self, model: ForecastNetwork, split: str, data_path: str | None) -> dict[str, Any]:
-        """Actual values of the split and non-overlapping forecasts across it, for plotting."""
+    def evaluation_plot(self, model: ForecastNetwork, split: str, data_path: str | None, path: Path) -> None:
+        """The backtest: actual values of the split and non-overlapping forecasts across it."""
+        from seqtool.tasks.forecast_plots import backtest_plot
+
         setup = self._eval_setup(split, data_path)
-        prepared, horizon = setup["prepared"], self.data.horizon
-        origins = setup["origins"]
-        origins = origins[:: max(1, horizon // self.data.backtest_stride)]
+        horizon = self.data.horizon
+        origins = setup["origins"][:: max(1, horizon // self.data.backtest_stride)]
         predicted = self.forecast(model, setup["inputs"], origins, torch.device("cpu"))
-        return {"prepared": prepared, "origins": origins, "predicted": predicted, "targets": self.data.target}
+        backtest = {"prepared": setup["prepared"], "origins": origins, "predicted": predicted, "targets": self.data.target}
+        backtest_plot(path, backtest, self.interval_level, split)
 
+    def predict(self, model: ForecastNetwork, options: dict[str, Any], out: TextIO) -> None:
+        """The forecast CSV on stdout or in `--output`, and its plot with `--plot`."""
+        from rich.console import Console
 
-def point_and_interval(
-    out: torch.Tensor, loss: str, quantiles: list[float]
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """The model's outputs (batch, horizon, targets, outputs_per_step) -> point forecast and 80%
-    (or outermost-quantile) interval, each (batch, horizon, targets); in torch, so that the
-    exported graph (`seqtool export`) computes exactly this too. Gaussian outputs are mean and
-    variance."""
-    if loss == "gaussian_nll":
-        mean, sigma = out[..., 0], out[..., 1].sqrt()
-        return mean, mean - Z_80 * sigma, mean + Z_80 * sigma
-    if loss == "quantile":
-        middle = min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5))
-        return out[..., middle], out[..., 0], out[..., -1]
-    return out[..., 0], None, None
+        data = str(options["data"]) if options["data"] else None
+        table = self.predict_future(model, data, options["horizon"])
+        text = table.to_csv(index=False, float_format="%.6g")
+        if options["output"]:
+            atomic_write_text(options["output"], text)
+            Console(stderr=True).print(f"Forecast of {len(table)} steps written to {options['output']}")
+        else:
+            out.write(text)
+        if options["plot"]:
+            from seqtool.tasks.forecast_plots import forecast_plot
+
+            forecast_plot(options["plot"], self.history(data), table, self.data.target, self.interval_level)
+            Console(stderr=True).print(f"Forecast plot written to {options['plot']}")
+
+    def predict_api(self, model: ForecastNetwork, data: Any, options: dict[str, Any]) -> pd.DataFrame:
+        """`predict(data=CSV or None, horizon=...)`: the forecast table."""
+        unknown = sorted(set(options) - {"horizon"})
+        if unknown:
+            raise SeqtoolError(f"predict() options {unknown} do not apply to a forecast model (it takes data and horizon)")
+        return self.predict_future(model, str(data) if data else None, options.get("horizon"))
+
+    def export_signature(self, model: ForecastNetwork, generator: torch.Generator) -> Signature:
+        """context (batch, context_length, columns), scaled -> forecast[, lower, upper] (batch,
+        horizon, targets), scaled. Window normalisation, segments, channels, the decoder and the
+        interval arithmetic are in the graph; the affine scaler is in the metadata, because
+        applying it inside would make float32 rounding depend on the data's units."""
+        data, training = self.data, self.config.training
+        graph = ForecastGraph(model, training.loss or "mse", training.quantiles)
+        # The training data's last context window (it travels in the checkpoint), and noisy copies.
+        last = torch.tensor(self.artifacts_["last_context"], dtype=torch.float32)[None]  # (1, context, columns)
+
+        def batch(size: int) -> torch.Tensor:
+            noise = 0.1 * torch.randn(size - 1, *last.shape[1:], generator=generator)
+            return torch.cat([last, last + noise])
+
+        example, check = batch(2), batch(5)
+        origins = np.array([data.context_length], dtype=np.int64)
+        expected_parts: list[list[np.ndarray]] = []
+        with torch.no_grad():
+            for row in check.numpy():
+                padded = np.concatenate([row, np.zeros((data.horizon, row.shape[1]), dtype=np.float32)])
+                x, _ = self._windows(padded, origins)
+                expected_parts.append([p for p in self._point_and_interval(self._outputs(model, x)) if p is not None])
+        expected = tuple(torch.from_numpy(np.concatenate(group)) for group in zip(*expected_parts, strict=True))
+        shape = ["batch", "horizon", "targets"]
+        outputs = [tensor_spec("forecast", "float32", shape, "point forecast, scaled units")]
+        if len(expected) == 3:
+            level = round(100 * self.interval_level)
+            outputs += [
+                tensor_spec("lower", "float32", shape, f"lower bound of the {level}% interval, scaled units"),
+                tensor_spec("upper", "float32", shape, f"upper bound of the {level}% interval, scaled units"),
+            ]
+        meaning = "the last context_length rows, scaled (see scaler)"
+        inputs = [tensor_spec("context", "float32", ["batch", "context_length", "columns"], meaning)]
+        axes = {"context": {0: "batch"}} | {spec["name"]: {0: "batch"} for spec in outputs}
+        return Signature(graph, (example,), (check,), expected, inputs, outputs, axes)
+
+    def export_metadata(self) -> dict[str, Any]:
+        data, artifacts = self.data, self.artifacts_
+        scaler = artifacts["scaler"]
+        return {
+            "columns": list(artifacts["columns"]),
+            "targets": list(data.target),
+            "context_length": data.context_length,
+            "horizon": data.horizon,
+            "frequency": artifacts["frequency"],
+            "columns_how": "targets first, then data.features; a categorical column c becomes one column 'c=value' per "
+            "value in categories (1.0 where the row has that value, else 0.0); calendar columns <cycle>_sin/_cos are "
+            "sin/cos(2 pi x / period) of hour (x = hour + minute / 60, period 24), dayofweek (Monday = 0, period 7) and "
+            "month (x = month - 1 + (day - 1) / 31, period 12)",
+            "categories": artifacts["categories"],
+            "calendar_features": data.calendar_features,
+            "last_context": artifacts["last_context"],  # scaled: input for a forecast after the training data's end
+            "last_index": artifacts["last_index"],
+            "interval_level": self.interval_level,
+            "scaler": {
+                "kind": scaler["kind"],
+                "shift": scaler["shift"],
+                "scale": scaler["scale"],
+                "how": "input: (value - shift[j]) / scale[j] for column j of columns; "
+                "output: value * scale[j] + shift[j] for target j (the first len(targets) columns)",
+            },
+        }
 
 
 def _date_format(index: pd.DatetimeIndex) -> str:

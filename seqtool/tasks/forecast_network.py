@@ -33,14 +33,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from seqtool.config import ModelConfig
 from seqtool.models import recurrent_layers, unrolled
+from seqtool.tasks.forecast_config import ForecastModel
 
+Z_80 = 1.2815515655446004  # standard normal quantile of 0.9: mean +- Z_80 sigma covers 80%
 REVIN_EPS = 1e-5  # added to a window's variance: a constant window normalises to zeros, not NaN
 
 
 class ForecastNetwork(nn.Module):
-    def __init__(self, config: ModelConfig, columns: int, targets: int, horizon: int, loss: str, outputs_per_step: int):
+    def __init__(self, config: ForecastModel, columns: int, targets: int, horizon: int, loss: str, outputs_per_step: int):
         super().__init__()
         self.config = config
         self.independent = config.channels == "independent"
@@ -138,3 +139,33 @@ class ForecastNetwork(nn.Module):
             variance = (F.softplus(out[..., 1]) + 1e-6) * scale**2
             return torch.stack([mean, variance], dim=-1)
         return out * scale[..., None] + loc[..., None]
+
+
+def point_and_interval(
+    out: torch.Tensor, loss: str, quantiles: list[float]
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The model's outputs (batch, horizon, targets, outputs_per_step) -> point forecast and 80%
+    (or outermost-quantile) interval, each (batch, horizon, targets); in torch, so that the
+    exported graph (`seqtool export`) computes exactly this too. Gaussian outputs are mean and
+    variance."""
+    if loss == "gaussian_nll":
+        mean, sigma = out[..., 0], out[..., 1].sqrt()
+        return mean, mean - Z_80 * sigma, mean + Z_80 * sigma
+    if loss == "quantile":
+        middle = min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5))
+        return out[..., middle], out[..., 0], out[..., -1]
+    return out[..., 0], None, None
+
+
+class ForecastGraph(nn.Module):
+    """context (batch, context_length, columns), scaled -> forecast[, lower, upper] (batch, horizon,
+    targets), scaled: the forecast network and `point_and_interval`, in one graph (`seqtool export`)."""
+
+    def __init__(self, model: ForecastNetwork, loss: str, quantiles: list[float]):
+        super().__init__()
+        self.model = model
+        self.loss, self.quantiles = loss, quantiles
+
+    def forward(self, context: torch.Tensor):
+        out = self.model(context)  # (batch, horizon, targets, outputs_per_step)
+        return tuple(part for part in point_and_interval(out, self.loss, self.quantiles) if part is not None)

@@ -9,15 +9,18 @@ sees context far longer than `seq_len` while backpropagating through only `seq_l
 
 from __future__ import annotations
 
+import codecs
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TextIO
 
 import numpy as np
 import torch
+from torch import nn
 
-from seqtool.config import Config
+from seqtool.config import Config, TokenModelConfig, TrainingConfig, Where, check_text_files, option
 from seqtool.data.corpus import load_corpus
 from seqtool.data.text import (
     NEWLINE,
@@ -25,21 +28,74 @@ from seqtool.data.text import (
     batchify,
     bptt_windows,
     detokenize_pieces,
+    vocabulary_metadata,
 )
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import CellStepper, RecurrentState, SequenceModel, adaptive_cutoffs, detach_state
 from seqtool.sampling import TokenSampler
-from seqtool.tasks import to_device
+from seqtool.signature import Signature, tensor_spec
+from seqtool.tasks import MainMetric, PredictOption, Starter, Task, to_device
+
+# Measured in benchmarks/fresh_state.py (docs/benchmarks.md): without resets a char LSTM meets a
+# zero state once an epoch and generates garbage from a fresh prompt.
+STATE_RESET_DEFAULT = 0.3
 
 
-class LanguageModelTask:
+@dataclass
+class LanguageModelData:
+    path: str | None = option(None, "one text file, split into train/val(/test) by position")
+    train: str | None = option(None, "training text file (instead of path)")
+    val: str | None = option(None, "validation text file (with train)")
+    test: str | None = option(None, "test text file (with train)")
+    tokenizer: Literal["char", "word"] = option("char", "char: one token per character; word: words and punctuation")
+    val_fraction: float = option(0.1, "tail of `path` held out for validation", gt=0.0, lt=1.0)
+    test_fraction: float = option(0.0, "tail of `path` held out for testing (after val)", ge=0.0, lt=1.0)
+    min_freq: int = option(1, "word tokenizer: rarer words become `<unk>`", ge=1)
+
+
+@dataclass
+class LanguageModelModel(TokenModelConfig):
+    tie_weights: bool = option(False, "share the embedding and output matrices (needs embedding_size == hidden_size)")
+    output: Literal["full", "adaptive"] = option(
+        "full", "full softmax, or adaptive softmax (faster for vocabularies of 10k+ words)"
+    )
+
+
+@dataclass
+class LanguageModelTraining(TrainingConfig):
+    seq_len: int = option(128, "time steps per batch (truncated BPTT length)", ge=1)
+    state_reset: float = option(
+        STATE_RESET_DEFAULT,
+        "chance per row and batch that the carried hidden state restarts from zero, "
+        "so that the model also learns to read from a fresh state (a prompt)",
+        ge=0.0,
+        le=1.0,
+    )
+
+
+class LanguageModelTask(Task):
+    name = "language_model"
+    description = "next-token prediction on a text corpus (char or word), then generation from a prompt"
+    data_schema = LanguageModelData
+    model_schema = LanguageModelModel
+    training_schema = LanguageModelTraining
+    reads = "it reads a token stream in BPTT windows"
+    main_metric = MainMetric("perplexity", "ppl")
     unit = "tok"
     baselines = ("unigram",)
+    predict_hint = '--prompt "..."'
+    predict_options = (
+        PredictOption("--prompt", str, "text to continue", "none: start after a line break"),
+        PredictOption("--length", int, "tokens to generate", "500", min=1),
+        PredictOption("--temperature", float, "sampling temperature, 0 = greedy", "1.0", min=0.0),
+        PredictOption("--top-k", int, "sample among the k likeliest tokens only", "all tokens", min=1),
+        PredictOption("--seed", int, "seed for sampling", "random"),
+        PredictOption("--num-samples", int, "independent samples to draw", "1", min=1),
+    )
 
     def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
-        self.config = config
-        self.cluster = cluster or Cluster()  # which shard of each global batch this process trains on
+        super().__init__(config, artifacts, cluster)
         self.vocabulary = Vocabulary.from_dict(artifacts["vocabulary"]) if artifacts else None
         self.train_rows: np.ndarray | None = None  # (batch_size / processes, columns)
         self.val_ids: np.ndarray | None = None
@@ -47,6 +103,38 @@ class LanguageModelTask:
         self.carried: RecurrentState | None = None
         self.epoch = 0
         self.cache_dir: Path | None = None  # where large corpora's token files go (beside the runs)
+
+    # ---- config ------------------------------------------------------------------------------
+
+    @classmethod
+    def check_config(cls, config: Config, where: Where) -> None:
+        check_text_files(config.data, where)
+        model = config.model
+        if model.output == "adaptive" and model.tie_weights:
+            raise SeqtoolError(
+                f"{where('model.tie_weights')} needs model.output: full (the adaptive softmax splits the output matrix in clusters)"
+            )
+        if model.tie_weights and model.embedding_size != model.hidden_size:
+            raise SeqtoolError(
+                f"{where('model.tie_weights')} needs model.embedding_size == model.hidden_size "
+                f"(got {model.embedding_size} and {model.hidden_size})"
+            )
+
+    @classmethod
+    def migrate_stored(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Before `training.state_reset` existed, language models never reset their carried state."""
+        training = config.get("training")
+        if isinstance(training, dict) and "state_reset" not in training:
+            return {**config, "training": {**training, "state_reset": 0.0}}
+        return config
+
+    @classmethod
+    def starter(cls, path: Path, frame: Any | None, forced: bool) -> Starter | None:
+        if frame is not None:
+            if forced:
+                raise SeqtoolError(f"{path} is a CSV; a language model reads a plain text file")
+            return None
+        return _starter(path)
 
     # ---- data --------------------------------------------------------------------------------
 
@@ -184,7 +272,6 @@ class LanguageModelTask:
 
     # ---- evaluation --------------------------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(self, model: SequenceModel, split: str, device: torch.device, data_path: str | None = None) -> dict[str, float]:
         """Mean loss over (nearly) every token of the split, state carried through it.
 
@@ -195,15 +282,12 @@ class LanguageModelTask:
         training = self.config.training
         streams = max(1, min(training.batch_size, len(ids) // 2))
         rows = batchify(ids, streams)
-        was_training = model.training
-        model.eval()
         total_nats, total_tokens, state = 0.0, 0, None
         for start, length in bptt_windows(rows.shape[1], training.seq_len, full_only=False):
             block = to_device(torch.from_numpy(rows[:, start : start + length + 1].astype(np.int64)), device)
             loss, state = model(block[:, :-1], state, targets=block[:, 1:])
             total_nats += loss.item() * block[:, 1:].numel()
             total_tokens += block[:, 1:].numel()
-        model.train(was_training)
         metrics = self._loss_metrics(total_nats / total_tokens)
         metrics.update({f"unigram_{k}": v for k, v in self._loss_metrics(self._unigram_loss(rows)).items()})
         metrics["tokens"] = total_tokens
@@ -275,7 +359,6 @@ class LanguageModelTask:
         if len(prompt_ids) == 0:
             start = NEWLINE if NEWLINE in vocab.tokens else vocab.tokens[1]
             prompt_ids = np.array([vocab.tokens.index(start)])
-        model.eval()
         scores, state = model(torch.from_numpy(prompt_ids.astype(np.int64))[None, :], last_only=True)
         stepper = CellStepper(model)
         layer_states = stepper.split_state(state, streams)
@@ -295,7 +378,155 @@ class LanguageModelTask:
             yield token
             scores = stepper.step(token, layer_states).float()
 
+    # ---- predict and export ------------------------------------------------------------------
+
+    def predict(self, model: SequenceModel, options: dict[str, Any], out: TextIO) -> None:
+        """Stream one sample as it is generated, or print `--num-samples` generated as a batch."""
+        prompt, num_samples = options["prompt"] or "", options["num_samples"] or 1
+        generator = torch.Generator()
+        generator.manual_seed(options["seed"] if options["seed"] is not None else torch.seed())
+        sampling = (
+            options["length"] or 500,
+            1.0 if options["temperature"] is None else options["temperature"],
+            options["top_k"],
+            generator,
+        )
+        if num_samples == 1:
+            pieces = self.generate(model, prompt, *sampling)  # checks the prompt first
+            out.write(prompt)
+            for piece in pieces:
+                out.write(piece)
+                out.flush()
+            out.write("\n")
+            out.flush()
+            return
+        for sample, text in enumerate(self.generate_many(model, prompt, *sampling, num_samples)):
+            out.write(f"{'' if sample == 0 else chr(10)}--- sample {sample + 1} of {num_samples} ---\n{prompt}{text}\n")
+        out.flush()
+
+    def predict_api(self, model: SequenceModel, data: Any, options: dict[str, Any]) -> str | list[str]:
+        """`predict(prompt=..., length=200, temperature=1.0, top_k=None, seed=0)` returns the text;
+        with `num_samples=N`, a list of N texts generated as one batch."""
+        unknown = sorted(set(options) - {"prompt", "length", "temperature", "top_k", "seed", "num_samples"})
+        if data is not None or unknown:
+            given = unknown or ["data"]
+            raise SeqtoolError(f"predict() options {given} do not apply to a language model (it takes prompt, length, ...)")
+        generator = torch.Generator().manual_seed(options.get("seed") or 0)
+        prompt, num_samples = options.get("prompt") or "", options.get("num_samples")
+        sampling = (options.get("length") or 200, options.get("temperature", 1.0), options.get("top_k"), generator)
+        if num_samples is not None:
+            return [prompt + text for text in self.generate_many(model, prompt, *sampling, num_samples)]
+        return prompt + "".join(self.generate(model, prompt, *sampling))
+
+    def export_signature(self, model: SequenceModel, generator: torch.Generator) -> Signature:
+        """(tokens, h_in[, c_in]) -> (logits, h_out[, c_out]): the state is part of the signature,
+        so a deployed model steps token by token, or reads a prompt in one call and carries on."""
+        config = model.config
+        vocab, lstm = len(self.vocabulary), config.type == "lstm"
+        layers, hidden = config.num_layers, config.hidden_size
+
+        def batch(size: int, time: int) -> tuple[torch.Tensor, ...]:
+            tokens = torch.randint(0, vocab, (size, time), generator=generator)
+            states = [0.5 * torch.randn(layers, size, hidden, generator=generator) for _ in range(2 if lstm else 1)]
+            return (tokens, *states)
+
+        example, check = batch(2, 5), batch(3, 17)
+        with torch.no_grad():
+            scores, state = model(check[0], (check[1], check[2]) if lstm else check[1])
+        expected = (scores, *state) if lstm else (scores, state)
+        scores_name = "log_probs" if config.output == "adaptive" else "logits"
+        state_shape = ["num_layers", "batch", "hidden"]
+        inputs = [tensor_spec("tokens", "int64", ["batch", "time"], "token ids (see vocabulary)")]
+        meaning = "log-probabilities of the next token" if scores_name == "log_probs" else "next-token logits"
+        outputs = [tensor_spec(scores_name, "float32", ["batch", "time", "vocabulary"], f"{meaning} at each step")]
+        names = [("h", "hidden state")] + ([("c", "cell state")] if lstm else [])
+        for name, meaning in names:
+            inputs.append(tensor_spec(f"{name}_in", "float32", state_shape, f"{meaning} before the first token (zeros to start)"))
+            outputs.append(tensor_spec(f"{name}_out", "float32", state_shape, f"{meaning} after the last token (feed back in)"))
+        axes = {"tokens": {0: "batch", 1: "time"}, scores_name: {0: "batch", 1: "time"}}
+        for name, _ in names:
+            axes[f"{name}_in"] = axes[f"{name}_out"] = {1: "batch"}
+        return Signature(LanguageModelGraph(model), example, check, expected, inputs, outputs, axes)
+
+    def export_metadata(self) -> dict[str, Any]:
+        return {"vocabulary": vocabulary_metadata(self.vocabulary, self.config.data.tokenizer, lowercase=False)}
+
+
+class LanguageModelGraph(nn.Module):
+    """tokens (batch, time) int64, state (num_layers, batch, hidden) -> scores, new state."""
+
+    def __init__(self, model: SequenceModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
+        state = h if c is None else (h, c)
+        scores, state = self.model(tokens, state)
+        return (scores, *state) if isinstance(state, tuple) else (scores, state)
+
 
 def _continues_line(prompt: str) -> bool:
     """Generated words continue the prompt's last line (and need a space before the first)."""
     return bool(prompt) and not prompt.endswith(NEWLINE)
+
+
+MIN_CORPUS_CHARS = 1_000  # less is too little text to learn anything from
+_SAMPLE_BYTES = 1 << 20
+
+
+def _corpus_characters(path: Path) -> int:
+    """Characters in a text corpus (estimated from its size beyond the first MiB); an empty,
+    blank, binary or too short file is refused here, before any config is written."""
+    with path.open("rb") as handle:
+        head = handle.read(_SAMPLE_BYTES)
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    try:
+        text = decoder.decode(head, final=len(head) < _SAMPLE_BYTES)  # a cut character at the end is fine
+    except UnicodeDecodeError as exc:
+        raise SeqtoolError(
+            f"{path}: not UTF-8 text (invalid byte at offset {exc.start}); init reads text corpora and CSV files"
+        ) from None
+    if not text.strip():
+        raise SeqtoolError(f"{path}: the file is empty" + (" (only whitespace)" if head else ""))
+    characters = len(text) if len(head) < _SAMPLE_BYTES else path.stat().st_size
+    if characters < MIN_CORPUS_CHARS:
+        raise SeqtoolError(
+            f"{path}: only {characters:,} characters, too little text to train a language model on "
+            f"(at least {MIN_CORPUS_CHARS:,})"
+        )
+    return characters
+
+
+def _starter(path: Path) -> Starter:
+    """A character-level model sized by the corpus."""
+    characters = _corpus_characters(path)
+    size = path.stat().st_size
+    hidden = 128 if size < 200_000 else 256 if size < 2_000_000 else 384
+    batch_size = min(32, int(characters * 0.9) // 129)  # the training part fills the batch's rows
+    reasons = [
+        f"{path.name} is not a CSV: a text corpus for a character-level language model",
+        f"{size:,} bytes: hidden_size {hidden}" + (f", batch_size {batch_size} (a short text)" if batch_size < 32 else ""),
+    ]
+    text = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
+task: language_model
+seed: 1234
+data:
+  path: {path}
+  tokenizer: char          # or word (words, punctuation and line breaks)
+  val_fraction: 0.1        # the last 10% of the text is held out
+model:
+  type: lstm               # rnn | lstm | gru
+  hidden_size: {hidden}
+  num_layers: 2
+  dropout: 0.0
+  embedding_size: 64
+training:
+  batch_size: {batch_size}
+  seq_len: 128             # truncated-BPTT length
+  epochs: 20
+  max_time: 10m            # the first budget reached stops training
+  lr: 3e-3
+  warmup_steps: 50
+  eval_every: 200
+"""
+    return Starter(2, text, reasons)

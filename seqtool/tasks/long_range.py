@@ -16,19 +16,33 @@ of chance's (1.0 = learnt nothing, 0.0 = solved), the one number a length sweep 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seqtool.config import Config
+from seqtool.config import Config, TokenModelConfig, Where, check_split_fractions, option
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel
-from seqtool.tasks import WindowedTask, to_device
+from seqtool.tasks import MainMetric, WindowedTask, to_device
 
 EVAL_BATCH = 1024
+
+
+@dataclass
+class LongRangeData:
+    synthetic: Literal["adding", "copy", "parity"] = option(
+        "adding", "adding: sum of two marked numbers (MSE); copy: recall symbols after a delay; parity: XOR of bits"
+    )
+    length: int = option(100, "time steps between what must be remembered and when it is asked for", ge=2)
+    samples: int = option(20000, "sequences generated from the seed (train + val + test)", ge=10)
+    symbols: int = option(10, "copy: symbols to remember", ge=1)
+    alphabet: int = option(8, "copy: distinct symbols", ge=2)
+    val_fraction: float = option(0.1, "share of the samples held out for validation", gt=0.0, lt=1.0)
+    test_fraction: float = option(0.0, "share of the samples held out for testing", ge=0.0, lt=1.0)
 
 
 def generate(
@@ -63,15 +77,32 @@ def generate(
 
 
 class LongRangeTask(WindowedTask):
-    unit = "samples"
+    name = "long_range"
+    description = "synthetic memory benchmarks (adding, copy, parity) that show how far back each cell remembers"
+    data_schema = LongRangeData
+    model_schema = TokenModelConfig
+    reads = "its sequences are generated whole"
+    main_metric = MainMetric("error_vs_chance", "err/chance", reference=1.0, reference_label="chance")
     baselines = ("chance",)
+    not_predictable = "its data is synthetic, generated from the config's seed; use seqtool evaluate"
+    not_exportable = "it is a benchmark on synthetic data"
 
     def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
-        self.config = config
-        self.cluster = cluster or Cluster()
+        super().__init__(config, artifacts, cluster)
         self.data = config.data
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
         self.order = np.empty(0, dtype=np.int64)
+
+    @classmethod
+    def unread_keys(cls, config: dict[str, Any]) -> dict[str, str]:
+        data = config.get("data")
+        if (data.get("synthetic", "adding") if isinstance(data, dict) else "adding") == "adding":
+            return {"model.embedding_size": "does not apply to data.synthetic: adding (its inputs are real numbers)"}
+        return {}
+
+    @classmethod
+    def check_config(cls, config: Config, where: Where) -> None:
+        check_split_fractions(config.data, where)
 
     @property
     def regression(self) -> bool:
@@ -100,15 +131,11 @@ class LongRangeTask(WindowedTask):
             return SequenceModel(model, output_size=d.alphabet, vocab_size=d.alphabet + 2)
         return SequenceModel(model, output_size=2, vocab_size=2)
 
-    def steps_per_epoch(self) -> int:
-        return self.cluster.usable_batches(len(self.splits["train"][1]), self.config.training.batch_size)
+    def sample_count(self) -> int:
+        return len(self.splits["train"][1])
 
     def units_per_step(self) -> int:
         return min(self.config.training.batch_size, len(self.splits["train"][1]))
-
-    def start_epoch(self, epoch: int) -> None:
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        self.order = torch.randperm(len(self.splits["train"][1]), generator=generator).numpy()
 
     def _outputs(self, model: SequenceModel, inputs: torch.Tensor) -> torch.Tensor:
         """adding: (batch,) sums; copy: (batch, symbols, alphabet) logits; parity: (batch, 2) logits."""
@@ -124,15 +151,13 @@ class LongRangeTask(WindowedTask):
         return F.cross_entropy(out.reshape(-1, out.shape[-1]), targets.reshape(-1))
 
     def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor:
-        size = self.config.training.batch_size
-        rows, share = self.cluster.own_rows(self.order[batch_index * size : (batch_index + 1) * size])
+        rows, share = self.batch_rows(batch_index)
         inputs, targets = self.splits["train"]
         x, y = torch.from_numpy(inputs[rows]), torch.from_numpy(targets[rows])
         return self._loss(self._outputs(model, to_device(x, device)), to_device(y, device)) * share
 
     # ---- evaluation --------------------------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(self, model: SequenceModel, split: str, device: torch.device, data_path: str | None = None) -> dict[str, float]:
         if data_path is not None:
             raise SeqtoolError("--data does not apply to task: long_range (its data is generated from the config's seed)")
@@ -141,13 +166,10 @@ class LongRangeTask(WindowedTask):
         if split not in self.splits:
             raise SeqtoolError(f"no {split} split in this run's data (set data.test_fraction)")
         inputs, targets = self.splits[split]
-        was_training = model.training
-        model.eval()
         outputs = []
         for start in range(0, len(targets), EVAL_BATCH):
             x = to_device(torch.from_numpy(inputs[start : start + EVAL_BATCH]), device)
             outputs.append(self._outputs(model, x).cpu())
-        model.train(was_training)
         out, y = torch.cat(outputs), torch.from_numpy(targets)
         metrics = {"loss": self._loss(out, y).item()}
         train_targets = self.splits["train"][1]

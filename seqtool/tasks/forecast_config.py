@@ -1,0 +1,174 @@
+"""The forecast kind's config section: its `data` schema, its own model and training keys, the
+rules between them, and the starter config `seqtool init` writes for a time series."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from seqtool.config import Config, ModelConfig, TrainingConfig, Where, check_split_fractions, option
+from seqtool.data import series, sniff
+from seqtool.errors import SeqtoolError
+from seqtool.tasks import Starter
+
+
+@dataclass
+class ForecastData:
+    path: str | None = option(None, "CSV file with one row per time step")
+    date_column: list[str] | None = option(None, "date column, or its parts such as [year, month, day, hour]")
+    frequency: str | None = option(None, "pandas frequency (D, h, MS, ...); inferred from the dates if absent")
+    target: list[str] = option([], "column(s) to forecast")
+    features: list[str] = option([], "extra numeric input columns (past covariates)")
+    categorical: list[str] = option([], "extra categorical input columns, one-hot encoded")
+    calendar_features: bool = option(False, "add sin/cos of hour, weekday and month derived from the dates")
+    context_length: int = option(24, "input window: time steps the model sees", ge=1)
+    horizon: int = option(12, "time steps predicted at once (direct multi-step)", ge=1)
+    val_fraction: float = option(0.2, "chronological tail held out for validation", gt=0.0, lt=1.0)
+    test_fraction: float = option(0.0, "chronological tail held out for testing (after val)", ge=0.0, lt=1.0)
+    scaler: Literal["standard", "minmax", "none"] = option("standard", "per-column scaling, fitted on the training part only")
+    missing: Literal["interpolate", "ffill", "drop", "error"] = option("interpolate", "what to do with empty or NA cells")
+    seasonality: int | None = option(
+        None, "seasonal period for seasonal-naive and MASE; inferred from the frequency if absent", ge=1
+    )
+    backtest_stride: int = option(1, "distance between forecast origins in the backtest", ge=1)
+    max_rows: int | None = option(
+        None,
+        "split and train on the first N rows only (in time order; the long-horizon ETT protocol uses 14400); "
+        "predict still reads the whole file",
+        ge=1,
+    )
+
+
+@dataclass
+class ForecastModel(ModelConfig):
+    segment_length: int | None = option(
+        None,
+        "read the context in segments of this many rows, each embedded by one linear layer, so the cell "
+        "runs context_length / segment_length steps (SegRNN); must divide data.context_length; null: row by row",
+        ge=1,
+    )
+    decoder: Literal["head", "parallel"] = option(
+        "head",
+        "head maps the final state to the whole horizon in one linear layer; parallel takes one more cell "
+        "step per output segment, all at once, fed learned position (and channel) embeddings (SegRNN)",
+    )
+    channels: Literal["mixed", "independent"] = option(
+        "mixed",
+        "mixed reads all columns together (covariates need it); independent runs every target column "
+        "as its own univariate series through shared weights",
+    )
+    window_norm: Literal["last", "revin", "none"] = option(
+        "last",
+        "per-window normalisation of the targets, undone on the output: last subtracts the last "
+        "observed value, revin the window's mean and standard deviation (Kim et al. 2022)",
+    )
+    revin_affine: bool = option(False, "window_norm: revin only: a learned per-target affine after normalising")
+
+
+@dataclass
+class ForecastTraining(TrainingConfig):
+    loss: Literal["mse", "mae", "huber", "gaussian_nll", "quantile"] | None = option(
+        None, "forecast loss (default mse); gaussian_nll and quantile give prediction intervals"
+    )
+    quantiles: list[float] = option([0.1, 0.5, 0.9], "levels predicted with loss: quantile (outermost = interval)")
+
+
+def check_forecast_config(config: Config, where: Where) -> None:
+    data, model, training = config.data, config.model, config.training
+    if not data.path:
+        raise SeqtoolError(f"{where('data.path')} is missing: the CSV file to forecast")
+    if not data.target:
+        raise SeqtoolError(f"{where('data.target')} is missing: the column(s) to forecast")
+    check_split_fractions(data, where)
+    if training.loss == "quantile":
+        qs = training.quantiles
+        if len(qs) < 2 or any(not 0 < q < 1 for q in qs) or qs != sorted(set(qs)):
+            raise SeqtoolError(f"{where('training.quantiles')} must be at least two increasing levels between 0 and 1, got {qs}")
+    _check_network(data, model, where)
+
+
+def _check_network(data: ForecastData, model: ForecastModel, where: Where) -> None:
+    """The forecast network's options against each other and against the data section."""
+    w = model.segment_length
+    if w is not None and data.context_length % w:
+        below, above = data.context_length // w * w, (data.context_length // w + 1) * w
+        fits = f"{below} or {above}" if below else str(above)
+        raise SeqtoolError(
+            f"{where('model.segment_length')}: data.context_length {data.context_length} is not a multiple of "
+            f"model.segment_length {w}; seqtool does not pad the context (padding would invent rows): use "
+            f"data.context_length {fits}, or a segment length that divides it"
+        )
+    covariates = [key for key in ("features", "categorical") if getattr(data, key)]
+    covariates += ["calendar_features"] if data.calendar_features else []
+    if model.channels == "independent" and covariates:
+        keys = ", ".join(f"data.{key}" for key in covariates)
+        raise SeqtoolError(
+            f"{where('model.channels')}: independent reads each target column alone, so covariates ({keys}) "
+            "would never reach the network; use model.channels: mixed, or move them to data.target"
+        )
+    if model.revin_affine and model.window_norm != "revin":
+        raise SeqtoolError(f"{where('model.revin_affine')} applies to model.window_norm: revin (got {model.window_norm})")
+
+
+def forecast_starter(path: Path, frame: pd.DataFrame, forced: bool) -> Starter | None:
+    """A series config: the numeric columns, with their dates, frequency and season when there are dates."""
+    dates = sniff.date_columns(frame)
+    numeric = [c for c in sniff.numeric_columns(frame) if c not in dates and not sniff.is_row_number(frame[c])]
+    if not numeric:
+        if forced:
+            raise SeqtoolError(f"{path}: no numeric column to forecast")
+        return None
+    target = "Close" if "Close" in numeric else numeric[0]  # OHLCV files forecast the close
+    features = [c for c in numeric if c != target]
+    categorical = [
+        c for c in frame.columns if c not in dates + numeric and sniff.is_strings(frame[c]) and 2 <= frame[c].nunique() <= 20
+    ]
+    reasons = [f"numeric columns {numeric}: forecasting '{target}'" + (f" from {features}" if features else "")]
+    frequency, season = None, None
+    if dates:
+        parsed = series.parse_dates(frame, dates, str(path))
+        ordered = pd.DatetimeIndex(np.sort(parsed.to_numpy()))
+        frequency = series.infer_frequency(ordered.unique(), None, str(path))
+        season = series.seasonality_from_frequency(frequency)
+        reasons.append(f"dates in {dates}: frequency {frequency}, seasonality {season}")
+    else:
+        reasons.append("no date column: steps are numbered")
+    if categorical:
+        reasons.append(f"categorical columns {categorical}: one-hot encoded")
+    rows = len(frame)
+    horizon = max(1, min(season or 12, rows // 20))
+    context = max(2 * horizon, min(2 * (season or 12), rows // 10))
+    date_line = f"[{', '.join(dates)}]" if len(dates) > 1 else (dates[0] if dates else "null")
+    body = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
+task: forecast
+seed: 1234
+data:
+  path: {path}
+  date_column: {date_line}
+  target: {target}
+  features: [{", ".join(features)}]
+  categorical: [{", ".join(categorical)}]
+  calendar_features: {"true" if dates else "false"}
+  context_length: {context}        # rows the model reads
+  horizon: {horizon}               # rows it forecasts at once
+  val_fraction: 0.2         # the chronological tail held out
+  scaler: standard          # fitted on the training part only
+  missing: interpolate      # interpolate | ffill | drop | error
+  seasonality: {season or "null"}
+model:
+  type: lstm
+  hidden_size: 64
+  num_layers: 2
+  dropout: 0.1
+training:
+  loss: mse                 # gaussian_nll or quantile give prediction intervals
+  batch_size: 64
+  epochs: 30
+  lr: 2e-3
+  eval_every: 100
+"""
+    return Starter(1, body, reasons)

@@ -1,0 +1,91 @@
+"""The task-kind registry: kinds come from entry points, and only seqtool/tasks/ knows any of them."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import assert_clean_error
+
+import seqtool
+from seqtool.tasks import ENTRY_POINT_GROUP, Task, entries, names, task_class
+
+PACKAGE = Path(seqtool.__file__).parent
+BUILT_IN = ["classify", "forecast", "language_model", "long_range"]
+
+
+def test_the_built_in_kinds_are_declared_as_entry_points_of_seqtool_itself():
+    declared = entries()
+    assert set(BUILT_IN) <= set(declared)
+    for name in BUILT_IN:
+        assert declared[name].origin == f"seqtool {seqtool.__version__}"
+        cls = task_class(name)
+        assert issubclass(cls, Task) and cls.name == name
+        assert cls.description and cls.reads and cls.data_schema is not None
+    pyproject = (PACKAGE.parent / "pyproject.toml").read_text()
+    assert f'[project.entry-points."{ENTRY_POINT_GROUP}"]' in pyproject
+
+
+def test_no_module_outside_seqtool_tasks_names_a_kind():
+    """cli, api, export, runs, init, compare, plots, config and engine reach kinds through the
+    registry only: a new kind is one place under seqtool/tasks/ and one entry point."""
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names())) + r")\b")
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent == PACKAGE / "tasks":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_tasks_command_lists_every_kind_with_its_origin(run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    listing = run_cli("tasks")
+    assert listing.code == 0, listing
+    for name in BUILT_IN:
+        line = next(line for line in listing.out.splitlines() if f" {name} " in line)
+        assert task_class(name).description[:40] in line and f"seqtool {seqtool.__version__}" in line
+    rows = json.loads(run_cli("tasks", "--json").out)
+    assert [row["name"] for row in rows] == names()
+    assert {row["name"]: row["main_metric"] for row in rows}["forecast"] == "mase"
+
+
+def test_an_unknown_kind_is_named_with_the_installed_ones(write_config, run_cli):
+    result = run_cli("train", write_config(), "task=forecasting")
+    assert_clean_error(result, "'task' must be one of", "forecast", "did you mean 'forecast'")
+
+
+def test_predict_options_of_a_kind_are_parsed_and_checked():
+    from seqtool.errors import SeqtoolError
+    from seqtool.tasks import parse_predict_options
+
+    kind = task_class("language_model")
+    options = parse_predict_options(kind, ["--length", "7", "--top-k=3", "--prompt", "to be"], "run")
+    assert options == {"prompt": "to be", "length": 7, "temperature": None, "top_k": 3, "seed": None, "num_samples": None}
+    for args, message in (
+        (["--length", "0"], "--length must be at least 1"),
+        (["--length", "many"], "--length must be an integer"),
+        (["--length"], "--length needs a value"),
+        (["--horizon", "3"], "--horizon applies to forecast models"),
+        (["--colour", "red"], "no such predict option --colour"),
+        (["stray"], "unexpected argument 'stray'"),
+    ):
+        with pytest.raises(SeqtoolError, match=re.escape(message)):
+            parse_predict_options(kind, args, "run")
+
+
+def test_help_of_the_whole_tool_reads_no_kind():
+    """`seqtool --help` and `runs` read the registry without importing any kind (or torch)."""
+    code = (
+        "import sys\nfrom seqtool.tasks import entries\nentries()\n"
+        "assert not any(m.startswith('seqtool.tasks.') for m in sys.modules), sorted(sys.modules)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
