@@ -79,7 +79,10 @@ class Model:
             from seqtool.errors import SeqtoolError
 
             raise SeqtoolError(f"predict() does not apply to a {self.kind} model: its {self.task.not_predictable}")
-        return self.task.predict_api(self.network, data, options)
+        from seqtool.tasks import evaluating
+
+        with evaluating(self.network):
+            return self.task.predict_api(self.network, data, options)
 
     def evaluate(self, split: str | None = None, data: str | Path | None = None) -> dict[str, float]:
         """Metrics beside the baselines; by default on the test split when the run has one."""

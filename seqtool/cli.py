@@ -467,13 +467,14 @@ def predict(
 ) -> None:
     """Run a trained model: generate text, predict beyond the data, label texts; options below."""
     from seqtool import engine
-    from seqtool.tasks import parse_predict_options
+    from seqtool.tasks import evaluating, parse_predict_options
 
     task, model, _ = engine.load_trained(checkpoint)
     if task.not_predictable:
         raise SeqtoolError(f"predict does not apply to {checkpoint}: a {task.name} model's {task.not_predictable}")
     options = parse_predict_options(type(task), ctx.args, str(checkpoint))
-    task.predict(model, options, sys.stdout)
+    with evaluating(model):
+        task.predict(model, options, sys.stdout)
 
 
 def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of kinds on stdout.")] = False) -> None:

@@ -453,6 +453,10 @@ def _train(
     task.cache_dir = run_dir.parent / CACHE_DIR
     task.load_training_data()
     model = task.build_model().to(device)  # the same initial weights on every rank (same seed)
+    if training.log_grad_flow and not hasattr(model, "probe"):
+        raise SeqtoolError(
+            f"training.log_grad_flow: the {config.task} model ({type(model).__name__}) does not expose its per-step states"
+        )
     if cluster.rank > 0:
         torch.manual_seed(config.seed + cluster.rank)  # but each rank its own dropout masks
     optimizer = make_optimizer(model, training)
@@ -533,7 +537,7 @@ def _train(
         nonlocal last_metrics, interval_start
         if cluster.is_main:
             with autocast(device, training.precision), evaluating(model):
-                last_metrics = task.evaluate(model, "val", device)
+                last_metrics = plain_metrics(task.evaluate(model, "val", device))
         val_loss = cluster.from_main([last_metrics["loss"] if cluster.is_main else 0.0])[0]
         if not cluster.is_main:
             last_metrics = {"loss": val_loss}
@@ -717,6 +721,17 @@ class Evaluation:
     shown_apart: list[str]  # metrics kept out of the table (they are in the notes)
 
 
+def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """A kind's metrics as Python ints and floats: numpy scalars would make a checkpoint that the
+    safe loader refuses, and JSON that cannot be written."""
+    plain: dict[str, float] = {}
+    for name, value in metrics.items():
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise SeqtoolError(f"task kind metric {name!r} is {value!r}, not a number")
+        plain[name] = int(value) if isinstance(value, (int, np.integer)) else float(value)
+    return plain
+
+
 def main_metric_name(task: Task) -> str | None:
     return task.main_metric.name if task.main_metric else None
 
@@ -740,7 +755,7 @@ def evaluate(
         task.evaluation_plot(model, split, data_path, Path(plot_path))
     device = next(model.parameters()).device
     with autocast(device, task.config.training.precision), evaluating(model):
-        metrics = task.evaluate(model, split, device, data_path=data_path)
+        metrics = plain_metrics(task.evaluate(model, split, device, data_path=data_path))
     if plot_path is not None:
         with evaluating(model):
             task.evaluation_plot(model, split, data_path, Path(plot_path))

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from seqtool import cli
+from seqtool.testing import CliResult
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,14 +72,6 @@ def write_config(tmp_path: Path, corpus: Path):
     return write
 
 
-class CliResult:
-    def __init__(self, code: int, out: str, err: str):
-        self.code, self.out, self.err = code, out, err
-
-    def __repr__(self) -> str:
-        return f"CliResult(code={self.code}, out={self.out[-500:]!r}, err={self.err[-500:]!r})"
-
-
 @pytest.fixture
 def run_cli(capsys, monkeypatch):
     """Run `seqtool ARGS` in-process through the real entry point (exit-code mapping included)."""
@@ -100,12 +93,7 @@ def run_cli(capsys, monkeypatch):
 
 def assert_clean_error(result: CliResult, *fragments: str) -> None:
     """Exit code 2, one `Error: ...` line on stderr naming every fragment, no traceback."""
-    assert result.code == 2, result
-    assert "Traceback" not in result.err and "Traceback" not in result.out
-    lines = [line for line in result.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
+    result.clean_error(*fragments)
 
 
 def interrupt_on_call(monkeypatch, owner: type, name: str, call_number: int, action) -> None:

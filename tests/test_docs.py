@@ -36,7 +36,9 @@ def test_the_overview_the_readme_quotes_ships_with_the_project():
     assert "RNN vs LSTM Comparison" in overview and "Machine Translation" in overview
 
 
-@pytest.mark.parametrize("path", ["README.md", "data/README.md", "docs/long_range.md", "docs/benchmarks.md", "docs/config.md"])
+@pytest.mark.parametrize(
+    "path", ["README.md", "data/README.md", "docs/long_range.md", "docs/benchmarks.md", "docs/config.md", "docs/tasks.md"]
+)
 def test_documents_speak_only_of_what_a_user_has(path):
     text = (REPO / path).read_text(encoding="utf-8")
     for phrase in ("seed document", "SOURCES.md", "shared/", "the seed's"):

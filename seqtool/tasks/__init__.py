@@ -67,6 +67,31 @@ class Starter:
     reasons: list[str]
 
 
+@dataclass(frozen=True)
+class BadInput:
+    """A mistake a user makes with a kind's job, and a fragment of the one-line error it must give
+    (exit 2, no traceback, no run written): `overrides` on the example config, `files` written
+    into the example's folder first (name -> text or bytes)."""
+
+    what: str
+    message: str
+    overrides: tuple[str, ...] = ()
+    files: dict[str, str | bytes] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Example:
+    """A small job of a kind, for the conformance checks (`seqtool.testing`): its data written
+    into a folder, a config that trains in seconds on a budget of `training.max_steps`, the
+    arguments `seqtool predict RUN` takes for it (with text for stdin, if it reads any), and the
+    bad inputs it must refuse."""
+
+    config: dict[str, Any]
+    predict_args: tuple[str, ...] = ()
+    predict_stdin: str | None = None
+    bad_inputs: tuple[BadInput, ...] = ()
+
+
 class Task:
     """What the engine needs from a task kind. Subclass it, fill in the class attributes, and
     implement the methods without a default; those with one are optional."""
@@ -122,6 +147,11 @@ class Task:
         if forced:
             raise SeqtoolError(f"seqtool init cannot propose a {cls.name} config; write one by hand (docs/tasks.md)")
         return None
+
+    @classmethod
+    def example(cls, folder: Path) -> Example:
+        """Write a small job's data into `folder` and describe it (the conformance kit runs it)."""
+        raise NotImplementedError(f"task kind {cls.name} defines no example() for the conformance checks")
 
     # ---- training --------------------------------------------------------------------------------
 

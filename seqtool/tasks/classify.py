@@ -27,7 +27,7 @@ from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel, layer_weights, pool_over_time
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks import MainMetric, PredictOption, Starter, WindowedTask, to_device
+from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, WindowedTask, to_device
 
 EVAL_BATCH = 256
 
@@ -113,6 +113,37 @@ class ClassifyTask(WindowedTask):
                 raise SeqtoolError(f"{path}: no column holds text (strings averaging over 20 characters)")
             return None
         return _starter(path, frame, texts)
+
+    @classmethod
+    def example(cls, folder: Path) -> Example:
+        """The label is the first word of a long text, classes unbalanced and weighted, and the
+        last batch of each epoch short (184 training texts in batches of 32)."""
+        rng = np.random.default_rng(0)
+        filler = "the a of and to in is it that was for on with as by this at from or an be".split()
+        first = np.where(rng.random(230) < 0.3, "good", "bad")
+        texts = [f"{word} " + " ".join(rng.choice(filler, 20)) for word in first]
+        frame = pd.DataFrame({"review": texts, "sentiment": np.where(first == "good", "pos", "neg")})
+        frame.to_csv(folder / "reviews.csv", index=False)
+        frame[["review"]].head(5).to_csv(folder / "unlabelled.csv", index=False)
+        empty_text = frame.copy()
+        empty_text.loc[7, "review"] = ""
+        config = {
+            "task": cls.name,
+            "seed": 5,
+            "data": {"path": str(folder / "reviews.csv"), "text_column": "review", "label_column": "sentiment"}
+            | {"min_freq": 1, "val_fraction": 0.2},
+            "model": {"hidden_size": 16, "num_layers": 1, "embedding_size": 16, "dropout": 0.1, "bidirectional": True},
+            "training": {"batch_size": 32, "lr": 0.01, "class_weights": "balanced"},
+        }
+        bad = (
+            BadInput(
+                "missing label column", "column 'stars' (data.label_column) not found", overrides=("data.label_column=stars",)
+            ),
+            BadInput("empty text", "row 9: empty text in column 'review'", files={"reviews.csv": empty_text.to_csv(index=False)}),
+            BadInput("one label only", "single label", files={"reviews.csv": frame.assign(sentiment="pos").to_csv(index=False)}),
+            BadInput("empty file", "empty", files={"reviews.csv": ""}),
+        )
+        return Example(config, ("--data", str(folder / "unlabelled.csv")), "good the a of and\nbad it was\n", bad)
 
     # ---- data --------------------------------------------------------------------------------
 

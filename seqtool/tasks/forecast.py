@@ -29,7 +29,7 @@ from seqtool.data import csvfile, series
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks import MainMetric, PredictOption, Starter, WindowedTask, to_device
+from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, WindowedTask, to_device
 from seqtool.tasks.forecast_config import (
     ForecastData,
     ForecastModel,
@@ -94,6 +94,41 @@ class ForecastTask(WindowedTask):
                 raise SeqtoolError(f"{path} is not a CSV; a forecast reads a CSV with one row per time step")
             return None
         return forecast_starter(path, frame, forced)
+
+    @classmethod
+    def example(cls, folder: Path) -> Example:
+        """Two daily seasonal series (period 20, opposite trends) through the segmented,
+        channel-independent network with the parallel decoder and RevIN: every option at once."""
+        rng = np.random.default_rng(0)
+        t = np.arange(300)
+        wave = 3 * np.sin(2 * np.pi * t / 20)
+        frame = pd.DataFrame(
+            {
+                "Date": pd.date_range("2020-01-01", periods=300, freq="D").strftime("%Y-%m-%d"),
+                "Value": (10 + 0.02 * t + wave + rng.normal(0, 0.3, 300)).round(4),
+                "Other": (30 - 0.01 * t - 1.5 * wave + rng.normal(0, 0.3, 300)).round(4),
+            }
+        )
+        frame.to_csv(folder / "series.csv", index=False)
+        bad_cell = frame.astype(str)
+        bad_cell.loc[58, "Value"] = "12,5x"
+        config = {
+            "task": cls.name,
+            "seed": 3,
+            "data": {"path": str(folder / "series.csv"), "date_column": "Date", "target": ["Value", "Other"]},
+            "model": {"type": "gru", "hidden_size": 16, "num_layers": 1, "dropout": 0.1, "segment_length": 8}
+            | {"decoder": "parallel", "channels": "independent", "window_norm": "revin"},
+            "training": {"batch_size": 16, "lr": 0.01},
+        }
+        config["data"] |= {"context_length": 40, "horizon": 10, "seasonality": 20}
+        bad = (
+            BadInput("missing column", "column 'Price' (data.target) not found", overrides=("data.target=[Price]",)),
+            BadInput("bad cell", "row 60, column 'Value'", files={"series.csv": bad_cell.to_csv(index=False)}),
+            BadInput("header only", "header but no rows", files={"series.csv": "Date,Value,Other\n"}),
+            BadInput("series shorter than a window", "fewer than data.context_length", overrides=("data.context_length=400",)),
+            BadInput("segment not dividing the context", "not a multiple of", overrides=("model.segment_length=7",)),
+        )
+        return Example(config, ("--horizon", "5"), None, bad)
 
     # ---- data ----------------------------------------------------------------------------------
 

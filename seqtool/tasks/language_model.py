@@ -35,7 +35,7 @@ from seqtool.errors import SeqtoolError
 from seqtool.models import CellStepper, RecurrentState, SequenceModel, adaptive_cutoffs, detach_state
 from seqtool.sampling import TokenSampler
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks import MainMetric, PredictOption, Starter, Task, to_device
+from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, Task, to_device
 
 # Measured in benchmarks/fresh_state.py (docs/benchmarks.md): without resets a char LSTM meets a
 # zero state once an epoch and generates garbage from a fresh prompt.
@@ -135,6 +135,39 @@ class LanguageModelTask(Task):
                 raise SeqtoolError(f"{path} is a CSV; a language model reads a plain text file")
             return None
         return _starter(path)
+
+    @classmethod
+    def example(cls, folder: Path) -> Example:
+        """A play-like text from a small grammar: speaker lines and short sentences."""
+        rng = np.random.default_rng(0)
+        words = (
+            ["ROMEO:", "JULIET:", "NURSE:"],
+            ["the cat", "my lord", "a rose"],
+            ["sees", "loves", "keeps"],
+            ["the moon.", "a kiss."],
+        )
+        lines = [
+            f"{rng.choice(words[0])}\n{rng.choice(words[1])} {rng.choice(words[2])} {rng.choice(words[3])}" for _ in range(300)
+        ]
+        (folder / "play.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        config = {
+            "task": cls.name,
+            "seed": 3,
+            "data": {"path": str(folder / "play.txt"), "val_fraction": 0.1},
+            "model": {"hidden_size": 32, "embedding_size": 16, "dropout": 0.1},
+            "training": {"batch_size": 8, "seq_len": 32, "lr": 0.01},
+        }
+        bad = (
+            BadInput("missing text file", "data file not found", overrides=(f"data.path={folder / 'none.txt'}",)),
+            BadInput("empty text file", "empty", files={"play.txt": ""}),
+            BadInput("text shorter than a batch", "fewer than training.batch_size x", overrides=("training.seq_len=2000",)),
+            BadInput(
+                "tied weights of unequal sizes",
+                "needs model.embedding_size == model.hidden_size",
+                overrides=("model.tie_weights=true",),
+            ),
+        )
+        return Example(config, ("--prompt", "ROMEO:", "--length", "40", "--seed", "1"), None, bad)
 
     # ---- data --------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ of chance's (1.0 = learnt nothing, 0.0 = solved), the one number a length sweep 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -27,7 +28,7 @@ from seqtool.config import Config, TokenModelConfig, Where, check_split_fraction
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel
-from seqtool.tasks import MainMetric, WindowedTask, to_device
+from seqtool.tasks import BadInput, Example, MainMetric, WindowedTask, to_device
 
 EVAL_BATCH = 1024
 
@@ -103,6 +104,25 @@ class LongRangeTask(WindowedTask):
     @classmethod
     def check_config(cls, config: Config, where: Where) -> None:
         check_split_fractions(config.data, where)
+
+    @classmethod
+    def example(cls, folder: Path) -> Example:
+        """The copy task, short: recall 3 symbols after 10 blanks (its data is generated)."""
+        config = {
+            "task": cls.name,
+            "seed": 2,
+            "data": {"synthetic": "copy", "length": 10, "samples": 400, "symbols": 3, "alphabet": 4, "test_fraction": 0.1},
+            "model": {"hidden_size": 16, "num_layers": 1, "embedding_size": 8, "dropout": 0.0},
+            "training": {"batch_size": 16, "lr": 0.01},
+        }
+        bad = (
+            BadInput(
+                "an embedding for real numbers", "does not apply to data.synthetic: adding", overrides=("data.synthetic=adding",)
+            ),
+            BadInput("no training samples left", "leaves under 10% for training", overrides=("data.val_fraction=0.85",)),
+            BadInput("unknown benchmark", "must be one of adding, copy, parity", overrides=("data.synthetic=sorting",)),
+        )
+        return Example(config, (), None, bad)
 
     @property
     def regression(self) -> bool:

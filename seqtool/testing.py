@@ -1,0 +1,476 @@
+"""The conformance kit: checks every task kind must pass, built-in or plug-in.
+
+In the spirit of scikit-learn's `check_estimator`: each check takes a kind's name and an empty
+folder, runs the kind's own small job (`Task.example`) through the real command line, and raises
+AssertionError saying what broke. A kind inherits the whole reliability suite by passing them:
+
+    from seqtool.testing import parametrize_with_checks
+
+    @parametrize_with_checks(["truecase"])
+    def test_conformance(kind, check, tmp_path):
+        check(kind, tmp_path)
+
+or, without pytest: `python -m seqtool.testing truecase`. The SIGKILL and two-process checks
+start processes (several seconds each) and are marked `slow`; `SEQTOOL_KILL_TRIALS` sets the
+kills per kind (default 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# The budget every check trains with: short, evaluating (and checkpointing) every 2 steps.
+BUDGET = {"epochs": None, "max_steps": 8, "max_time": None, "eval_every": 2, "log_every": 1, "device": "cpu"}
+KILL_TRIALS = int(os.environ.get("SEQTOOL_KILL_TRIALS", "3"))
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def clean_error(self, *fragments: str) -> None:
+        """Exit code 2, one `Error: ...` line on stderr naming every fragment, no traceback."""
+        assert self.code == 2, f"expected exit code 2, got {self.code}: {self.err[-500:]}"
+        assert "Traceback" not in self.err + self.out, self.err[-2000:]
+        lines = [line for line in self.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Error: "), f"not one Error: line: {self.err[-1000:]!r}"
+        for fragment in fragments:
+            assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+    def ok(self) -> CliResult:
+        assert self.code == 0, f"exit code {self.code}: {self.err[-2000:]}"
+        return self
+
+
+def run_cli(*args: Any, stdin: str = "") -> CliResult:
+    """`seqtool ARGS` in this process, through the real entry point (exit codes included)."""
+    from seqtool import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv, sys.stdin
+    sys.argv, sys.stdin = ["seqtool", *map(str, args)], io.StringIO(stdin)
+    cli._debug["on"] = False
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv, sys.stdin = saved
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+# ---- the kind's example job --------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """A kind's example written into a folder, with the kit's budget: its config file and runs."""
+
+    kind: str
+    folder: Path
+    config_path: Path
+    example: Any  # seqtool.tasks.Example
+
+    def run_dir(self, name: str) -> Path:
+        return self.folder / "runs" / name
+
+    def train(self, name: str, *args: Any) -> Path:
+        run_cli("train", self.config_path, *args, "--run-dir", self.run_dir(name)).ok()
+        return self.run_dir(name)
+
+
+def prepare(kind: str, folder: Path, model: dict[str, Any] | None = None, **training: Any) -> Job:
+    """Write the kind's example into `folder`, with the kit's budget (and `model` and `training`
+    overrides)."""
+    from seqtool.tasks import task_class
+
+    folder.mkdir(parents=True, exist_ok=True)
+    example = task_class(kind).example(folder)
+    config = json.loads(json.dumps(example.config))  # a deep copy the kit may change
+    config.setdefault("training", {}).update({**BUDGET, **training})
+    config.setdefault("model", {}).update(model or {})
+    path = folder / f"{kind}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return Job(kind, folder, path, example)
+
+
+def outcome(run_dir: Path) -> tuple[dict[str, Any], list[tuple]]:
+    """The last checkpoint's weights and the loss curve: what must match between runs."""
+    from seqtool.checkpoint import LAST, load_checkpoint
+    from seqtool.metrics import MetricsLog
+
+    weights = load_checkpoint(run_dir / LAST)["model"]
+    return weights, [(e["step"], e["split"], e.get("loss")) for e in MetricsLog(run_dir).read()]
+
+
+def assert_same_outcome(reference: Path, other: Path, what: str) -> None:
+    import torch
+
+    weights, curve = outcome(reference)
+    other_weights, other_curve = outcome(other)
+    assert other_curve == curve, f"{what}: the loss curve differs from the uninterrupted run's"
+    assert weights.keys() == other_weights.keys(), f"{what}: different parameters"
+    differing = [name for name in weights if not torch.equal(weights[name], other_weights[name])]
+    assert not differing, f"{what}: weights differ from the uninterrupted run's: {differing[:3]}"
+
+
+def _predicts(kind: str) -> bool:
+    from seqtool.tasks import task_class
+
+    return task_class(kind).not_predictable is None
+
+
+# ---- the checks ----------------------------------------------------------------------------------
+
+
+def check_config_round_trip(kind: str, folder: Path) -> None:
+    """The run directory's config.yaml and the checkpoint's stored config are the config trained;
+    `runs` lists the run as finished, with the kind's main metric."""
+    from seqtool.checkpoint import LAST, load_checkpoint
+    from seqtool.config import config_from_dict, load_config
+
+    job = prepare(kind, folder)
+    run = job.train("run")
+    given = load_config(job.config_path).to_dict()
+    assert load_config(run / "config.yaml").to_dict() == given, "config.yaml differs from the config trained"
+    stored = config_from_dict(load_checkpoint(run / LAST)["config"]).to_dict()
+    assert stored == given, "the checkpoint's stored config differs from the config trained"
+    (listed,) = json.loads(run_cli("runs", run.parent, "--json").ok().out)
+    assert listed["task"] == kind and listed["status"] == "finished", listed
+    assert listed["steps"] == BUDGET["max_steps"], listed
+
+
+def check_evaluate_beside_baselines(kind: str, folder: Path) -> None:
+    """`evaluate --json` scores the model and every baseline the kind declares, main metric included."""
+    from seqtool.tasks import task_class
+
+    cls = task_class(kind)
+    run = prepare(kind, folder).train("run")
+    metrics = json.loads(run_cli("evaluate", run, "--json").ok().out)
+    assert isinstance(metrics.get("loss"), float), metrics
+    if cls.main_metric is not None:
+        assert cls.main_metric.name in metrics, f"main metric {cls.main_metric.name} missing from {sorted(metrics)}"
+    for baseline in cls.baselines:
+        assert any(name.startswith(f"{baseline}_") for name in metrics), f"no {baseline}_* metric in {sorted(metrics)}"
+
+
+def check_resume_is_bit_identical(kind: str, folder: Path) -> None:
+    """SIGTERM mid-run (exit 143, state saved), then `--resume`: the same weights and loss curve
+    as an uninterrupted run."""
+    from seqtool.tasks import task_class
+
+    job = prepare(kind, folder)
+    reference = job.train("whole")
+    cls, interrupted = task_class(kind), job.run_dir("interrupted")
+    original, calls = cls.training_loss, []
+
+    def stopped_at_step_5(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args, **kwargs)
+
+    cls.training_loss = stopped_at_step_5
+    try:
+        result = run_cli("train", job.config_path, "--run-dir", interrupted)
+    finally:
+        cls.training_loss = original
+    assert result.code == 143, f"SIGTERM should stop training with exit 143, got {result.code}: {result.err[-1000:]}"
+    job.train("interrupted", "--resume")
+    assert_same_outcome(reference, interrupted, "SIGTERM + --resume")
+
+
+def check_sigkill_then_resume(kind: str, folder: Path) -> None:
+    """SIGKILL `seqtool train` at random moments (start-up, mid-step, mid-write, after the end);
+    every checkpoint left on disk loads, and `--resume` ends exactly where an uninterrupted run does."""
+    from seqtool.checkpoint import load_checkpoint
+
+    job = prepare(kind, folder, max_steps=16)
+    start = time.perf_counter()
+    reference = job.run_dir("reference")
+    subprocess.run(_train_command(job, reference), check=True, capture_output=True)
+    duration = time.perf_counter() - start
+    rng = random.Random(f"{kind}-{KILL_TRIALS}")
+    killed = mid_run = 0
+    for trial in range(KILL_TRIALS):
+        run = job.run_dir(f"trial{trial}")
+        process = subprocess.Popen(_train_command(job, run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if trial % 2:  # anywhere
+            time.sleep(rng.uniform(0.3, 1.05) * duration)
+        else:  # once training is under way, so that these land mid-run
+            deadline = time.perf_counter() + 2 * duration
+            while not (run / "last.pt").exists() and process.poll() is None and time.perf_counter() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.2))
+        killed += process.poll() is None
+        process.kill()
+        process.wait()
+        for name in ("last.pt", "best.pt"):  # never half a checkpoint
+            if (run / name).exists():
+                load_checkpoint(run / name)
+        mid_run += (run / "last.pt").exists() and not load_checkpoint(run / "last.pt")["train_state"]["finished"]
+        resumed = subprocess.run(_train_command(job, run, "--resume"), capture_output=True, text=True)
+        assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr[-2000:]
+        assert_same_outcome(reference, run, f"kill trial {trial}")
+        assert not list(run.glob("*.seqtool-tmp")), "temporary files of killed writes are left behind"
+    assert killed >= 1 and mid_run >= 1, f"only {killed} kills, {mid_run} mid-run: raise SEQTOOL_KILL_TRIALS"
+
+
+def _train_command(job: Job, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "seqtool", "train", str(job.config_path), "--run-dir", str(run_dir), *extra]
+
+
+def check_checkpoint_round_trip(kind: str, folder: Path) -> None:
+    """A checkpoint loaded and saved again evaluates and predicts exactly as the original."""
+    from seqtool.checkpoint import BEST, load_checkpoint, save_checkpoint
+
+    job = prepare(kind, folder)
+    run = job.train("run")
+    copy = folder / "copy.pt"
+    save_checkpoint(copy, load_checkpoint(run / BEST))
+    for args in (
+        (["evaluate", "--json"], ["predict", *job.example.predict_args]) if _predicts(kind) else (["evaluate", "--json"],)
+    ):
+        first = run_cli(args[0], run / BEST, *args[1:], stdin=job.example.predict_stdin or "").ok()
+        second = run_cli(args[0], copy, *args[1:], stdin=job.example.predict_stdin or "").ok()
+        assert first.out == second.out, f"{args[0]} differs after a checkpoint round trip"
+
+
+def check_hostile_checkpoints(kind: str, folder: Path) -> None:
+    """A truncated, a bit-flipped and a code-carrying checkpoint are refused with one clean error,
+    and the code never runs."""
+    from seqtool.checkpoint import BEST
+
+    run = prepare(kind, folder).train("run")
+    data = (run / BEST).read_bytes()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    marker = folder / "pwned"
+    bad = {"truncated": data[: len(data) // 2], "bit-flipped": bytes(flipped), "code-carrying": _code_carrying(data, marker)}
+    for name, content in bad.items():
+        path = folder / f"{name}.pt"
+        path.write_bytes(content)
+        for command in ("evaluate", "predict", "export"):
+            result = run_cli(command, path)
+            assert result.code == 2, f"{command} of a {name} checkpoint: exit {result.code}"
+            result.clean_error()
+    assert not marker.exists(), "loading a checkpoint executed code from it"
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _code_carrying(real: bytes, marker: Path) -> bytes:
+    """A checkpoint with a valid header and checksum whose payload pickles a call to os.system."""
+    import torch
+
+    from seqtool.checkpoint import MAGIC
+
+    buffer = io.BytesIO()
+    torch.save({"config": {}, "model": {}, "evil": _RunsCode(marker)}, buffer, pickle_protocol=2)
+    body = buffer.getvalue()
+    header = json.loads(real[len(MAGIC) : real.index(b"\n", len(MAGIC))])
+    header.update(sha256=hashlib.sha256(body).hexdigest(), payload_bytes=len(body))
+    return MAGIC + json.dumps(header).encode() + b"\n" + body
+
+
+def check_bad_inputs(kind: str, folder: Path) -> None:
+    """Each of the kind's bad inputs, and a misspelt key, a bad value and a key of another kind,
+    ends in one `Error:` line with exit 2 and leaves an existing run exactly as it was."""
+    job = prepare(kind, folder / "good")
+    run = job.train("run")
+    before = _snapshot(run)
+    for n, bad in enumerate([*job.example.bad_inputs, *_generic_bad_inputs(kind)]):
+        broken = prepare(kind, folder / f"bad{n}")
+        for name, content in bad.files.items():
+            target = broken.folder / name
+            target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content, encoding="utf-8")
+        result = run_cli("train", broken.config_path, *bad.overrides, "--run-dir", run, "--force")
+        try:
+            result.clean_error(bad.message)
+        except AssertionError as exc:
+            raise AssertionError(f"bad input {bad.what!r}: {exc}") from None
+        assert _snapshot(run) == before, f"bad input {bad.what!r} changed the existing run {run}"
+
+
+def _generic_bad_inputs(kind: str) -> list[Any]:
+    import dataclasses as dc
+
+    from seqtool.tasks import BadInput, names, task_class
+
+    bad = [
+        BadInput("misspelt key", "did you mean 'model.hidden_size'", overrides=("model.hiden_size=8",)),
+        BadInput("text for a number", "must be a number", overrides=("training.lr=fast",)),
+    ]
+    own = {
+        f"{s}.{f.name}"
+        for s, c in (("model", task_class(kind).model_schema), ("training", task_class(kind).training_schema))
+        for f in dc.fields(c)
+    }
+    for other in names():
+        cls = task_class(other)
+        foreign = [f"training.{f.name}" for f in dc.fields(cls.training_schema) if f"training.{f.name}" not in own]
+        if other != kind and foreign:
+            bad.append(BadInput("a key of another kind", "applies to task", overrides=(f"{foreign[0]}=1",)))
+            break
+    return bad
+
+
+def _snapshot(run: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run.iterdir()) if p.is_file()}
+
+
+def check_cli_predict(kind: str, folder: Path) -> None:
+    """`seqtool predict RUN ...` answers (or, for a kind that declares it, refuses cleanly); an
+    option no kind has is a clean error."""
+    from seqtool.tasks import task_class
+
+    job = prepare(kind, folder)
+    run = job.train("run")
+    if not _predicts(kind):
+        run_cli("predict", run).clean_error("predict does not apply", task_class(kind).not_predictable)
+        return
+    result = run_cli("predict", run, *job.example.predict_args, stdin=job.example.predict_stdin or "").ok()
+    assert result.out.strip(), "predict wrote nothing"
+    if job.example.predict_stdin is not None:
+        args = [a for a in job.example.predict_args if a != "--data"]  # the data option's value would stay
+        piped = run_cli("predict", run, *args[: len(args) % 2], stdin=job.example.predict_stdin)
+        assert piped.code in (0, 2) and "Traceback" not in piped.err, piped.err[-2000:]
+    run_cli("predict", run, "--no-such-option", "1").clean_error("--no-such-option")
+
+
+def check_export(kind: str, folder: Path) -> None:
+    """`seqtool export` writes a file its runtime reproduces (TorchScript, and ONNX when
+    onnxruntime is installed), or the kind's declared refusal is a clean error."""
+    import importlib.util
+
+    from seqtool.tasks import Task, task_class
+
+    cls = task_class(kind)
+    run = prepare(kind, folder).train("run")
+    if cls.export_signature is Task.export_signature:
+        run_cli("export", run).clean_error("export does not apply", cls.not_exportable)
+        return
+    formats = ["torchscript"] + (["onnx"] if importlib.util.find_spec("onnxruntime") else [])
+    for fmt in formats:
+        output = folder / f"model.{fmt}"
+        run_cli("export", run, "--format", fmt, "--output", output).ok()
+        metadata = json.loads((folder / f"model.{fmt}.json").read_text())
+        assert metadata["task"] == kind and metadata["check"]["max_abs_diff"] <= metadata["check"]["tolerance"]
+
+
+def check_two_processes_equal_one(kind: str, folder: Path) -> None:
+    """torchrun with 2 CPU processes (gloo) trains what one process trains with the same global batch."""
+    import torch
+
+    from seqtool.metrics import MetricsLog
+
+    if not torch.distributed.is_available():
+        return
+    job = prepare(kind, folder, model={"dropout": 0.0}, max_steps=6)  # each process draws its own dropout masks
+    single = job.train("single")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "seqtool"]
+    ddp = job.run_dir("ddp")
+    result = subprocess.run(
+        [*command, "train", str(job.config_path), "--run-dir", str(ddp)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Training ") == 1, "every process printed: only the first should"
+    assert sorted(p.name for p in ddp.iterdir()) == sorted(p.name for p in single.iterdir()), "the processes wrote other files"
+    first, second = outcome(single)[0], outcome(ddp)[0]
+    for name in first:
+        torch.testing.assert_close(second[name], first[name], atol=1e-5, rtol=0, msg=name)
+    losses = [[e["loss"] for e in MetricsLog(run).read() if e["split"] == "train"] for run in (single, ddp)]
+    assert len(losses[0]) == len(losses[1]) and all(abs(a - b) <= 1e-5 * max(1.0, abs(a)) for a, b in zip(*losses, strict=True))
+
+
+@dataclass(frozen=True)
+class Check:
+    function: Callable[[str, Path], None]
+    slow: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.function.__name__.removeprefix("check_")
+
+    def __call__(self, kind: str, folder: Path) -> None:
+        self.function(kind, folder)
+
+
+CHECKS = (
+    Check(check_config_round_trip),
+    Check(check_evaluate_beside_baselines),
+    Check(check_resume_is_bit_identical),
+    Check(check_checkpoint_round_trip),
+    Check(check_hostile_checkpoints),
+    Check(check_bad_inputs),
+    Check(check_cli_predict),
+    Check(check_export),
+    Check(check_sigkill_then_resume, slow=True),
+    Check(check_two_processes_equal_one, slow=True),
+)
+
+
+def parametrize_with_checks(kinds: list[str]) -> Any:
+    """A pytest parametrisation over (kind, check), the slow checks marked `slow`."""
+    import pytest
+
+    cases = [
+        pytest.param(kind, check, id=f"{kind}-{check.name}", marks=[pytest.mark.slow] if check.slow else [])
+        for kind in kinds
+        for check in CHECKS
+    ]
+    return pytest.mark.parametrize(("kind", "check"), cases)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m seqtool.testing KIND... [--fast]`: run the checks, print one line per check."""
+    import tempfile
+
+    args = sys.argv[1:] if argv is None else argv
+    kinds, fast = [a for a in args if not a.startswith("-")], "--fast" in args
+    if not kinds:
+        print("usage: python -m seqtool.testing KIND... [--fast]  (--fast skips the SIGKILL and torchrun checks)")
+        return 2
+    failed = 0
+    for kind in kinds:
+        for check in CHECKS:
+            if fast and check.slow:
+                continue
+            with tempfile.TemporaryDirectory() as folder:
+                try:
+                    check(kind, Path(folder))
+                    print(f"ok    {kind}  {check.name}")
+                except Exception as exc:  # every failure is reported, and the others still run
+                    failed += 1
+                    print(f"FAIL  {kind}  {check.name}: {type(exc).__name__}: {exc}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

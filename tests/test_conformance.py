@@ -1,0 +1,62 @@
+"""The conformance kit (`seqtool.testing`) for every built-in kind and for the example plug-in,
+which is installed into a temporary folder the way its README says, with seqtool/ untouched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqtool import tasks
+from seqtool.testing import CHECKS, parametrize_with_checks
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGIN = REPO / "examples" / "plugin_task"
+
+
+@parametrize_with_checks(["language_model", "forecast", "classify", "long_range"])
+def test_built_in_kind(kind, check, tmp_path):
+    check(kind, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def plugin_installed(tmp_path_factory):
+    """`pip install --target DIR ./examples/plugin_task`, then DIR on the path of this process and
+    of the processes the checks start; taken off again afterwards."""
+    target = tmp_path_factory.mktemp("plugin")
+    command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target)]
+    subprocess.run([*command, str(PLUGIN)], check=True, capture_output=True)
+    sys.path.insert(0, str(target))
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(target), saved) if p)
+    tasks.entries.cache_clear()
+    tasks.task_class.cache_clear()
+    yield target
+    sys.path.remove(str(target))
+    os.environ.pop("PYTHONPATH") if saved is None else os.environ.__setitem__("PYTHONPATH", saved)
+    tasks.entries.cache_clear()
+    tasks.task_class.cache_clear()
+
+
+@parametrize_with_checks(["truecase"])
+def test_example_plugin_kind(kind, check, tmp_path, plugin_installed):
+    assert tasks.entries()[kind].origin == "seqtool-truecase 0.1.0"
+    check(kind, tmp_path)
+
+
+def test_the_kit_lists_every_check_the_issue_asks_for():
+    assert {check.name for check in CHECKS} == {
+        "config_round_trip",
+        "evaluate_beside_baselines",
+        "resume_is_bit_identical",
+        "sigkill_then_resume",
+        "checkpoint_round_trip",
+        "hostile_checkpoints",
+        "bad_inputs",
+        "cli_predict",
+        "export",
+        "two_processes_equal_one",
+    }
