@@ -306,7 +306,7 @@ def plot(
     ] = False,
 ) -> None:
     """Draw loss and metric curves, or the gradient flow, of one or several runs."""
-    from seqtool.metrics import METRICS_FILE, MetricsLog
+    from seqtool.metrics import GRAD_FLOW, METRICS_FILE, VAL, MetricsLog, of_split
     from seqtool.plots import curves_plot, grad_flow_plot
     from seqtool.runs import describe_run
 
@@ -317,10 +317,10 @@ def plot(
         events = MetricsLog(run).read()
         name = run.name if sum(r.name == run.name for r in runs) == 1 else str(run)
         if grad_flow:
-            flows[name] = [e for e in events if e.get("split") == "grad_flow" and e.get("dl_dh")]
+            flows[name] = [e for e in of_split(events, GRAD_FLOW) if e.get("dl_dh")]
             if not flows[name]:
                 raise SeqtoolError(f"{run} has no gradient-flow records: train it with training.log_grad_flow=true")
-        elif not any(e.get("split") == "val" for e in events):
+        elif not of_split(events, VAL):
             raise SeqtoolError(f"{run} has no evaluation yet: nothing to plot")
         curves[name] = (events, describe_run(run).main_metric)
     filename = "grad_flow.png" if grad_flow else "curves.png"

@@ -24,7 +24,7 @@ from rich.console import Console
 from seqtool.checkpoint import atomic_write_text
 from seqtool.config import Config, ModelType, load_config, parse_yaml
 from seqtool.errors import SeqtoolError
-from seqtool.metrics import MetricsLog
+from seqtool.metrics import TRAIN, VAL, MetricsLog, of_split
 from seqtool.runs import describe_run, main_metric
 
 MODEL_TYPES: tuple[str, ...] = typing.get_args(ModelType)  # the cells the config schema accepts
@@ -142,9 +142,8 @@ def summarise(variant: Variant, run_dir: Path) -> VariantResult:
     """What a finished (or diverged) run directory says about the variant."""
     info = describe_run(run_dir)
     events = MetricsLog(run_dir).read()
-    train = [e for e in events if e.get("split") == "train" and "event" not in e]
-    val = [e for e in events if e.get("split") == "val"]
-    rates = [v for e in train for k, v in e.items() if k.endswith("_per_s")]
+    train, val = of_split(events, TRAIN), of_split(events, VAL)
+    rates = [e.throughput for e in train if e.throughput is not None]
     metric = info.main_metric
     return VariantResult(
         model=variant.model,
@@ -155,8 +154,8 @@ def summarise(variant: Variant, run_dir: Path) -> VariantResult:
         best_val_loss=info.best_val_loss,
         main_metric=metric,
         main_value=info.main_value,
-        final_train_loss=train[-1]["loss"] if train else None,
-        final_val_loss=val[-1]["loss"] if val else None,
+        final_train_loss=train[-1].loss if train else None,
+        final_val_loss=val[-1].loss if val else None,
         final_main_value=val[-1].get(metric) if val and metric else None,
         parameters=info.parameters,
         throughput=statistics.median(rates) if rates else None,
@@ -211,5 +210,5 @@ def write_outputs(
     for r in results:
         writer.writerow(asdict(r))
     atomic_write_text(out_dir / "compare.csv", buffer.getvalue())
-    curves = {r.run_dir: [e for e in MetricsLog(Path(r.run_dir)).read() if e.get("split") == "val"] for r in results}
+    curves = {r.run_dir: of_split(MetricsLog(Path(r.run_dir)).read(), VAL) for r in results}
     compare_plot(out_dir / "compare.png", results, summary, curves, sweep_key)

@@ -1,9 +1,14 @@
-"""The run directory's record: `metrics.jsonl` (one event per line) and the end-of-run summary."""
+"""The run directory's record: `metrics.jsonl` (one `Event` per line) and the end-of-run summary.
+
+`Event` is the one type written there (by the trainer, through `MetricsLog.write`) and read back
+by `runs`, `compare`, `plot` and the CLI: nothing else spells its keys.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,61 @@ SUMMARY_TEXT = "summary.txt"
 SUMMARY_JSON = "summary.json"
 CONFIG_FILE = "config.yaml"
 RUN_RECORD = "run.json"
+
+
+TRAIN, VAL, GRAD_FLOW = "train", "val", "grad_flow"  # an event's split
+SKIPPED_BATCH, DIVERGED = "skipped_batch", "diverged"  # a training event's `event`, for a non-finite batch
+_FIXED = ("step", "epoch", "split", "loss", "lr", "elapsed_s", "event")
+
+
+@dataclass
+class Event:
+    """One line of metrics.jsonl. `values` holds the rest: a validation event's metrics
+    (perplexity, mase, ...), a training event's throughput (`tok_per_s`) and clipped steps, a
+    gradient-flow event's `grad_norm` and `dl_dh` (one norm per time step)."""
+
+    step: int
+    split: str  # TRAIN, VAL or GRAD_FLOW
+    epoch: float = 0.0
+    elapsed_s: float | None = None
+    loss: float | None = None
+    lr: float | None = None
+    event: str | None = None  # SKIPPED_BATCH or DIVERGED: a training batch whose loss was not finite
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        """The loss or a value by name (a kind's main metric), None when absent."""
+        return self.loss if name == "loss" else self.values.get(name)
+
+    @property
+    def throughput(self) -> float | None:
+        """Units per second of a training event (`tok_per_s`, `samples_per_s`)."""
+        return next((v for k, v in self.values.items() if k.endswith("_per_s")), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """The flat JSON object of a line (the format every seqtool version wrote)."""
+        fixed = {"step": self.step, "epoch": self.epoch, "split": self.split, "loss": self.loss, "lr": self.lr}
+        fixed = {k: v for k, v in fixed.items() if v is not None or (k == "loss" and self.split != GRAD_FLOW)}
+        event = {"event": self.event} if self.event else {}
+        return {**fixed, "elapsed_s": self.elapsed_s, **self.values, **event}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        return cls(
+            step=int(data.get("step", 0)),
+            split=str(data.get("split", "")),
+            epoch=data.get("epoch", 0.0),
+            elapsed_s=data.get("elapsed_s"),
+            loss=data.get("loss"),
+            lr=data.get("lr"),
+            event=data.get("event"),
+            values={k: v for k, v in data.items() if k not in _FIXED},
+        )
+
+
+def of_split(events: list[Event], split: str) -> list[Event]:
+    """The events of a split; for TRAIN, the logged averages only (not skipped batches)."""
+    return [e for e in events if e.split == split and not (split == TRAIN and e.event)]
 
 
 def _clean(value: Any) -> Any:
@@ -38,8 +98,8 @@ class MetricsLog:
         self.csv_path = Path(run_dir) / METRICS_CSV if "csv" in (sinks or []) else None
         self.tensorboard = _tensorboard_writer(Path(run_dir), resume_step) if "tensorboard" in (sinks or []) else None
 
-    def write(self, event: dict[str, Any]) -> None:
-        clean = {k: _clean(v) for k, v in event.items()}
+    def write(self, event: Event) -> None:
+        clean = {k: _clean(v) for k, v in event.to_json().items()}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(clean) + "\n")
         if self.csv_path is not None:
@@ -52,20 +112,23 @@ class MetricsLog:
                     self.tensorboard.add_scalar(f"{clean['split']}/{key}", value, clean["step"])
             self.tensorboard.flush()
 
-    def read(self) -> list[dict[str, Any]]:
+    def read(self) -> list[Event]:
+        return [Event.from_json(line) for line in self._lines()]
+
+    def _lines(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        events = []
+        lines = []
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
-                events.append(json.loads(line))
+                lines.append(json.loads(line))
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash mid-write
-        return events
+        return lines
 
     def truncate_after(self, step: int) -> None:
         """Drop events logged after `step`: a resumed run logs them again from its checkpoint."""
-        kept = [e for e in self.read() if e.get("step", 0) <= step]
+        kept = [e for e in self._lines() if e.get("step", 0) <= step]
         atomic_write_text(self.path, "".join(json.dumps(e) + "\n" for e in kept))
         if self.csv_path is not None:
             atomic_write_text(self.csv_path, "step,epoch,split,metric,value\n" + "".join(_csv_rows(e) for e in kept))
@@ -78,7 +141,7 @@ class MetricsLog:
 class NullLog:
     """The metrics log of a process that writes nothing (ranks other than 0 under torchrun)."""
 
-    def write(self, event: dict[str, Any]) -> None:
+    def write(self, event: Event) -> None:
         pass
 
     def truncate_after(self, step: int) -> None:

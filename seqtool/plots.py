@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from seqtool.checkpoint import atomic_write_bytes
+from seqtool.metrics import TRAIN, VAL, Event, of_split
 
 
 def pyplot():
@@ -40,7 +41,7 @@ MODEL_COLOURS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
 
 
 def compare_plot(
-    path: str | Path, results: list[Any], summary: list[dict[str, Any]], curves: dict[str, list[dict]], sweep_key: str | None
+    path: str | Path, results: list[Any], summary: list[dict[str, Any]], curves: dict[str, list[Event]], sweep_key: str | None
 ) -> None:
     """Validation-loss curves of every variant on one axis (one colour per model, one line per
     seed); with a sweep, a second panel: the main metric against the swept value per model."""
@@ -58,8 +59,8 @@ def compare_plot(
             values = [str(s["sweep_value"]) for s in summary if s["model"] == result.model]
             shade = 0.35 + 0.65 * (values.index(str(result.sweep_value)) + 1) / len(values)
         curve_axis.plot(
-            [e["step"] for e in events],
-            [e["loss"] for e in events],
+            [e.step for e in events],
+            [e.loss for e in events],
             color=colour,
             alpha=shade,
             linewidth=1.4,
@@ -90,7 +91,7 @@ def compare_plot(
     plt.close(figure)
 
 
-def curves_plot(path: str | Path, runs: dict[str, tuple[list[dict], str | None]]) -> None:
+def curves_plot(path: str | Path, runs: dict[str, tuple[list[Event], str | None]]) -> None:
     """Training and validation loss of each run against the step (log scale), and beside them
     the runs' main validation metric: `runs` maps a run's name to (metrics.jsonl events, metric)."""
     plt = pyplot()
@@ -101,14 +102,13 @@ def curves_plot(path: str | Path, runs: dict[str, tuple[list[dict], str | None]]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for n, (name, (events, metric)) in enumerate(runs.items()):
         colour = colours[n % len(colours)]
-        train = [e for e in events if e.get("split") == "train" and "event" not in e]
-        val = [e for e in events if e.get("split") == "val"]
-        loss_axis.plot([e["step"] for e in train], [e["loss"] for e in train], color=colour, alpha=0.45, linewidth=1)
-        loss_axis.plot([e["step"] for e in val], [e["loss"] for e in val], color=colour, marker=".", linewidth=1.8, label=name)
+        train, val = of_split(events, TRAIN), of_split(events, VAL)
+        loss_axis.plot([e.step for e in train], [e.loss for e in train], color=colour, alpha=0.45, linewidth=1)
+        loss_axis.plot([e.step for e in val], [e.loss for e in val], color=colour, marker=".", linewidth=1.8, label=name)
         for axis, shown in zip(axes[0, 1:], sorted(metrics), strict=True):
             if shown == metric:
                 points = [e for e in val if e.get(metric) is not None]
-                axis.plot([e["step"] for e in points], [e[metric] for e in points], color=colour, marker=".", label=name)
+                axis.plot([e.step for e in points], [e.get(metric) for e in points], color=colour, marker=".", label=name)
     label_axis(loss_axis, "step", "loss", "loss (thin: training, thick: validation)", log_y=True)
     for axis, metric in zip(axes[0, 1:], sorted(metrics), strict=True):
         label_axis(axis, "step", metric, f"validation {metric}")
@@ -116,7 +116,7 @@ def curves_plot(path: str | Path, runs: dict[str, tuple[list[dict], str | None]]
     plt.close(figure)
 
 
-def grad_flow_plot(path: str | Path, runs: dict[str, list[dict]]) -> None:
+def grad_flow_plot(path: str | Path, runs: dict[str, list[Event]]) -> None:
     """|dL/dh_t| against t (log scale) for each run: its first logged evaluation dashed, its last
     solid. A vanilla RNN's curve falls by orders of magnitude towards early t (vanishing
     gradient); an LSTM's stays flat, which is what lets it learn long-range dependencies."""
@@ -127,8 +127,8 @@ def grad_flow_plot(path: str | Path, runs: dict[str, list[dict]]) -> None:
         colour = colours[n % len(colours)]
         shown = [events[0], events[-1]] if len(events) > 1 else events[-1:]
         for event, style in zip(shown, ("--", "-")[-len(shown) :], strict=True):
-            values = event["dl_dh"]
-            axis.plot(range(1, len(values) + 1), values, style, color=colour, label=f"{name}, step {event['step']}")
+            values = event.get("dl_dh")
+            axis.plot(range(1, len(values) + 1), values, style, color=colour, label=f"{name}, step {event.step}")
     label_axis(
         axis,
         "time step t",

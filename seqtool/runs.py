@@ -16,7 +16,7 @@ from seqtool.lock import lock_owner_alive, lock_path
 
 if TYPE_CHECKING:
     from seqtool.tasks import MainMetric
-from seqtool.metrics import CONFIG_FILE, METRICS_FILE, RUN_RECORD, SUMMARY_JSON, MetricsLog
+from seqtool.metrics import CONFIG_FILE, DIVERGED, METRICS_FILE, RUN_RECORD, SUMMARY_JSON, VAL, Event, MetricsLog, of_split
 
 
 @dataclass
@@ -56,19 +56,19 @@ def describe_run(path: Path) -> RunInfo:
     events = MetricsLog(path).read() if (path / METRICS_FILE).exists() else []
     headers = {name: read_header(path / name) for name in (BEST, LAST) if (path / name).exists()}  # None: no header
     task = str(config.get("task", "?"))
-    val = [e for e in events if e.get("split") == "val" and isinstance(e.get("loss"), (int, float))]
-    best = min(val, key=lambda e: e["loss"]) if val else None
+    val = [e for e in of_split(events, VAL) if isinstance(e.loss, (int, float))]
+    best = min(val, key=lambda e: e.loss) if val else None
     main = main_metric(path, task)
     metric = main.name if main else None
     summary = _read_json(path / SUMMARY_JSON)
-    wall = summary.get("wall_time_s") if summary else (events[-1].get("elapsed_s") if events else None)
+    wall = summary.get("wall_time_s") if summary else (events[-1].elapsed_s if events else None)
     return RunInfo(
         name=path.name,
         path=str(path),
         task=task,
         model=model_label(config.get("model") or {}),
         steps=_steps(headers, events),
-        best_val_loss=best["loss"] if best else None,
+        best_val_loss=best.loss if best else None,
         main_metric=metric,
         main_metric_short=main.short if main else None,
         main_value=best.get(metric) if best and metric else None,
@@ -85,16 +85,16 @@ def main_metric(path: Path, task: str) -> MainMetric | None:
     return recorded_main_metric(_read_json(path / RUN_RECORD), task)
 
 
-def _steps(headers: dict[str, dict | None], events: list[dict]) -> int:
+def _steps(headers: dict[str, dict | None], events: list[Event]) -> int:
     """Where the run stands: its last checkpoint's step (where --resume continues), which an
     interrupted run saves after its last logged event; else the last logged step."""
     header = headers.get(LAST)
     if header is not None and header["intact"] and "step" in header:
         return int(header["step"])
-    return int(events[-1].get("step", 0)) if events else 0
+    return events[-1].step if events else 0
 
 
-def _status(path: Path, events: list[dict], summary: dict | None, headers: dict[str, dict | None]) -> str:
+def _status(path: Path, events: list[Event], summary: dict | None, headers: dict[str, dict | None]) -> str:
     """running, damaged (a checkpoint cut short or without its header: a size check only, no
     torch and no read of the payload; evaluate and --resume verify the checksum), diverged,
     finished or interrupted."""
@@ -103,7 +103,7 @@ def _status(path: Path, events: list[dict], summary: dict | None, headers: dict[
         return "running"
     if any(header is None or not header["intact"] for header in headers.values()):
         return "damaged"
-    if events and events[-1].get("event") == "diverged":
+    if events and events[-1].event == DIVERGED:
         return "diverged"
     if summary is not None:
         return "finished"

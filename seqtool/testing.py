@@ -119,7 +119,7 @@ def outcome(run_dir: Path) -> tuple[dict[str, Any], list[tuple]]:
     from seqtool.metrics import MetricsLog
 
     weights = load_checkpoint(run_dir / LAST)["model"]
-    return weights, [(e["step"], e["split"], e.get("loss")) for e in MetricsLog(run_dir).read()]
+    return weights, [(e.step, e.split, e.loss) for e in MetricsLog(run_dir).read()]
 
 
 def assert_same_outcome(reference: Path, other: Path, what: str) -> None:
@@ -387,7 +387,7 @@ def check_two_processes_equal_one(kind: str, folder: Path) -> None:
     """torchrun with 2 CPU processes (gloo) trains what one process trains with the same global batch."""
     import torch
 
-    from seqtool.metrics import MetricsLog
+    from seqtool.metrics import TRAIN, MetricsLog, of_split
 
     if not torch.distributed.is_available():
         return
@@ -405,7 +405,7 @@ def check_two_processes_equal_one(kind: str, folder: Path) -> None:
     first, second = outcome(single)[0], outcome(ddp)[0]
     for name in first:
         torch.testing.assert_close(second[name], first[name], atol=1e-5, rtol=0, msg=name)
-    losses = [[e["loss"] for e in MetricsLog(run).read() if e["split"] == "train"] for run in (single, ddp)]
+    losses = [[e.loss for e in of_split(MetricsLog(run).read(), TRAIN)] for run in (single, ddp)]
     assert len(losses[0]) == len(losses[1]) and all(abs(a - b) <= 1e-5 * max(1.0, abs(a)) for a, b in zip(*losses, strict=True))
 
 

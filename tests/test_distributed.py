@@ -17,7 +17,7 @@ from conftest import assert_clean_error, tiny_config
 from seqtool.checkpoint import load_checkpoint
 from seqtool.config import load_config
 from seqtool.engine import train
-from seqtool.metrics import MetricsLog
+from seqtool.metrics import TRAIN, MetricsLog, of_split
 
 pytestmark = [
     pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed"),
@@ -41,7 +41,7 @@ def assert_same_weights(a: Path, b: Path, atol: float) -> None:
 
 
 def train_losses(run_dir: Path) -> list[float]:
-    return [e["loss"] for e in MetricsLog(run_dir).read() if e["split"] == "train"]
+    return [e.loss for e in of_split(MetricsLog(run_dir).read(), TRAIN)]
 
 
 def test_a_torchrun_run_resumes_under_torchrun_and_only_with_as_many_processes(tmp_path, corpus, run_cli):

@@ -6,9 +6,9 @@ import json
 from rich.console import Console
 
 from seqtool.config import build_config, model_label
-from seqtool.engine import _budget_used
 from seqtool.metrics import write_summary
 from seqtool.progress import BAR_UNITS, EtaEstimate, TrainingDisplay
+from seqtool.runtime import budget_used
 
 
 def live_display() -> TrainingDisplay:
@@ -32,8 +32,8 @@ def test_no_figure_is_shown_as_a_dash_not_as_nan():
 
 def test_the_bar_counts_against_whichever_budget_binds():
     training = build_config({"data": {"path": "x.txt"}, "training": {"epochs": 300, "max_time": "60s"}}, "t").training
-    assert _budget_used(training, step=30, steps=3000, elapsed_s=30.0) == 0.5  # time binds: half of it used
-    assert _budget_used(training, step=2400, steps=3000, elapsed_s=30.0) == 0.8  # steps bind
+    assert budget_used(training, step=30, steps=3000, elapsed_s=30.0) == 0.5  # time binds: half of it used
+    assert budget_used(training, step=2400, steps=3000, elapsed_s=30.0) == 0.8  # steps bind
     display = live_display()
     display.update(step=30, epoch=0.1, loss=2.0, rate=500.0, fraction=0.5, elapsed_s=30.0, log_line=True)
     assert fields(display)["completed"] == 0.5 * BAR_UNITS and fields(display)["step"] == 30

@@ -1,0 +1,165 @@
+"""What one training step is made of, as plain functions: the device, precision and compile
+settings, seeds and random-number state, the optimiser and learning-rate schedule, and when the
+budget says to stop. `seqtool.trainer` puts them together."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from seqtool.config import TrainingConfig, parse_duration
+from seqtool.errors import SeqtoolError
+
+if TYPE_CHECKING:
+    from seqtool.trainer import TrainState
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SeqtoolError(f"training.device={name} but CUDA is not available on this machine (use auto or cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise SeqtoolError("training.device=mps but MPS is not available on this machine (use auto or cpu)")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where the device supports it; a no-op context for fp32."""
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def compile_errors(compiling: bool) -> Iterator[None]:
+    """torch.compile fails at the first call (no C++ compiler, an unsupported operation): say
+    which setting to turn off instead of showing the compiler's traceback."""
+    if not compiling:
+        yield
+        return
+    from torch._dynamo.exc import TorchDynamoException
+
+    try:
+        yield
+    except TorchDynamoException as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise SeqtoolError(f"training.compile: torch.compile failed ({first.strip()}); set training.compile: false") from exc
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]),
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate((3, tuple(int(x) for x in state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_optimizer(model: torch.nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if training.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=training.lr, weight_decay=training.weight_decay)
+    if training.optimizer == "adam":
+        return torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay)
+    return torch.optim.SGD(params, lr=training.lr, momentum=0.9, weight_decay=training.weight_decay)
+
+
+def total_steps(training: TrainingConfig, steps_per_epoch: int) -> int | None:
+    """The step budget implied by epochs and max_steps (the smaller), or None with max_time only."""
+    budgets = [b for b in (training.max_steps, training.epochs and training.epochs * steps_per_epoch) if b]
+    return min(budgets) if budgets else None
+
+
+def learning_rate(training: TrainingConfig, step: int, elapsed_s: float, steps: int | None) -> float:
+    """Linear warm-up, then decay by the fraction of the budget used.
+
+    With `max_time` the budget used is the larger of the step and the time fractions, so a
+    time-limited run still completes its schedule. That makes the schedule depend on the
+    machine's speed: for bit-identical reruns, budget by steps or epochs.
+    """
+    if step < training.warmup_steps:
+        return training.lr * (step + 1) / training.warmup_steps
+    used = 0.0
+    if steps:
+        used = (step - training.warmup_steps) / max(1, steps - training.warmup_steps)
+    if training.max_time:
+        used = max(used, elapsed_s / parse_duration(training.max_time))
+    used = min(max(used, 0.0), 1.0)
+    if training.scheduler == "cosine":
+        return training.lr * 0.5 * (1.0 + math.cos(math.pi * used))
+    if training.scheduler == "linear":
+        return training.lr * (1.0 - used)
+    return training.lr
+
+
+def budget_used(training: TrainingConfig, step: int, steps: int | None, elapsed_s: float) -> float:
+    """The share of the budget used, by whichever budget (steps or time) will end training first."""
+    used = step / steps if steps else 0.0
+    if training.max_time:
+        used = max(used, elapsed_s / parse_duration(training.max_time))
+    return used
+
+
+def stop_reason(state: TrainState, training: TrainingConfig, steps_per_epoch: int, elapsed_s: float) -> str:
+    if training.max_steps is not None and state.step >= training.max_steps:
+        return f"max_steps reached ({training.max_steps})"
+    if training.epochs is not None and state.step >= training.epochs * steps_per_epoch:
+        return f"epochs completed ({training.epochs})"
+    if training.max_time is not None and elapsed_s >= parse_duration(training.max_time):
+        return f"max_time reached ({training.max_time})"
+    patience = training.early_stopping_patience
+    if patience is not None and state.evals_since_best >= patience:
+        return f"early stopping (no improvement in {patience} evaluations)"
+    return ""
+
+
+@contextlib.contextmanager
+def catch_stop_signals() -> Iterator[list[int]]:
+    """Turn the first SIGINT/SIGTERM into a flag checked between steps; a second one aborts."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum, frame):
+        if caught:
+            raise KeyboardInterrupt
+        caught.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,416 @@
+"""The training loop, one session of one run directory, read top to bottom in `Trainer.fit`.
+
+- set-up and restore (`setup`): task, data, model and optimiser; on `--resume` the full state
+  (weights, optimiser, schedule position, data position, carried state, random streams);
+- one `step`: schedule, forward, loss, backward, clip, finite check, optimiser step;
+- logging, evaluation and checkpointing (`log_training`, `evaluate_and_checkpoint`, `checkpoint`);
+- `fit`: steps until a budget, early stopping or a signal says stop; then the summary.
+
+Everything task-specific (batches, loss, metrics) is behind the `Task` protocol in `seqtool.tasks`;
+the run directory's lifecycle is `seqtool.rundir`; the step's parts are in `seqtool.runtime`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+import seqtool
+from seqtool import rundir
+from seqtool.checkpoint import BEST, LAST, load_checkpoint, resolve_checkpoint, save_checkpoint
+from seqtool.config import Config, model_label
+from seqtool.distributed import Cluster
+from seqtool.errors import SeqtoolError, TrainingInterrupted
+from seqtool.metrics import DIVERGED, GRAD_FLOW, SKIPPED_BATCH, TRAIN, VAL, Event, require_tensorboard, write_summary
+from seqtool.models import count_parameters
+from seqtool.progress import Stopwatch, TrainingDisplay
+from seqtool.runtime import (
+    autocast,
+    budget_used,
+    catch_stop_signals,
+    compile_errors,
+    learning_rate,
+    make_optimizer,
+    restore_rng,
+    rng_state,
+    seed_everything,
+    stop_reason,
+    total_steps,
+)
+from seqtool.tasks import Task, evaluating, make_task
+
+MAX_NON_FINITE_IN_A_ROW = 20  # with on_nan: skip_batch, this many bad batches in a row still stop training
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint so a resumed run continues exactly."""
+
+    step: int = 0
+    epoch: int = 0  # completed epochs
+    batch_in_epoch: int = 0
+    elapsed_s: float = 0.0
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    last_train_loss: float | None = None
+    loss_sum_since_log: float = 0.0  # so a resumed run logs the same averaged train loss
+    steps_since_log: int = 0
+    clipped_since_log: int = 0  # steps whose gradient norm exceeded training.grad_clip
+    skipped_batches: int = 0  # batches whose loss or gradient was not finite (training.on_nan)
+    non_finite_in_a_row: int = 0
+    finished: bool = False
+    stop_reason: str = ""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    state: TrainState
+    summary: str
+    already_finished: bool = False
+
+
+def run_session(
+    config: Config,
+    run_dir: Path,
+    resume: bool,
+    force: bool,
+    init_from: str | Path | None,
+    console: Console,
+    command: str | None,
+    cluster: Cluster,
+    device: torch.device,
+) -> TrainResult:
+    """Check everything that can be checked, set up, then train (the caller holds the lock)."""
+    if "tensorboard" in config.training.log:
+        require_tensorboard()  # before any work, not after the data is loaded
+    if resume and init_from:
+        raise SeqtoolError("--resume and --init-from contradict each other: resume continues a run, init-from starts a new one")
+    plan = rundir.plan(run_dir, resume, force, console.print)
+    if plan.resumed is not None:
+        rundir.check_resumable(config, plan.resumed, run_dir, cluster)
+    initial = load_checkpoint(resolve_checkpoint(init_from)) if init_from else None
+    if initial is not None and initial["config"]["task"] != config.task:
+        raise SeqtoolError(f"--init-from {init_from} is a {initial['config']['task']} checkpoint, not {config.task}")
+    trainer = Trainer(config, run_dir, console, cluster, device)
+    trainer.setup(plan.resumed or initial)
+    if plan.resumed is not None:
+        trainer.restore(plan.resumed)
+        reason = stop_reason(trainer.state, config.training, trainer.steps_per_epoch, trainer.state.elapsed_s)
+        if reason:
+            text = f"{run_dir} is already finished ({reason}); raise the budget with an override to train further"
+            return TrainResult(run_dir, trainer.state, text, already_finished=True)
+        console.print(
+            f"Resuming {run_dir} at step {trainer.state.step} (full state: weights, optimiser, schedule, data position, RNG)"
+        )
+    elif initial is not None:
+        trainer.load_weights(initial, init_from)
+    trainer.log = rundir.open_for_writing(run_dir, plan, config, trainer.device, command, cluster, trainer.state.step)
+    return trainer.fit()
+
+
+class Trainer:
+    """One training session: the task, model, optimiser and state, and the loop over them."""
+
+    def __init__(self, config: Config, run_dir: Path, console: Console, cluster: Cluster, device: torch.device):
+        self.config, self.training, self.run_dir = config, config.training, run_dir
+        self.console, self.cluster, self.device = console, cluster, cluster.device(device)
+        self.state = TrainState()
+        self.last_metrics: dict[str, float] = {}
+        self.log: Any = None  # the metrics log, opened once the run directory is ready
+
+    # ---- set-up and restore --------------------------------------------------------------------
+
+    def setup(self, checkpoint: dict[str, Any] | None) -> None:
+        """Task, data, model and optimiser; vocabulary or scalers from `checkpoint` when given."""
+        config, training, cluster = self.config, self.training, self.cluster
+        seed_everything(config.seed)
+        self.task: Task = make_task(config, (checkpoint or {}).get("artifacts"), cluster)
+        self.task.cache_dir = self.run_dir.parent / rundir.CACHE_DIR
+        self.task.load_training_data()
+        self.model = self.task.build_model().to(self.device)  # the same initial weights on every rank (same seed)
+        if training.log_grad_flow and not hasattr(self.model, "probe"):
+            raise SeqtoolError(
+                f"training.log_grad_flow: the {config.task} model ({type(self.model).__name__}) does not expose its per-step states"
+            )
+        if cluster.rank > 0:
+            torch.manual_seed(config.seed + cluster.rank)  # but each rank its own dropout masks
+        self.optimizer = make_optimizer(self.model, training)
+        self.steps_per_epoch = self.task.steps_per_epoch()
+        self.steps = total_steps(training, self.steps_per_epoch)
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """The full state of a checkpoint: weights, optimiser, step, batch order, carried state, RNG."""
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state = TrainState(**payload["train_state"])
+        self.state.finished, self.state.stop_reason = False, ""
+        self.task.start_epoch(self.state.epoch)  # the epoch's batch order; then the carried state on top
+        self.task.load_state_dict(rundir.own_part(payload, "task_state", self.cluster))
+        self.task.move_state(self.device)
+        restore_rng(rundir.own_part(payload, "rng", self.cluster))
+        self.last_metrics = dict(payload.get("metrics", {}))
+
+    def load_weights(self, payload: dict[str, Any], source: str | Path | None) -> None:
+        """`--init-from`: the weights only; optimiser and schedule start fresh."""
+        try:
+            self.model.load_state_dict(payload["model"])
+        except RuntimeError as exc:
+            detail = [line.strip() for line in str(exc).splitlines() if line.strip()][-1]
+            raise SeqtoolError(f"--init-from {source}: weights do not fit this model ({detail})") from None
+        self.console.print(f"New run initialised from the weights of {source} (optimiser and schedule start fresh)")
+
+    # ---- one step --------------------------------------------------------------------------------
+
+    def step(self) -> float:
+        """Schedule, forward, loss, backward, clip, finite check, optimiser step; returns the lr."""
+        state, training, optimizer = self.state, self.training, self.optimizer
+        lr = learning_rate(training, state.step, self.cluster.from_main([self.clock.elapsed()])[0], self.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with compile_errors(training.compile):
+            with autocast(self.device, training.precision):
+                loss = self.task.training_loss(self.trained, state.batch_in_epoch, self.device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        loss = self.cluster.mean(loss.detach())  # the global batch's loss, the same on every rank
+        grad_norm = None
+        if training.grad_clip is not None or training.log_grad_flow:
+            # with max_norm inf the "clip" only measures: its factor is exactly 1.0
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), training.grad_clip or math.inf)
+            if training.grad_clip is not None:
+                self.clipped += grad_norm > training.grad_clip
+            self.last_grad_norm = grad_norm.detach()
+        if torch.isfinite(loss) and (grad_norm is None or torch.isfinite(grad_norm)):
+            optimizer.step()
+            self.running_loss += loss
+            state.steps_since_log += 1
+            state.non_finite_in_a_row = 0
+        else:
+            self._skip_batch(float(loss), lr)
+        state.step += 1
+        state.batch_in_epoch += 1
+        if state.batch_in_epoch == self.steps_per_epoch:
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        self.interval_steps += 1
+        return lr
+
+    def _skip_batch(self, loss: float, lr: float) -> None:
+        """training.on_nan: a non-finite batch is logged and skipped, or stops training."""
+        state, policy = self.state, self.training.on_nan
+        state.skipped_batches += 1
+        state.non_finite_in_a_row += 1
+        giving_up = policy == "stop" or state.non_finite_in_a_row >= MAX_NON_FINITE_IN_A_ROW
+        epoch = round((state.step + 1) / self.steps_per_epoch, 4)
+        elapsed = round(self.clock.elapsed(), 3)
+        self.log.write(Event(state.step + 1, TRAIN, epoch, elapsed, loss, lr, DIVERGED if giving_up else SKIPPED_BATCH))
+        if giving_up:
+            last = self.run_dir / LAST
+            kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint had been saved yet"
+            why = "" if policy == "stop" else f" ({MAX_NON_FINITE_IN_A_ROW} batches in a row)"
+            raise SeqtoolError(
+                f"training diverged at step {state.step + 1}: the loss is {loss}{why}; {kept}. Lower training.lr, "
+                "keep training.grad_clip on, or set training.on_nan=skip_batch"
+            )
+
+    # ---- logging, evaluation and checkpointing -------------------------------------------------
+
+    def _event(self, split: str, **fields: Any) -> Event:
+        state = self.state
+        return Event(state.step, split, round(state.step / self.steps_per_epoch, 4), round(self.clock.elapsed(), 3), **fields)
+
+    def log_training(self, lr: float) -> None:
+        """The training loss averaged since the last log line, throughput and clipped steps."""
+        state, now = self.state, self.clock.elapsed()
+        self.rate = self.interval_steps * self.task.units_per_step() / max(now - self.interval_start, 1e-9)
+        self.interval_start, self.interval_steps = now, 0
+        state.last_train_loss = self.running_loss.item() / max(state.steps_since_log, 1)
+        self.running_loss.zero_()
+        state.steps_since_log = 0
+        values = {f"{self.task.unit}_per_s": round(self.rate, 1)}
+        if self.training.grad_clip is not None:
+            values["clipped_steps"] = int(self.clipped.item())
+        self.log.write(self._event(TRAIN, loss=state.last_train_loss, lr=lr, values=values))
+        self.clipped.zero_()
+
+    def evaluate_and_checkpoint(self) -> None:
+        """Rank 0 evaluates (the full validation split); the others wait for its loss, so that
+        best-checkpoint and early-stopping decisions agree everywhere."""
+        from seqtool.engine import plain_metrics
+
+        state, cluster = self.state, self.cluster
+        if cluster.is_main:
+            with autocast(self.device, self.training.precision), evaluating(self.model):
+                self.last_metrics = plain_metrics(self.task.evaluate(self.model, "val", self.device))
+        val_loss = cluster.from_main([self.last_metrics["loss"] if cluster.is_main else 0.0])[0]
+        if not cluster.is_main:
+            self.last_metrics = {"loss": val_loss}
+        improved = state.best_val_loss is None or val_loss < state.best_val_loss
+        if improved:
+            state.best_val_loss, state.best_step, state.evals_since_best = val_loss, state.step, 0
+        else:
+            state.evals_since_best += 1
+        lr = self.optimizer.param_groups[0]["lr"]
+        values = {k: v for k, v in self.last_metrics.items() if k != "loss"}
+        self.log.write(self._event(VAL, loss=self.last_metrics["loss"], lr=lr, values=values))
+        if self.training.log_grad_flow and cluster.is_main:
+            norm = None if self.last_grad_norm is None else float(self.last_grad_norm)
+            flow = gradient_flow(self.task, self.model, state.batch_in_epoch, self.device)
+            self.log.write(self._event(GRAD_FLOW, values={"grad_norm": norm, "dl_dh": flow}))
+        main = self.task.main_metric.name if self.task.main_metric else None
+        self.display.evaluated(state.step, self.last_metrics, improved, main)
+        self.checkpoint(*((LAST, BEST) if improved else (LAST,)))
+        self.interval_start = self.clock.elapsed()  # evaluation time does not count against throughput
+
+    def checkpoint(self, *names: str) -> None:
+        """Called on every rank together: rank 0 collects each rank's carried state and RNG."""
+        state = self.state
+        state.elapsed_s = self.clock.elapsed()
+        state.loss_sum_since_log = self.running_loss.item()
+        state.clipped_since_log = int(self.clipped.item())
+        task_states, rngs = self.cluster.gather(self.task.state_dict()), self.cluster.gather(rng_state())
+        if not self.cluster.is_main:
+            return
+        content = payload(self, task_states, rngs)
+        for name in names:
+            save_checkpoint(self.run_dir / name, content)
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        """Steps until a budget, early stopping or a signal says stop, evaluating and
+        checkpointing every `eval_every` steps; then the final checkpoint and the summary."""
+        self._start()
+        state, training, cluster = self.state, self.training, self.cluster
+        try:
+            with catch_stop_signals() as caught:
+                while True:
+                    if state.batch_in_epoch == 0:
+                        self.task.start_epoch(state.epoch)
+                    lr = self.step()
+                    logged = state.step % training.log_every == 0
+                    if logged:
+                        self.log_training(lr)
+                    elapsed, signalled = cluster.from_main([self.clock.elapsed(), float(bool(caught))])
+                    self._show_progress(elapsed, logged)
+                    reason = stop_reason(state, training, self.steps_per_epoch, elapsed)
+                    if state.step % training.eval_every == 0 or reason:
+                        self.evaluate_and_checkpoint()
+                        reason = reason or stop_reason(
+                            state, training, self.steps_per_epoch, cluster.from_main([self.clock.elapsed()])[0]
+                        )
+                    if signalled:
+                        self.checkpoint(LAST)
+                        raise TrainingInterrupted(caught[0] if caught else signal.SIGTERM, self.run_dir / LAST)
+                    if reason:
+                        break
+        finally:
+            self.display.stop()
+            self.log.close()
+        state.finished, state.stop_reason = True, reason
+        self.checkpoint(LAST)
+        return self._result(reason)
+
+    def _start(self) -> None:
+        """The module trained, the clock, the on-device running sums and the display, from where
+        the (restored) state stands."""
+        state = self.state
+        self.trained = self.cluster.wrap(self.model)  # DDP under torchrun: its backward averages gradients
+        if self.training.compile:
+            self.trained = torch.compile(self.trained)  # training steps only: evaluation shapes vary, checkpoints use `model`
+        self.clock = Stopwatch(state.elapsed_s)
+        self.running_loss = torch.tensor(state.loss_sum_since_log, device=self.device)  # summed on device: no sync per step
+        self.clipped = torch.tensor(state.clipped_since_log, device=self.device)
+        self.last_grad_norm: torch.Tensor | None = None
+        self.interval_start, self.interval_steps, self.rate = self.clock.elapsed(), 0, 0.0
+        self.parameters = count_parameters(self.model)
+        cluster = self.cluster
+        where = f"{cluster.world_size} processes ({self.device.type})" if cluster.distributed else str(self.device)
+        self.console.print(
+            f"Training {model_label(self.config.to_dict()['model'])} "
+            f"({self.parameters:,} parameters) on {where}, {self.steps_per_epoch} steps per epoch -> {self.run_dir}"
+        )
+        self.display = TrainingDisplay(self.console, self.task.unit)
+        self.display.val_loss = state.best_val_loss
+        self.display.start(self.steps, state.step)
+
+    def _show_progress(self, elapsed: float, logged: bool) -> None:
+        state = self.state
+        used = budget_used(self.training, state.step, self.steps, elapsed)
+        self.display.update(
+            state.step, state.step / self.steps_per_epoch, state.last_train_loss, self.rate or None, used, elapsed, logged
+        )
+
+    def _result(self, reason: str) -> TrainResult:
+        state = self.state
+        if not self.cluster.is_main:
+            return TrainResult(self.run_dir, state, "")
+        summary = {
+            "run_dir": str(self.run_dir),
+            "task": self.config.task,
+            "model": model_label(self.config.to_dict()["model"]),
+            "parameters": self.parameters,
+            "steps": state.step,
+            "epochs": round(state.step / self.steps_per_epoch, 3),
+            "stopped_because": reason,
+            "wall_time_s": round(state.elapsed_s, 1),
+            "last_train_loss": state.last_train_loss,
+            "best_val_loss": state.best_val_loss,
+            "best_step": state.best_step,
+            "final_val_loss": self.last_metrics.get("loss"),
+            "best_checkpoint": str(self.run_dir / BEST),
+        }
+        return TrainResult(self.run_dir, state, write_summary(self.run_dir, summary))
+
+
+def payload(trainer: Trainer, task_states: list, rngs: list) -> dict[str, Any]:
+    """Everything a resumed run needs. `task_states` and `rngs` hold one entry per process: a
+    single process stores its own, several store the list (each rank carries its own hidden
+    state and random stream)."""
+    config = trainer.config
+    return {
+        "seqtool_version": seqtool.__version__,
+        "torch_version": str(torch.__version__),  # TorchVersion is not plain data
+        "task": config.task,
+        "config": config.to_dict(),
+        "artifacts": trainer.task.artifacts(),
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "train_state": dataclasses.asdict(trainer.state),
+        "task_state": task_states[0] if len(task_states) == 1 else {"per_rank": task_states},
+        "rng": rngs[0] if len(rngs) == 1 else {"per_rank": rngs},
+        "metrics": dict(trainer.last_metrics),
+    }
+
+
+def gradient_flow(task: Task, model: torch.nn.Module, batch_index: int, device: torch.device) -> list[float]:
+    """|dL/dh_t| for t = 1..T on one training batch: the mean over the batch of the norm of the
+    loss gradient with respect to each top-layer state (for an LSTM, hidden and cell state
+    together: its memory runs through the cell). Runs in eval mode (no dropout, no random
+    numbers drawn) and restores the task's carried state and the gradients, so a run with
+    diagnostics on trains exactly as one with them off."""
+    carried, was_training = task.state_dict(), model.training
+    model.eval()
+    model.probe = []
+    try:
+        with torch.enable_grad():
+            task.training_loss(model, batch_index, device).backward()
+        norms = []
+        for state in model.probe:
+            parts = state if isinstance(state, tuple) else (state,)
+            squared = sum(p.grad.pow(2).sum(dim=-1) for p in parts if p.grad is not None)
+            norms.append(float(torch.as_tensor(squared).sqrt().mean()))
+        return norms
+    finally:
+        model.probe = None
+        model.zero_grad(set_to_none=True)
+        task.load_state_dict(carried)
+        model.train(was_training)
