@@ -43,7 +43,7 @@ INSTALL_HINT = "pip install 'seqtool[export]'"
 
 
 def metadata(task: Task, model: nn.Module, signature: Signature, fmt: str, model_file: str, source: Path, step: int | None):
-    config = model.config
+    config = task.config.model
     return {
         "seqtool_version": seqtool.__version__,
         "format": fmt,

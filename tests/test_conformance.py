@@ -3,6 +3,7 @@ which is installed into a temporary folder the way its README says, with seqtool
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +46,21 @@ def plugin_installed(tmp_path_factory):
 def test_example_plugin_kind(kind, check, tmp_path, plugin_installed):
     assert tasks.entries()[kind].origin == "seqtool-truecase 0.1.0"
     check(kind, tmp_path)
+
+
+def test_the_plugin_is_listed_and_its_shipped_config_trains_evaluates_and_predicts(plugin_installed, tmp_path, monkeypatch):
+    from seqtool.testing import run_cli
+
+    monkeypatch.setenv("COLUMNS", "200")
+    listing = run_cli("tasks").ok().out
+    line = next(line for line in listing.splitlines() if " truecase " in line)
+    assert "restore the capital letters" in line and "seqtool-truecase 0.1.0" in line
+    monkeypatch.chdir(REPO)  # the shipped config reads data/ from the repository's root
+    run = tmp_path / "truecase"
+    run_cli("train", PLUGIN / "truecase.yaml", "training.max_steps=6", "data.max_chars=20000", "--run-dir", run).ok()
+    metrics = json.loads(run_cli("evaluate", run, "--json").ok().out)
+    assert {"upper_f1", "rule_upper_f1", "letters"} <= set(metrics)
+    assert run_cli("predict", run, stdin="romeo, where art thou?\n").ok().out.lower() == "romeo, where art thou?\n"
 
 
 def test_the_kit_lists_every_check_the_issue_asks_for():
