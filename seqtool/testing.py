@@ -204,7 +204,7 @@ def check_sigkill_then_resume(kind: str, folder: Path) -> None:
     every checkpoint left on disk loads, and `--resume` ends exactly where an uninterrupted run does."""
     from seqtool.checkpoint import load_checkpoint
 
-    job = prepare(kind, folder, max_steps=16)
+    job = prepare(kind, folder, max_steps=24)
     start = time.perf_counter()
     reference = job.run_dir("reference")
     subprocess.run(_train_command(job, reference), check=True, capture_output=True)
@@ -220,7 +220,7 @@ def check_sigkill_then_resume(kind: str, folder: Path) -> None:
             deadline = time.perf_counter() + 2 * duration
             while not (run / "last.pt").exists() and process.poll() is None and time.perf_counter() < deadline:
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.2))
+            time.sleep(rng.uniform(0.0, 0.05))
         killed += process.poll() is None
         process.kill()
         process.wait()

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "examples" / "plugin_task"
 
 
-@parametrize_with_checks(["language_model", "forecast", "classify", "long_range"])
+@parametrize_with_checks(["language_model", "forecast", "classify", "long_range", "seq2seq"])
 def test_built_in_kind(kind, check, tmp_path):
     check(kind, tmp_path)
 

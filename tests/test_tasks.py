@@ -15,7 +15,7 @@ import seqtool
 from seqtool.tasks import ENTRY_POINT_GROUP, Task, entries, names, task_class
 
 PACKAGE = Path(seqtool.__file__).parent
-BUILT_IN = ["classify", "forecast", "language_model", "long_range"]
+BUILT_IN = ["classify", "forecast", "language_model", "long_range", "seq2seq"]
 
 
 def test_the_built_in_kinds_are_declared_as_entry_points_of_seqtool_itself():

@@ -10,13 +10,17 @@ import pandas as pd
 from seqtool.errors import SeqtoolError
 
 
-def read_csv(path: str | Path) -> pd.DataFrame:
-    """Read a CSV as strings-or-numbers with pandas; errors name the file (and byte offset)."""
+def read_csv(path: str | Path, strings: bool = False) -> pd.DataFrame:
+    """Read a CSV (or, by its suffix, a TSV) with pandas; errors name the file (and byte offset).
+    With `strings` every cell stays the text it is: "NA", "null" and "nan" are words, not missing."""
     path = Path(path)
     if path.is_dir():
         raise SeqtoolError(f"data path is a directory, not a CSV file: {path}")
+    options: dict = {"dtype": str, "keep_default_na": False} if strings else {}
+    if path.suffix.lower() == ".tsv":
+        options["sep"] = "\t"  # quoted where needed, as a CSV is
     try:
-        frame = pd.read_csv(path, skipinitialspace=True, encoding="utf-8-sig")  # streamed: no copy of the text
+        frame = pd.read_csv(path, skipinitialspace=True, encoding="utf-8-sig", **options)  # streamed: no copy of the text
     except FileNotFoundError:
         raise SeqtoolError(f"data file not found: {path}") from None
     except PermissionError:

@@ -251,6 +251,22 @@ class WindowedTask(Task):
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         return torch.randperm(self.sample_count(), generator=generator).numpy()
 
+    def length_bucketed_order(self, epoch: int, lengths: Any) -> Any:
+        """An epoch order for variable-length samples: shuffle, sort by length within runs of 50
+        batches so each batch holds samples of similar length (less work in packed recurrent
+        layers), then shuffle the batches. Depends on seed and epoch only."""
+        import numpy as np
+
+        rng = np.random.default_rng(self.config.seed * 100_003 + epoch)
+        size = self.config.training.batch_size
+        order = rng.permutation(len(lengths))
+        chunk = size * 50
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            order[start : start + chunk] = part[np.argsort(lengths[part], kind="stable")]
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+
     def batch_rows(self, batch_index: int) -> tuple[Any, float]:
         """This process's rows of global batch `batch_index`, and its share of the batch."""
         size = self.config.training.batch_size

@@ -244,18 +244,7 @@ class ClassifyTask(WindowedTask):
         return min(self.config.training.batch_size, len(self.train.lengths))
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """Shuffle, then sort by length within runs of 50 batches so each batch holds texts of
-        similar length (less work in the packed recurrent layers), then shuffle the batches.
-        Depends on seed and epoch only, so a resumed run sees the same batches."""
-        rng = np.random.default_rng(self.config.seed * 100_003 + epoch)
-        size = self.config.training.batch_size
-        order = rng.permutation(len(self.train.lengths))
-        chunk = size * 50
-        for start in range(0, len(order), chunk):
-            part = order[start : start + chunk]
-            order[start : start + chunk] = part[np.argsort(self.train.lengths[part], kind="stable")]
-        batches = [order[i : i + size] for i in range(0, len(order), size)]
-        return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+        return self.length_bucketed_order(epoch, self.train.lengths)
 
     def _batch(self, encoded: EncodedTexts, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = encoded.lengths[rows]

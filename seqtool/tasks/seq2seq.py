@@ -1,0 +1,391 @@
+"""Sequence to sequence: translation, grapheme-to-phoneme, question answering.
+
+A CSV or TSV holds a source and a target column. Each side has its own tokenizer (`char`, `word`,
+or `whitespace` for phoneme strings) and vocabulary (or one shared). The network
+(`seq2seq_network.py`) encodes the source and decodes the target with attention, teacher-forced
+in training. Evaluation decodes for real (greedy) and scores the outputs with sacrebleu's BLEU and
+chrF, exact match and token error rate (edit distance over target tokens: the phoneme error rate
+for G2P), each beside a `copy` baseline that outputs the source unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from seqtool.checkpoint import atomic_write_text
+from seqtool.config import Config, TokenModelConfig, TrainingConfig, Where, check_text_files, option
+from seqtool.data import csvfile
+from seqtool.data.text import WORD_PATTERN, detokenize
+from seqtool.distributed import Cluster
+from seqtool.errors import SeqtoolError
+from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, WindowedTask, to_device
+from seqtool.tasks.seq2seq_network import BOS, EOS, PAD, UNK, Seq2SeqNetwork
+
+SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]  # ids PAD, UNK, BOS, EOS
+EVAL_BATCH = 128
+Tokenizer = Literal["char", "word", "whitespace"]
+
+
+@dataclass
+class Seq2SeqData:
+    path: str | None = option(None, "one CSV/TSV of pairs, split at random (seeded) into train/val/test")
+    train: str | None = option(None, "training CSV/TSV (instead of path)")
+    val: str | None = option(None, "validation CSV/TSV (with train)")
+    test: str | None = option(None, "test CSV/TSV (with train)")
+    source_column: str = option("source", "column holding the input sequence")
+    target_column: str = option("target", "column holding the output sequence")
+    source_tokenizer: Tokenizer = option("word", "char, word (words and punctuation) or whitespace (space-separated symbols)")
+    target_tokenizer: Tokenizer = option("word", "as source_tokenizer, for the target side")
+    share_vocabulary: bool = option(False, "one vocabulary (and embedding) for both sides")
+    min_freq: int = option(1, "rarer tokens map to `<unk>`", ge=1)
+    max_source_length: int = option(100, "longer sources are truncated (and counted)", ge=1)
+    max_target_length: int = option(100, "longer targets are truncated (and counted); also the decoding limit", ge=1)
+    val_fraction: float = option(0.1, "share of `path` held out for validation", gt=0.0, lt=1.0)
+    test_fraction: float = option(0.1, "share of `path` held out for testing", ge=0.0, lt=1.0)
+
+
+@dataclass
+class Seq2SeqModel(TokenModelConfig):
+    bidirectional: bool = option(True, "the encoder reads the source in both directions")
+    attention: Literal["dot", "general", "bahdanau", "none"] = option(
+        "general", "Luong dot or general (bilinear), Bahdanau additive, or none (the final state alone)"
+    )
+    input_feeding: bool = option(True, "feed each step's attentional state into the next step (Luong)")
+    tie_embeddings: bool = option(False, "share the decoder's input embedding and output matrix (embedding_size == hidden_size)")
+
+
+@dataclass
+class Seq2SeqTraining(TrainingConfig):
+    label_smoothing: float = option(0.1, "share of each target's probability spread over the vocabulary", ge=0.0, lt=1.0)
+
+
+def tokenize(text: str, tokenizer: str) -> list[str]:
+    if tokenizer == "char":
+        return list(text)
+    return WORD_PATTERN.findall(text) if tokenizer == "word" else text.split()
+
+
+def join_tokens(tokens: list[str], tokenizer: str) -> str:
+    return " ".join(tokens) if tokenizer == "whitespace" else detokenize(tokens, tokenizer)
+
+
+@dataclass
+class Encoded:
+    """A split's pairs as padded id matrices; targets end with </s>."""
+
+    source: np.ndarray  # (pairs, max_source_length) int64
+    source_lengths: np.ndarray
+    target: np.ndarray  # (pairs, max_target_length + 1)
+    target_lengths: np.ndarray
+    sources: list[str]  # the texts, for the copy baseline and BLEU
+    targets: list[str]
+    truncated: int
+
+
+class Seq2SeqTask(WindowedTask):
+    name = "seq2seq"
+    description = "sequence to sequence with attention: translation, grapheme-to-phoneme, question answering"
+    data_schema = Seq2SeqData
+    model_schema = Seq2SeqModel
+    training_schema = Seq2SeqTraining
+    reads = "it reads pairs of sequences, a source and a target"
+    main_metric = MainMetric("bleu", "BLEU")
+    baselines = ("copy",)
+    predict_hint = "--data pairs.csv --output out.csv"
+    predict_options = (
+        PredictOption("--data", Path, "CSV/TSV with the source column; a prediction column is added", "lines on stdin"),
+        PredictOption("--output", Path, "write the CSV here", "stdout"),
+        PredictOption("--max-length", int, "longest output in tokens", "data.max_target_length", min=1),
+    )
+    not_exportable = "ONNX export of the encoder and one decoder step is not built yet"
+
+    def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
+        super().__init__(config, artifacts, cluster)
+        self.data = config.data
+        self.vocab: dict[str, list[str]] | None = dict(artifacts["vocabulary"]) if artifacts else None
+        self.splits: dict[str, Encoded] = {}
+
+    @classmethod
+    def check_config(cls, config: Config, where: Where) -> None:
+        check_text_files(config.data, where)
+        model = config.model
+        if model.tie_embeddings and model.embedding_size != model.hidden_size:
+            raise SeqtoolError(
+                f"{where('model.tie_embeddings')} needs model.embedding_size == model.hidden_size "
+                f"(got {model.embedding_size} and {model.hidden_size})"
+            )
+        if config.data.share_vocabulary and config.data.source_tokenizer != config.data.target_tokenizer:
+            raise SeqtoolError(f"{where('data.share_vocabulary')} needs the same tokenizer on both sides")
+
+    # ---- data --------------------------------------------------------------------------------------
+
+    def _read(self, path: str, need_target: bool = True) -> pd.DataFrame:
+        frame = csvfile.read_csv(path, strings=True)
+        columns = {"source_column": [self.data.source_column]}
+        if need_target:
+            columns["target_column"] = [self.data.target_column]
+        csvfile.check_columns(frame, columns, path)
+        for column in [self.data.source_column] + ([self.data.target_column] if need_target else []):
+            empty = np.flatnonzero(frame[column].str.strip().eq("").to_numpy())
+            if len(empty):
+                raise SeqtoolError(f"{path}: row {csvfile.csv_row(int(empty[0]))}: empty cell in column '{column}'")
+        return frame
+
+    def _frames(self) -> dict[str, tuple[str, pd.DataFrame]]:
+        """split -> (source file, rows): one file split at random with the seed, or separate files."""
+        data = self.data
+        if data.train:
+            files = {"train": data.train, "val": data.val, "test": data.test}
+            return {split: (path, self._read(path)) for split, path in files.items() if path}
+        frame = self._read(data.path)
+        order = np.random.default_rng(self.config.seed).permutation(len(frame))
+        n_val, n_test = round(len(frame) * data.val_fraction), round(len(frame) * data.test_fraction)
+        parts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+        return {split: (data.path, frame.iloc[np.sort(rows)]) for split, rows in parts.items() if len(rows)}
+
+    def load_training_data(self) -> None:
+        frames = self._frames()
+        source, train = frames["train"]
+        if len(train) < 2 or "val" not in frames:
+            raise SeqtoolError(f"{source}: {len(train)} training pairs and no validation pairs; give more pairs")
+        if self.vocab is None:
+            self.vocab = self._build_vocabulary(train)
+        self.splits = {split: self._encode(frame) for split, (_, frame) in frames.items()}
+
+    def _build_vocabulary(self, frame: pd.DataFrame) -> dict[str, list[str]]:
+        data = self.data
+        counts = {
+            side: Counter(t for text in frame[column] for t in tokenize(text, tokenizer))
+            for side, column, tokenizer in (
+                ("source", data.source_column, data.source_tokenizer),
+                ("target", data.target_column, data.target_tokenizer),
+            )
+        }
+        if data.share_vocabulary:
+            counts = {"source": counts["source"] + counts["target"], "target": counts["source"] + counts["target"]}
+        return {
+            side: SPECIALS + sorted((t for t, n in count.items() if n >= data.min_freq), key=lambda t: (-count[t], t))
+            for side, count in counts.items()
+        }
+
+    def _ids(self, texts: list[str], side: str, limit: int, end: bool) -> tuple[np.ndarray, np.ndarray, int]:
+        """Padded ids (texts, limit [+1 for </s>]), lengths, and how many texts were cut."""
+        index = {t: i for i, t in enumerate(self.vocab[side])}
+        tokenizer = self.data.source_tokenizer if side == "source" else self.data.target_tokenizer
+        ids = np.full((len(texts), limit + end), PAD, dtype=np.int64)
+        lengths, cut = np.zeros(len(texts), dtype=np.int64), 0
+        for row, text in enumerate(texts):
+            tokens = [index.get(t, UNK) for t in tokenize(text, tokenizer)] or [UNK]
+            cut += len(tokens) > limit
+            tokens = tokens[:limit] + ([EOS] if end else [])
+            ids[row, : len(tokens)] = tokens
+            lengths[row] = len(tokens)
+        return ids, lengths, cut
+
+    def _encode(self, frame: pd.DataFrame) -> Encoded:
+        data = self.data
+        sources, targets = frame[data.source_column].tolist(), frame[data.target_column].tolist()
+        source, source_lengths, cut_source = self._ids(sources, "source", data.max_source_length, end=False)
+        target, target_lengths, cut_target = self._ids(targets, "target", data.max_target_length, end=True)
+        return Encoded(source, source_lengths, target, target_lengths, sources, targets, max(cut_source, cut_target))
+
+    def artifacts(self) -> dict[str, Any]:
+        return {"vocabulary": self.vocab}
+
+    # ---- training ------------------------------------------------------------------------------------
+
+    def build_model(self) -> Seq2SeqNetwork:
+        sizes = len(self.vocab["source"]), len(self.vocab["target"])
+        return Seq2SeqNetwork(self.config.model, *sizes, shared_vocabulary=self.data.share_vocabulary)
+
+    def sample_count(self) -> int:
+        return len(self.splits["train"].source_lengths)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        return self.length_bucketed_order(epoch, self.splits["train"].source_lengths)
+
+    def _batch(self, encoded: Encoded, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
+        s, t = encoded.source_lengths[rows], encoded.target_lengths[rows]
+        source = to_device(torch.from_numpy(encoded.source[rows, : s.max()]), device)
+        target = to_device(torch.from_numpy(encoded.target[rows, : t.max()]), device)
+        target_in = torch.cat([torch.full_like(target[:, :1], BOS), target[:, :-1]], dim=1)
+        return source, torch.from_numpy(s), target_in, target
+
+    def _token_loss(self, model: Seq2SeqNetwork, encoded: Encoded, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+        """The summed cross-entropy over the target tokens of `rows` (padding ignored)."""
+        source, lengths, target_in, target = self._batch(encoded, rows, device)
+        scores = model(source, lengths, target_in)
+        smoothing = self.config.training.label_smoothing
+        flat = scores.float().reshape(-1, scores.shape[-1])
+        return F.cross_entropy(flat, target.reshape(-1), ignore_index=PAD, reduction="sum", label_smoothing=smoothing)
+
+    def training_loss(self, model: Seq2SeqNetwork, batch_index: int, device: torch.device) -> torch.Tensor:
+        """The mean over the global batch's target tokens: this process's sum over all of them."""
+        train, size = self.splits["train"], self.config.training.batch_size
+        everyone = self.order[batch_index * size : (batch_index + 1) * size]
+        mine, _ = self.batch_rows(batch_index)
+        tokens = float(train.target_lengths[everyone].sum())
+        return self._token_loss(model, train, mine, device) / tokens * self.cluster.world_size
+
+    # ---- evaluation ----------------------------------------------------------------------------------
+
+    def decode(self, model: Seq2SeqNetwork, encoded: Encoded, max_length: int, device: torch.device) -> list[list[str]]:
+        """Greedy outputs as target tokens, in batches of similar source length."""
+        order = np.argsort(encoded.source_lengths, kind="stable")
+        outputs: list[list[str]] = [[] for _ in order]
+        tokens = self.vocab["target"]
+        for start in range(0, len(order), EVAL_BATCH):
+            rows = order[start : start + EVAL_BATCH]
+            lengths = encoded.source_lengths[rows]
+            source = to_device(torch.from_numpy(encoded.source[rows, : lengths.max()]), device)
+            ids, _ = model.greedy(source, torch.from_numpy(lengths), max_length)
+            for row, sequence in zip(rows, ids.tolist(), strict=True):
+                cut = sequence.index(EOS) if EOS in sequence else len(sequence)
+                outputs[row] = [tokens[i] for i in sequence[:cut] if i not in (PAD, BOS)]
+        return outputs
+
+    def _eval_split(self, split: str, data_path: str | None) -> Encoded:
+        if data_path:
+            return self._encode(self._read(data_path))
+        if not self.splits:
+            try:
+                self.load_training_data()
+            except SeqtoolError as exc:
+                raise SeqtoolError(f"{exc} (the run's data; pass --data FILE to evaluate on another file)") from None
+        if split not in self.splits:
+            raise SeqtoolError(f"no {split} split in this run's data (set data.test_fraction or data.test, or pass --data FILE)")
+        return self.splits[split]
+
+    def evaluate(self, model: Seq2SeqNetwork, split: str, device: torch.device, data_path: str | None = None) -> dict[str, float]:
+        encoded = self._eval_split(split, data_path)
+        rows = np.arange(len(encoded.source_lengths))
+        nats = sum(
+            float(self._token_loss(model, encoded, rows[i : i + EVAL_BATCH], device)) for i in range(0, len(rows), EVAL_BATCH)
+        )
+        hypotheses = self.decode(model, encoded, self.data.max_target_length, device)
+        references = [tokenize(t, self.data.target_tokenizer) for t in encoded.targets]
+        copies = [tokenize(s, self.data.target_tokenizer) for s in encoded.sources]
+        metrics = {"loss": nats / float(encoded.target_lengths.sum())}
+        metrics.update(sequence_metrics(hypotheses, references, self.data.target_tokenizer))
+        metrics.update({f"copy_{k}": v for k, v in sequence_metrics(copies, references, self.data.target_tokenizer).items()})
+        metrics["pairs"] = len(rows)
+        metrics["truncated_pairs"] = encoded.truncated
+        return metrics
+
+    def shown_apart(self, metric: str) -> bool:
+        return super().shown_apart(metric) or metric == "truncated_pairs"
+
+    def evaluation_notes(self, metrics: dict[str, float]) -> list[Any]:
+        cut = metrics.get("truncated_pairs")
+        limits = f"data.max_source_length {self.data.max_source_length} / max_target_length {self.data.max_target_length}"
+        return [f"{cut:,} pairs were longer than {limits} and were truncated."] if cut else []
+
+    # ---- predict ---------------------------------------------------------------------------------------
+
+    def translate(self, model: Seq2SeqNetwork, texts: list[str], max_length: int | None = None) -> list[str]:
+        data = self.data
+        source, lengths, _ = self._ids(texts, "source", data.max_source_length, end=False)
+        encoded = Encoded(source, lengths, source, lengths, texts, texts, 0)
+        outputs = self.decode(model, encoded, max_length or data.max_target_length, next(model.parameters()).device)
+        return [join_tokens(tokens, data.target_tokenizer) for tokens in outputs]
+
+    def predict(self, model: Seq2SeqNetwork, options: dict[str, Any], out: TextIO) -> None:
+        """A CSV in, the CSV with a `prediction` column out; or lines on stdin, one output line each."""
+        if options["data"] is not None:
+            frame = self._read(str(options["data"]), need_target=False)
+            frame["prediction"] = self.translate(model, frame[self.data.source_column].tolist(), options["max_length"])
+            text = frame.to_csv(index=False, sep="\t" if Path(options["data"]).suffix.lower() == ".tsv" else ",")
+            if options["output"]:
+                atomic_write_text(options["output"], text)
+            else:
+                out.write(text)
+            return
+        if options["output"] is not None:
+            raise SeqtoolError("--output needs --data CSV (lines from stdin are answered on stdout)")
+        if sys.stdin.isatty():
+            raise SeqtoolError("give --data CSV, or pipe lines on stdin: echo 'File not found' | seqtool predict RUN")
+        for line in sys.stdin:  # one output per line, flushed: it streams through a pipe
+            text = line.rstrip("\r\n")
+            out.write((self.translate(model, [text], options["max_length"])[0] if text.strip() else "") + "\n")
+            out.flush()
+
+    def predict_api(self, model: Seq2SeqNetwork, data: Any, options: dict[str, Any]) -> Any:
+        """`predict(["source", ...])`: the outputs; `predict(CSV)`: the rows with a prediction column."""
+        unknown = sorted(set(options) - {"max_length"})
+        if unknown:
+            raise SeqtoolError(f"predict() options {unknown} do not apply to a seq2seq model (it takes data, max_length)")
+        if isinstance(data, (list, tuple)):
+            return self.translate(model, list(data), options.get("max_length"))
+        frame = self._read(str(data), need_target=False)
+        return frame.assign(prediction=self.translate(model, frame[self.data.source_column].tolist(), options.get("max_length")))
+
+    @classmethod
+    def example(cls, folder: Path) -> Example:
+        """Number words to digits, reversed: "three one four" -> "4 1 3"."""
+        words = "zero one two three four five six seven eight nine".split()
+        rng = np.random.default_rng(0)
+        rows = [rng.integers(0, 10, rng.integers(2, 6)) for _ in range(300)]
+        frame = pd.DataFrame(
+            {"source": [" ".join(words[d] for d in r) for r in rows], "target": [" ".join(str(d) for d in r[::-1]) for r in rows]}
+        )
+        frame.to_csv(folder / "pairs.csv", index=False)
+        frame[["source"]].head(5).to_csv(folder / "new.csv", index=False)
+        empty = frame.copy()
+        empty.loc[4, "target"] = ""
+        config = {
+            "task": cls.name,
+            "seed": 4,
+            "data": {"path": str(folder / "pairs.csv"), "target_tokenizer": "whitespace"},
+            "model": {"hidden_size": 16, "num_layers": 1, "embedding_size": 8, "dropout": 0.1},
+            "training": {"batch_size": 16, "lr": 0.01},
+        }
+        bad = (
+            BadInput(
+                "missing column", "column 'answer' (data.target_column) not found", overrides=("data.target_column=answer",)
+            ),
+            BadInput("empty target cell", "row 6: empty cell in column 'target'", files={"pairs.csv": empty.to_csv(index=False)}),
+            BadInput("empty file", "empty", files={"pairs.csv": ""}),
+            BadInput(
+                "tied embeddings of unequal sizes",
+                "needs model.embedding_size == model.hidden_size",
+                overrides=("model.tie_embeddings=true",),
+            ),
+        )
+        return Example(config, ("--data", str(folder / "new.csv")), "three one four\nnine\n", bad)
+
+
+def edit_distance(a: list[str], b: list[str]) -> int:
+    """Levenshtein distance between two token lists (substitutions, insertions, deletions)."""
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
+def sequence_metrics(hypotheses: list[list[str]], references: list[list[str]], tokenizer: str) -> dict[str, float]:
+    """BLEU and chrF (sacrebleu, on the joined strings), exact match, and token error rate."""
+    try:
+        import sacrebleu
+    except ImportError:
+        raise SeqtoolError("seq2seq evaluation needs sacrebleu, not installed: pip install 'seqtool[seq2seq]'") from None
+    joined = [join_tokens(h, tokenizer) for h in hypotheses]
+    truth = [join_tokens(r, tokenizer) for r in references]
+    errors = sum(edit_distance(h, r) for h, r in zip(hypotheses, references, strict=True))
+    return {
+        "bleu": sacrebleu.corpus_bleu(joined, [truth], tokenize="none" if tokenizer == "whitespace" else "13a").score,
+        "chrf": sacrebleu.corpus_chrf(joined, [truth]).score,
+        "exact_match": float(np.mean([h == r for h, r in zip(hypotheses, references, strict=True)])),
+        "token_error_rate": errors / max(1, sum(len(r) for r in references)),
+    }

@@ -1,0 +1,137 @@
+"""The encoder-decoder with attention (Bahdanau et al. 2015; Luong et al. 2015).
+
+- Encoder: token embedding -> stacked RNN/LSTM/GRU (optionally bidirectional) over the packed
+  source, so padding never changes a state.
+- Bridge: the encoder's final states, per layer (both directions concatenated), through a linear
+  map and tanh, start the decoder.
+- Decoder: the same cell type, stacked, one target token per step. With attention, each step
+  scores the encoder states (`dot`: h . m; `general`: h . W m; `bahdanau`: v . tanh(W h + U m)),
+  takes their weighted sum c, and predicts from the attentional state tanh(W_c [c; h]). With
+  input feeding (Luong) that attentional state is also fed to the next step's input.
+
+Training is teacher-forced (`forward`); decoding (`greedy`) runs the same `step`, batched over
+sentences, and returns the attention weights for the alignment plot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from seqtool.models import recurrent_layers
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3  # ids of the special tokens, in every vocabulary
+
+
+class Seq2SeqNetwork(nn.Module):
+    """source ids (batch, S) with lengths -> target scores (batch, T, target vocabulary)."""
+
+    def __init__(self, config, source_size: int, target_size: int, shared_vocabulary: bool):
+        super().__init__()
+        self.config = config
+        e, h = config.embedding_size, config.hidden_size
+        directions = 2 if config.bidirectional else 1
+        self.source_embedding = nn.Embedding(source_size, e, padding_idx=PAD)
+        self.target_embedding = self.source_embedding if shared_vocabulary else nn.Embedding(target_size, e, padding_idx=PAD)
+        self.encoder = recurrent_layers(config, e)
+        self.bridge = nn.Linear(h * directions, h)
+        self.attention, self.feeding = config.attention, config.input_feeding and config.attention != "none"
+        decoder_config = dataclasses.replace(config, bidirectional=False)
+        self.decoder = recurrent_layers(decoder_config, e + (h if self.feeding else 0))
+        memory = h * directions
+        if self.attention in ("dot", "general"):
+            self.memory_key = nn.Linear(memory, h, bias=False) if self.attention == "general" or memory != h else None
+        if self.attention == "bahdanau":
+            self.query_proj, self.key_proj = nn.Linear(h, h, bias=False), nn.Linear(memory, h)
+            self.score = nn.Linear(h, 1, bias=False)
+        self.combine = nn.Linear(h + memory, h) if self.attention != "none" else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(h, target_size)
+        if config.tie_embeddings:
+            self.output.weight = self.target_embedding.weight
+
+    # ---- encoder ---------------------------------------------------------------------------------
+
+    def encode(self, source: torch.Tensor, lengths: torch.Tensor):
+        """Encoder states (batch, S, memory), the source mask (batch, S), and the decoder's first state."""
+        embedded = self.dropout(self.source_embedding(source))
+        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        outputs, final = self.encoder(packed)
+        memory, _ = pad_packed_sequence(outputs, batch_first=True, total_length=source.shape[1])
+        mask = torch.arange(source.shape[1], device=source.device)[None, :] < lengths.to(source.device)[:, None]
+        return memory, mask, self._bridge(final)
+
+    def _bridge(self, final):
+        def start(states: torch.Tensor) -> torch.Tensor:  # (layers * directions, batch, h) -> (layers, batch, h)
+            layers = self.config.num_layers
+            if self.config.bidirectional:
+                states = states.view(layers, 2, *states.shape[1:]).permute(0, 2, 1, 3).reshape(layers, states.shape[1], -1)
+            return torch.tanh(self.bridge(states))
+
+        return tuple(start(s) for s in final) if isinstance(final, tuple) else start(final)
+
+    # ---- decoder ---------------------------------------------------------------------------------
+
+    def step(self, tokens: torch.Tensor, state, feed: torch.Tensor | None, memory: torch.Tensor, mask: torch.Tensor):
+        """One decoder step for every sentence: tokens (batch,) -> scores (batch, V), the new
+        state, the attentional state (fed to the next step) and the attention weights (batch, S)."""
+        x = self.dropout(self.target_embedding(tokens))[:, None, :]
+        if self.feeding:
+            x = torch.cat([x, feed[:, None, :]], dim=-1)
+        out, state = self.decoder(x, state)
+        attended, weights = self._attend(out, memory, mask)
+        return self.output(self.dropout(attended[:, 0])), state, attended[:, 0], None if weights is None else weights[:, 0]
+
+    def _attend(self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor):
+        """query (batch, T, h), memory (batch, S, m) -> attentional states (batch, T, h) and
+        weights (batch, T, S); every step at once when no state is fed back."""
+        if self.attention == "none":
+            return query, None
+        if self.attention == "bahdanau":
+            energy = self.score(torch.tanh(self.query_proj(query)[:, :, None, :] + self.key_proj(memory)[:, None]))[..., 0]
+        else:
+            keys = memory if self.memory_key is None else self.memory_key(memory)
+            energy = torch.bmm(query, keys.transpose(1, 2))  # (batch, T, S)
+        weights = torch.softmax(energy.masked_fill(~mask[:, None, :], float("-inf")), dim=-1)
+        context = torch.bmm(weights, memory)  # (batch, T, m)
+        return torch.tanh(self.combine(torch.cat([context, query], dim=-1))), weights
+
+    def forward(self, source: torch.Tensor, lengths: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: scores (batch, T, V) for target_in = <s> y_1 ... y_{T-1}. Without input
+        feeding the decoder reads all T tokens in one fused call and attends for all at once."""
+        memory, mask, state = self.encode(source, lengths)
+        if not self.feeding:
+            out, _ = self.decoder(self.dropout(self.target_embedding(target_in)), state)
+            attended, _ = self._attend(out, memory, mask)
+            return self.output(self.dropout(attended))
+        feed = memory.new_zeros(source.shape[0], self.config.hidden_size)
+        scores = []
+        for t in range(target_in.shape[1]):
+            step_scores, state, feed, _ = self.step(target_in[:, t], state, feed, memory, mask)
+            scores.append(step_scores)
+        return torch.stack(scores, dim=1)
+
+    @torch.no_grad()
+    def greedy(self, source: torch.Tensor, lengths: torch.Tensor, max_length: int):
+        """Greedy decoding, batched: ids (batch, <= max_length) ending at </s> (or cut), and the
+        attention weights (batch, steps, S) when the model attends."""
+        memory, mask, state = self.encode(source, lengths)
+        batch = source.shape[0]
+        feed = memory.new_zeros(batch, self.config.hidden_size)
+        tokens = torch.full((batch,), BOS, dtype=torch.long, device=source.device)
+        done = torch.zeros(batch, dtype=torch.bool, device=source.device)
+        outputs, alignments = [], []
+        for _ in range(max_length):
+            scores, state, feed, weights = self.step(tokens, state, feed, memory, mask)
+            tokens = scores.argmax(-1).masked_fill(done, PAD)
+            outputs.append(tokens)
+            if weights is not None:
+                alignments.append(weights)
+            done |= tokens == EOS
+            if bool(done.all()):
+                break
+        ids = torch.stack(outputs, dim=1)
+        return ids, (torch.stack(alignments, dim=1) if alignments else None)

@@ -1,0 +1,98 @@
+"""Sequence to sequence: metrics against hand-worked values, padding never changing an output,
+attention that is a distribution over the real source tokens, and a model that learns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from seqtool.tasks.seq2seq import Seq2SeqModel, Seq2SeqTask, edit_distance, join_tokens, sequence_metrics, tokenize
+from seqtool.tasks.seq2seq_network import EOS, Seq2SeqNetwork
+
+
+def test_edit_distance_and_token_error_rate_by_hand():
+    assert edit_distance(list("kitten"), list("sitting")) == 3
+    assert edit_distance([], ["a", "b"]) == 2
+    metrics = sequence_metrics(
+        [["HH", "AH0", "L", "OW1"], ["K", "AE1"]], [["HH", "AH0", "L", "OW1"], ["K", "AE1", "T"]], "whitespace"
+    )
+    assert metrics["exact_match"] == 0.5
+    assert metrics["token_error_rate"] == pytest.approx(1 / 7)  # one deletion over 7 reference phonemes
+    perfect = sequence_metrics(
+        [tokenize("Die Datei wurde nicht gefunden.", "word")], [tokenize("Die Datei wurde nicht gefunden.", "word")], "word"
+    )
+    assert perfect["bleu"] == pytest.approx(100.0) and perfect["chrf"] == pytest.approx(100.0)
+
+
+def test_tokenizers_round_trip():
+    assert tokenize("S IY1  K", "whitespace") == ["S", "IY1", "K"]
+    assert join_tokens(["S", "IY1", "K"], "whitespace") == "S IY1 K"
+    assert join_tokens(tokenize("File not found.", "word"), "word") == "File not found."
+    assert join_tokens(tokenize("abc", "char"), "char") == "abc"
+
+
+@pytest.mark.parametrize("attention", ["dot", "general", "bahdanau", "none"])
+@pytest.mark.parametrize("feeding", [True, False])
+def test_padding_never_changes_a_translation_and_attention_covers_the_source(attention, feeding):
+    torch.manual_seed(0)
+    config = Seq2SeqModel(type="gru", hidden_size=12, num_layers=2, embedding_size=6, dropout=0.0)
+    config.attention, config.input_feeding = attention, feeding
+    model = Seq2SeqNetwork(config, 20, 15, shared_vocabulary=False).eval()
+    short = torch.tensor([[5, 6, 7]])
+    batch = torch.tensor([[9, 8, 7, 6, 5, 4, 9, 8], [5, 6, 7, 0, 0, 0, 0, 0], [4, 4, 4, 4, 0, 0, 0, 0]])
+    alone, alone_weights = model.greedy(short, torch.tensor([3]), 6)
+    together, weights = model.greedy(batch, torch.tensor([8, 3, 4]), 6)
+    assert torch.equal(alone[0], together[1, : alone.shape[1]])
+    # the teacher-forced path and the step-by-step path give the same scores
+    target_in = torch.tensor([[2, 5, 6, 7]])
+    forced = model(short, torch.tensor([3]), target_in)
+    memory, mask, state = model.encode(short, torch.tensor([3]))
+    feed = memory.new_zeros(1, 12)
+    for t in range(4):
+        scores, state, feed, _ = model.step(target_in[:, t], state, feed, memory, mask)
+        torch.testing.assert_close(scores, forced[:, t], atol=1e-5, rtol=0)
+    if attention == "none":
+        assert weights is None
+        return
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:2]))
+    assert float(weights[1, :, 3:].abs().max()) == 0.0  # never on padding
+    torch.testing.assert_close(alone_weights[0], weights[1, : alone_weights.shape[1], :3], atol=1e-6, rtol=0)
+
+
+def test_a_model_learns_to_reverse_number_words_and_beats_copying(tmp_path, run_cli, monkeypatch):
+    example = Seq2SeqTask.example(tmp_path)
+    config = json.loads(json.dumps(example.config))
+    config["model"].update({"hidden_size": 48, "embedding_size": 24, "dropout": 0.0})
+    config["training"].update({"epochs": None, "max_steps": 500, "eval_every": 250, "log_every": 50, "device": "cpu"})
+    path = tmp_path / "reverse.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert run_cli("train", path, "--run-dir", tmp_path / "run").code == 0
+    metrics = json.loads(run_cli("evaluate", tmp_path / "run", "--json").out)
+    assert metrics["split"] == "test" and metrics["pairs"] == 30
+    assert metrics["exact_match"] >= 0.8 and metrics["copy_exact_match"] == 0.0
+    assert metrics["token_error_rate"] < 0.1 < metrics["copy_token_error_rate"]
+    assert metrics["bleu"] > metrics["copy_bleu"]
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("three one four\n\nnine two\n"))
+    lines = run_cli("predict", tmp_path / "run").out.split("\n")
+    assert lines[:3] == ["4 1 3", "", "2 9"]  # one output line per input line, blank for blank
+    out = tmp_path / "out.csv"
+    assert run_cli("predict", tmp_path / "run", "--data", tmp_path / "new.csv", "--output", out).code == 0
+    assert out.read_text().splitlines()[0] == "source,prediction"
+
+
+def test_decoding_stops_at_the_end_token_and_at_the_limit():
+    torch.manual_seed(1)
+    model = Seq2SeqNetwork(Seq2SeqModel(hidden_size=8, num_layers=1, embedding_size=4, dropout=0.0), 10, 10, False).eval()
+    with torch.no_grad():
+        model.output.bias.fill_(-10.0)
+        model.output.bias[EOS] = 10.0  # always </s> first
+    ids, _ = model.greedy(torch.tensor([[4, 5]]), torch.tensor([2]), 7)
+    assert ids.tolist() == [[EOS]]
+    with torch.no_grad():
+        model.output.bias[EOS] = -10.0
+        model.output.bias[6] = 10.0  # never </s>
+    ids, _ = model.greedy(torch.tensor([[4, 5]]), torch.tensor([2]), 7)
+    assert ids.shape == (1, 7)
