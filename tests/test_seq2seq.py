@@ -76,8 +76,12 @@ def test_a_model_learns_to_reverse_number_words_and_beats_copying(tmp_path, run_
     assert metrics["token_error_rate"] < 0.1 < metrics["copy_token_error_rate"]
     assert metrics["bleu"] > metrics["copy_bleu"]
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("three one four\n\nnine two\n"))
-    lines = run_cli("predict", tmp_path / "run").out.split("\n")
-    assert lines[:3] == ["4 1 3", "", "2 9"]  # one output line per input line, blank for blank
+    result = run_cli("predict", tmp_path / "run")
+    assert result.out.split("\n")[:3] == ["4 1 3", "", "2 9"]  # one output line per input line, blank for blank
+    assert result.err == ""
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("three eleven\n"))
+    result = run_cli("predict", tmp_path / "run")
+    assert result.code == 0 and "not in the training vocabulary, read as <unk>: 'eleven'" in result.err
     out = tmp_path / "out.csv"
     assert run_cli("predict", tmp_path / "run", "--data", tmp_path / "new.csv", "--output", out).code == 0
     assert out.read_text().splitlines()[0] == "source,prediction"

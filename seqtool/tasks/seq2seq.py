@@ -298,10 +298,22 @@ class Seq2SeqTask(WindowedTask):
         outputs = self.decode(model, encoded, max_length or data.max_target_length, next(model.parameters()).device)
         return [join_tokens(tokens, data.target_tokenizer) for tokens in outputs]
 
+    def _warn_unknown(self, texts: list[str]) -> None:
+        """Source tokens the training data never had are read as <unk>: said on stderr, once per input."""
+        known = set(self.vocab["source"])
+        unknown = sorted({t for text in texts for t in tokenize(text, self.data.source_tokenizer)} - known)
+        if unknown:
+            shown = ", ".join(repr(t) for t in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            print(
+                f"Warning: {len(unknown)} source token(s) not in the training vocabulary, read as <unk>: {shown}", file=sys.stderr
+            )
+
     def predict(self, model: Seq2SeqNetwork, options: dict[str, Any], out: TextIO) -> None:
-        """A CSV in, the CSV with a `prediction` column out; or lines on stdin, one output line each."""
+        """A CSV in, the CSV with a `prediction` column out; or lines on stdin, one output line each.
+        Tokens the training data never had are read as <unk>, with a warning on stderr."""
         if options["data"] is not None:
             frame = self._read(str(options["data"]), need_target=False)
+            self._warn_unknown(frame[self.data.source_column].tolist())
             frame["prediction"] = self.translate(model, frame[self.data.source_column].tolist(), options["max_length"])
             text = frame.to_csv(index=False, sep="\t" if Path(options["data"]).suffix.lower() == ".tsv" else ",")
             if options["output"]:
@@ -315,6 +327,7 @@ class Seq2SeqTask(WindowedTask):
             raise SeqtoolError("give --data CSV, or pipe lines on stdin: echo 'File not found' | seqtool predict RUN")
         for line in sys.stdin:  # one output per line, flushed: it streams through a pipe
             text = line.rstrip("\r\n")
+            self._warn_unknown([text])
             out.write((self.translate(model, [text], options["max_length"])[0] if text.strip() else "") + "\n")
             out.flush()
 
