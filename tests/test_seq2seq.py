@@ -100,3 +100,57 @@ def test_decoding_stops_at_the_end_token_and_at_the_limit():
         model.output.bias[6] = 10.0  # never </s>
     ids, _ = model.greedy(torch.tensor([[4, 5]]), torch.tensor([2]), 7)
     assert ids.shape == (1, 7)
+
+
+def _log_probability(model, source, lengths, ids):
+    """log P(ids, </s> | source) under the model, by teacher forcing."""
+    target = torch.tensor([[*ids, EOS]])
+    target_in = torch.cat([torch.tensor([[2]]), target[:, :-1]], dim=1)
+    with torch.no_grad():
+        scores = torch.log_softmax(model(source, lengths, target_in).float(), dim=-1)
+    return float(scores.gather(2, target[:, :, None]).sum())
+
+
+@pytest.mark.parametrize("feeding", [True, False])
+def test_beam_search_of_one_is_greedy_and_a_wider_beam_finds_at_least_as_likely_an_output(feeding):
+    torch.manual_seed(3)
+    config = Seq2SeqModel(type="lstm", hidden_size=10, num_layers=1, embedding_size=6, dropout=0.0)
+    config.input_feeding = feeding
+    model = Seq2SeqNetwork(config, 12, 9, shared_vocabulary=False).eval()
+    source = torch.tensor([[5, 6, 7, 8], [4, 9, 0, 0]])
+    lengths = torch.tensor([4, 2])
+    greedy, _ = model.greedy(source, lengths, 8)
+    one = model.beam_search(source, lengths, 8, beam_size=1, alpha=0.0)
+    for row in range(2):
+        ids = greedy[row].tolist()
+        ids = ids[: ids.index(EOS)] if EOS in ids else ids
+        assert one[row][0][1] == ids
+    wide = model.beam_search(source, lengths, 8, beam_size=4, alpha=0.0)
+    for row in range(2):
+        scores = [score for score, _ in wide[row]]
+        assert scores == sorted(scores, reverse=True) and len(scores) == 4
+        best_score, best_ids = wide[row][0]
+        if len(best_ids) < 8:  # ended by </s>: its score is the model's log-probability
+            assert best_score == pytest.approx(
+                _log_probability(model, source[row : row + 1, : lengths[row]], lengths[row : row + 1], best_ids), abs=1e-4
+            )
+        assert best_score >= one[row][0][0] - 1e-6
+
+
+def test_predict_beam_and_n_best_through_the_cli(tmp_path, run_cli, monkeypatch):
+    from seqtool.testing import prepare
+
+    job = prepare("seq2seq", tmp_path, max_steps=30)
+    run = job.train("run")
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("three one\n"))
+    result = run_cli("predict", run, "--beam-size", "3", "--n-best", "2")
+    lines = result.out.splitlines()
+    assert result.code == 0 and len(lines) == 3 and lines[2] == "", result
+    assert all("\t" in line for line in lines[:2]) and float(lines[0].split("\t")[1]) >= float(lines[1].split("\t")[1])
+    out = tmp_path / "beam.csv"
+    assert run_cli("predict", run, "--data", tmp_path / "new.csv", "--beam-size", "2", "--output", out).code == 0
+    assert out.read_text().splitlines()[0] == "source,prediction,score"
+    run_cli("predict", run, "--beam-size", "0").clean_error("--beam-size must be at least 1")
+    run_cli("predict", run, "--data", tmp_path / "new.csv", "--beam-size", "2", "--n-best", "3").clean_error(
+        "more than --beam-size"
+    )

@@ -105,6 +105,9 @@ class Seq2SeqTask(WindowedTask):
         PredictOption("--data", Path, "CSV/TSV with the source column; a prediction column is added", "lines on stdin"),
         PredictOption("--output", Path, "write the CSV here", "stdout"),
         PredictOption("--max-length", int, "longest output in tokens", "data.max_target_length", min=1),
+        PredictOption("--beam-size", int, "beam search with this many beams", "1: greedy", min=1),
+        PredictOption("--n-best", int, "print the N best outputs (at most --beam-size) with their scores", "1", min=1),
+        PredictOption("--length-penalty", float, "beam search: GNMT length-penalty exponent (0: none)", "1.0", min=0.0),
     )
     not_exportable = "ONNX export of the encoder and one decoder step is not built yet"
 
@@ -298,6 +301,37 @@ class Seq2SeqTask(WindowedTask):
         outputs = self.decode(model, encoded, max_length or data.max_target_length, next(model.parameters()).device)
         return [join_tokens(tokens, data.target_tokenizer) for tokens in outputs]
 
+    def beam_translate(
+        self, model: Seq2SeqNetwork, texts: list[str], beam_size: int, n_best: int, alpha: float, max_length: int | None
+    ) -> list[list[tuple[float, str]]]:
+        """The `n_best` best (score, output) of each text by beam search, in batches."""
+        if n_best > beam_size:
+            raise SeqtoolError(f"--n-best {n_best} is more than --beam-size {beam_size}: a beam search keeps only that many")
+        source, lengths, _ = self._ids(texts, "source", self.data.max_source_length, end=False)
+        vocabulary, device, results = self.vocab["target"], next(model.parameters()).device, []
+        for start in range(0, len(texts), EVAL_BATCH):
+            width = int(lengths[start : start + EVAL_BATCH].max())
+            batch = to_device(torch.from_numpy(source[start : start + EVAL_BATCH, :width]), device)
+            found = model.beam_search(
+                batch,
+                torch.from_numpy(lengths[start : start + EVAL_BATCH]),
+                max_length or self.data.max_target_length,
+                beam_size,
+                alpha,
+            )
+            for hypotheses in found:
+                best = [(score, [vocabulary[i] for i in ids if i not in (PAD, BOS)]) for score, ids in hypotheses[:n_best]]
+                results.append([(score, join_tokens(tokens, self.data.target_tokenizer)) for score, tokens in best])
+        return results
+
+    def _outputs(self, model: Seq2SeqNetwork, texts: list[str], options: dict[str, Any]) -> list[list[tuple[float | None, str]]]:
+        """Each text's outputs: greedy (one, no score) unless --beam-size or --n-best is given."""
+        beam, n_best = options.get("beam_size"), options.get("n_best")
+        if beam is None and n_best is None:
+            return [[(None, text)] for text in self.translate(model, texts, options.get("max_length"))]
+        alpha = 1.0 if options.get("length_penalty") is None else options["length_penalty"]
+        return self.beam_translate(model, texts, beam or max(n_best, 1), n_best or 1, alpha, options.get("max_length"))
+
     def _warn_unknown(self, texts: list[str]) -> None:
         """Source tokens the training data never had are read as <unk>: said on stderr, once per input."""
         known = set(self.vocab["source"])
@@ -314,7 +348,12 @@ class Seq2SeqTask(WindowedTask):
         if options["data"] is not None:
             frame = self._read(str(options["data"]), need_target=False)
             self._warn_unknown(frame[self.data.source_column].tolist())
-            frame["prediction"] = self.translate(model, frame[self.data.source_column].tolist(), options["max_length"])
+            outputs = self._outputs(model, frame[self.data.source_column].tolist(), options)
+            for rank in range(max(len(o) for o in outputs)):
+                suffix = "" if rank == 0 else f"_{rank + 1}"
+                frame[f"prediction{suffix}"] = [o[rank][1] if rank < len(o) else "" for o in outputs]
+                if outputs[0][0][0] is not None:
+                    frame[f"score{suffix}"] = [round(o[rank][0], 4) if rank < len(o) else None for o in outputs]
             text = frame.to_csv(index=False, sep="\t" if Path(options["data"]).suffix.lower() == ".tsv" else ",")
             if options["output"]:
                 atomic_write_text(options["output"], text)
@@ -327,8 +366,16 @@ class Seq2SeqTask(WindowedTask):
             raise SeqtoolError("give --data CSV, or pipe lines on stdin: echo 'File not found' | seqtool predict RUN")
         for line in sys.stdin:  # one output per line, flushed: it streams through a pipe
             text = line.rstrip("\r\n")
+            if not text.strip():
+                out.write("\n")
+                out.flush()
+                continue
             self._warn_unknown([text])
-            out.write((self.translate(model, [text], options["max_length"])[0] if text.strip() else "") + "\n")
+            outputs = self._outputs(model, [text], options)[0]
+            if options["n_best"] is not None and options["n_best"] > 1:  # the N best with scores, then a blank line
+                out.write("".join(f"{output}\t{score:.4f}\n" for score, output in outputs) + "\n")
+            else:
+                out.write(outputs[0][1] + "\n")
             out.flush()
 
     def predict_api(self, model: Seq2SeqNetwork, data: Any, options: dict[str, Any]) -> Any:

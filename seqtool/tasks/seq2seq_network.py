@@ -135,3 +135,52 @@ class Seq2SeqNetwork(nn.Module):
                 break
         ids = torch.stack(outputs, dim=1)
         return ids, (torch.stack(alignments, dim=1) if alignments else None)
+
+    @torch.no_grad()
+    def beam_search(
+        self, source: torch.Tensor, lengths: torch.Tensor, max_length: int, beam_size: int, alpha: float = 1.0
+    ) -> list[list[tuple[float, list[int]]]]:
+        """Beam search, batched over sentences: for each sentence, its hypotheses (ended by </s>,
+        or cut at `max_length`) as (score, ids), best first. The score is the log-probability over
+        the GNMT length penalty ((5 + length) / 6) ** alpha (alpha 0: the plain log-probability)."""
+        batch, k = source.shape[0], beam_size
+        memory, mask, state = self.encode(source, lengths)
+        memory, mask = memory.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
+        state = tuple(s.repeat_interleave(k, 1) for s in state) if isinstance(state, tuple) else state.repeat_interleave(k, 1)
+        feed = memory.new_zeros(batch * k, self.config.hidden_size)
+        tokens = torch.full((batch * k,), BOS, dtype=torch.long, device=source.device)
+        scores = memory.new_full((batch, k), float("-inf"))
+        scores[:, 0] = 0.0  # one live beam per sentence at the start
+        sequences = torch.empty((batch * k, 0), dtype=torch.long, device=source.device)
+        finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+        penalty = lambda n: ((5.0 + n) / 6.0) ** alpha  # noqa: E731
+        for t in range(max_length):
+            logits, state, feed, _ = self.step(tokens, state, feed, memory, mask)
+            total = scores[:, :, None] + torch.log_softmax(logits.float(), dim=-1).view(batch, k, -1)
+            best, index = total.view(batch, -1).topk(2 * k, dim=1)  # enough that k need not end here
+            beam, token = index // total.shape[2], index % total.shape[2]
+            keep = (torch.arange(batch, device=source.device)[:, None] * k).repeat(1, k)  # dead slots: their own sentence
+            scores = memory.new_full((batch, k), float("-inf"))
+            for b in range(batch):
+                slot = 0
+                for j in range(2 * k):
+                    if not torch.isfinite(best[b, j]) or slot == k:
+                        break
+                    origin = b * k + int(beam[b, j])
+                    if int(token[b, j]) == EOS:
+                        if len(finished[b]) < k:
+                            finished[b].append((float(best[b, j]) / penalty(t + 1), sequences[origin].tolist()))
+                        continue
+                    keep[b, slot], scores[b, slot], token[b, slot] = origin, best[b, j], token[b, j]  # slot <= j
+                    slot += 1
+            order = keep.view(-1)
+            sequences = torch.cat([sequences[order], token[:, :k].reshape(-1, 1)], dim=1)
+            state = tuple(s[:, order] for s in state) if isinstance(state, tuple) else state[:, order]
+            feed, tokens = feed[order], token[:, :k].reshape(-1)
+            if all(len(f) >= k for f in finished):
+                break
+        for b in range(batch):  # sentences cut at max_length: their live beams, unfinished
+            for slot in range(k):
+                if len(finished[b]) < k and torch.isfinite(scores[b, slot]):
+                    finished[b].append((float(scores[b, slot]) / penalty(sequences.shape[1]), sequences[b * k + slot].tolist()))
+        return [sorted(f, key=lambda hypothesis: -hypothesis[0]) for f in finished]
