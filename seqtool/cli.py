@@ -287,7 +287,9 @@ def compare(
     out_dir = output or Path("runs") / f"compare-{config.stem}"
     console = Console(soft_wrap=True)
     results = comparing.run_comparison(variants, out_dir, force, console)
-    summary = comparing.aggregate(results)
+    from seqtool.tasks import task_class
+
+    summary = comparing.aggregate(results, task_class(base.task).main_metric)
     comparing.write_outputs(out_dir, shlex.join(["seqtool", *sys.argv[1:]]), swept[0] if swept else None, results, summary)
     console.print(_compare_table(summary, swept[0] if swept else None, base.task))
     console.print(f"Wrote {', '.join(str(out_dir / name) for name in comparing.COMPARE_FILES)}", highlight=False)
@@ -509,11 +511,13 @@ def main() -> None:
         args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
         app(args=args, prog_name="seqtool")
-    except SeqtoolError as exc:
+    except (SeqtoolError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        # A file a task kind (a plug-in's, say) could not open is bad input like any other.
         if _debug["on"]:
             traceback.print_exc()
         hint = "" if _debug["on"] else " (run with --debug for the traceback)"
-        print(f"Error: {exc}{hint}", file=sys.stderr)
+        message = str(exc) if isinstance(exc, SeqtoolError) else f"{exc.strerror}: {exc.filename}"
+        print(f"Error: {message}{hint}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except TrainingInterrupted as exc:
         if not exc.quiet:

@@ -25,7 +25,8 @@ from seqtool.checkpoint import atomic_write_text
 from seqtool.config import Config, ModelType, load_config, parse_yaml
 from seqtool.errors import SeqtoolError
 from seqtool.metrics import TRAIN, VAL, MetricsLog, of_split
-from seqtool.runs import describe_run, main_metric
+from seqtool.runs import describe_run
+from seqtool.tasks import MainMetric
 
 MODEL_TYPES: tuple[str, ...] = typing.get_args(ModelType)  # the cells the config schema accepts
 COMPARE_FILES = ("compare.json", "compare.csv", "compare.png")
@@ -163,7 +164,7 @@ def summarise(variant: Variant, run_dir: Path) -> VariantResult:
     )
 
 
-def aggregate(results: list[VariantResult]) -> list[dict[str, Any]]:
+def aggregate(results: list[VariantResult], main: MainMetric | None) -> list[dict[str, Any]]:
     """Mean and spread (standard deviation; 0 for one seed) over seeds, per sweep value and model."""
     groups: dict[tuple[str, str], list[VariantResult]] = {}
     for r in results:
@@ -184,8 +185,6 @@ def aggregate(results: list[VariantResult]) -> list[dict[str, Any]]:
             row[name] = statistics.mean(values) if values else None
             row[f"{name}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0 if values else None
         row["main_metric"] = group[0].main_metric
-        run = Path(group[0].run_dir)
-        main = main_metric(run, describe_run(run).task)
         row["main_metric_short"] = main.short if main else None
         row["main_reference"] = main.reference if main else None
         row["main_reference_label"] = main.reference_label if main else ""

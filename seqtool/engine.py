@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 
@@ -21,7 +20,7 @@ from seqtool.checkpoint import load_checkpoint, resolve_checkpoint
 from seqtool.config import Config, config_from_dict
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.runtime import autocast, pick_device
+from seqtool.runtime import pick_device, score
 from seqtool.tasks import Task, evaluating, make_task
 from seqtool.trainer import TrainResult, run_session
 
@@ -84,17 +83,6 @@ class Evaluation:
     shown_apart: list[str]  # metrics kept out of the table (they are in the notes)
 
 
-def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """A kind's metrics as Python ints and floats: numpy scalars would make a checkpoint that the
-    safe loader refuses, and JSON that cannot be written."""
-    plain: dict[str, float] = {}
-    for name, value in metrics.items():
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise SeqtoolError(f"task kind metric {name!r} is {value!r}, not a number")
-        plain[name] = int(value) if isinstance(value, (int, np.integer)) else float(value)
-    return plain
-
-
 def has_test_split(config: Config) -> bool:
     """Whether the run's data holds out a test part (a fraction of `data.path`, or `data.test`)."""
     data = config.data
@@ -110,11 +98,9 @@ def evaluate(
     task, model, payload = load_trained(target)
     if split is None:
         split = "test" if has_test_split(task.config) else "val"
-    if plot_path is not None and type(task).evaluation_plot is Task.evaluation_plot:  # refuse before any work
+    if plot_path is not None and not task.draws_evaluation_plot():  # refuse before any work
         task.evaluation_plot(model, split, data_path, Path(plot_path))
-    device = next(model.parameters()).device
-    with autocast(device, task.config.training.precision), evaluating(model):
-        metrics = plain_metrics(task.evaluate(model, split, device, data_path=data_path))
+    metrics = score(task, model, split, next(model.parameters()).device, data_path)
     if plot_path is not None:
         with evaluating(model):
             task.evaluation_plot(model, split, data_path, Path(plot_path))

@@ -182,7 +182,7 @@ def export(target: str | Path, fmt: str, output: str | Path | None = None, force
         _require_onnx()
     task, model, payload = load_trained(source)
     kind = task.config.task
-    if type(task).export_signature is Task.export_signature:
+    if not task.exports():
         raise SeqtoolError(f"export does not apply to {target}: a {kind} model cannot be exported ({task.not_exportable})")
     try:
         data, signature = build(task, model, fmt)

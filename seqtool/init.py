@@ -11,17 +11,22 @@ from pathlib import Path
 from seqtool.checkpoint import atomic_write_text
 from seqtool.data import csvfile
 from seqtool.errors import SeqtoolError
-from seqtool.tasks import Starter, names, task_class
+from seqtool.tasks import Starter, Unsuitable, names, task_class
 
 
 def guess(path: Path, task: str | None) -> Starter:
     """The starter config of the kind that fits the file best (or of `task`)."""
     frame = csvfile.read_csv(path) if path.suffix.lower() == ".csv" else None
     if task is not None:
-        return task_class(task).starter(path, frame, forced=True)
-    proposals = [starter for name in names() if (starter := task_class(name).starter(path, frame, forced=False))]
+        return task_class(task).starter(path, frame)  # Unsuitable: its reason is the error
+    proposals, reasons = [], []
+    for name in names():
+        try:
+            proposals.append(task_class(name).starter(path, frame))
+        except Unsuitable as exc:
+            reasons.append(f"{name}: {exc}")
     if not proposals:
-        raise SeqtoolError(f"{path}: no task kind recognises this file; use --task to choose one ({', '.join(names())})")
+        raise SeqtoolError(f"no task kind recognises {path} ({'; '.join(reasons)}); use --task to choose one")
     return max(proposals, key=lambda starter: starter.fit)
 
 

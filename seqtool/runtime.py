@@ -17,8 +17,10 @@ import torch
 
 from seqtool.config import TrainingConfig, parse_duration
 from seqtool.errors import SeqtoolError
+from seqtool.tasks import evaluating
 
 if TYPE_CHECKING:
+    from seqtool.tasks import Task
     from seqtool.trainer import TrainState
 
 
@@ -163,3 +165,21 @@ def catch_stop_signals() -> Iterator[list[int]]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def score(task: Task, model: torch.nn.Module, split: str, device: torch.device, data_path: str | None = None) -> dict[str, float]:
+    """A kind's metrics of `model` on a split, in eval mode without gradients, at the run's
+    precision: what training's evaluations and `seqtool evaluate` both report."""
+    with autocast(device, task.config.training.precision), evaluating(model):
+        return plain_metrics(task.evaluate(model, split, device, data_path=data_path))
+
+
+def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """A kind's metrics as Python ints and floats: numpy scalars would make a checkpoint that the
+    safe loader refuses, and JSON that cannot be written."""
+    plain: dict[str, float] = {}
+    for name, value in metrics.items():
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise SeqtoolError(f"task kind metric {name!r} is {value!r}, not a number")
+        plain[name] = int(value) if isinstance(value, (int, np.integer)) else float(value)
+    return plain

@@ -40,11 +40,12 @@ from seqtool.runtime import (
     make_optimizer,
     restore_rng,
     rng_state,
+    score,
     seed_everything,
     stop_reason,
     total_steps,
 )
-from seqtool.tasks import Task, evaluating, make_task
+from seqtool.tasks import Task, make_task
 
 MAX_NON_FINITE_IN_A_ROW = 20  # with on_nan: skip_batch, this many bad batches in a row still stop training
 
@@ -244,12 +245,9 @@ class Trainer:
     def evaluate_and_checkpoint(self) -> None:
         """Rank 0 evaluates (the full validation split); the others wait for its loss, so that
         best-checkpoint and early-stopping decisions agree everywhere."""
-        from seqtool.engine import plain_metrics
-
         state, cluster = self.state, self.cluster
         if cluster.is_main:
-            with autocast(self.device, self.training.precision), evaluating(self.model):
-                self.last_metrics = plain_metrics(self.task.evaluate(self.model, "val", self.device))
+            self.last_metrics = score(self.task, self.model, "val", self.device)
         val_loss = cluster.from_main([self.last_metrics["loss"] if cluster.is_main else 0.0])[0]
         if not cluster.is_main:
             self.last_metrics = {"loss": val_loss}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from seqtool import cli
+from seqtool import testing
 from seqtool.testing import CliResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,22 +72,9 @@ def write_config(tmp_path: Path, corpus: Path):
 
 
 @pytest.fixture
-def run_cli(capsys, monkeypatch):
+def run_cli():
     """Run `seqtool ARGS` in-process through the real entry point (exit-code mapping included)."""
-
-    def run(*args: str) -> CliResult:
-        monkeypatch.setattr(sys, "argv", ["seqtool", *map(str, args)])
-        cli._debug["on"] = False
-        capsys.readouterr()
-        code = 0
-        try:
-            cli.main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
+    return testing.run_cli
 
 
 def assert_clean_error(result: CliResult, *fragments: str) -> None:

@@ -109,6 +109,7 @@ def test_plot_grad_flow_needs_runs_trained_with_it(tmp_path, adding_config, run_
 def test_the_table_csv_and_plot_report_the_best_checkpoint_which_evaluate_scores(tmp_path):
     from seqtool.compare import Variant, aggregate, summarise, write_outputs
     from seqtool.config import build_config
+    from seqtool.tasks import task_class
 
     run = tmp_path / "lstm-seed1"
     run.mkdir()
@@ -123,7 +124,7 @@ def test_the_table_csv_and_plot_report_the_best_checkpoint_which_evaluate_scores
     result = summarise(Variant("lstm", 1, None, config), run)
     assert (result.best_val_loss, result.main_value) == (0.3, 0.84)
     assert (result.final_val_loss, result.final_main_value) == (0.6, 1.35)
-    summary = aggregate([result])
+    summary = aggregate([result], task_class("forecast").main_metric)
     assert summary[0]["main_value"] == 0.84 and summary[0]["final_main_value"] == 1.35
     write_outputs(tmp_path, "seqtool compare", None, [result], summary)
     row = next(csv.DictReader((tmp_path / "compare.csv").open()))

@@ -102,9 +102,9 @@ def test_decoding_stops_at_the_end_token_and_at_the_limit():
     assert ids.shape == (1, 7)
 
 
-def _log_probability(model, source, lengths, ids):
-    """log P(ids, </s> | source) under the model, by teacher forcing."""
-    target = torch.tensor([[*ids, EOS]])
+def _log_probability(model, source, lengths, ids, ended):
+    """log P(ids[, </s>] | source) under the model, by teacher forcing."""
+    target = torch.tensor([[*ids, EOS] if ended else list(ids)])
     target_in = torch.cat([torch.tensor([[2]]), target[:, :-1]], dim=1)
     with torch.no_grad():
         scores = torch.log_softmax(model(source, lengths, target_in).float(), dim=-1)
@@ -130,10 +130,9 @@ def test_beam_search_of_one_is_greedy_and_a_wider_beam_finds_at_least_as_likely_
         scores = [score for score, _ in wide[row]]
         assert scores == sorted(scores, reverse=True) and len(scores) == 4
         best_score, best_ids = wide[row][0]
-        if len(best_ids) < 8:  # ended by </s>: its score is the model's log-probability
-            assert best_score == pytest.approx(
-                _log_probability(model, source[row : row + 1, : lengths[row]], lengths[row : row + 1], best_ids), abs=1e-4
-            )
+        ended = len(best_ids) < 8  # shorter than the limit: it ended with </s>, which its score includes
+        probability = _log_probability(model, source[row : row + 1, : lengths[row]], lengths[row : row + 1], best_ids, ended)
+        assert best_score == pytest.approx(probability, abs=1e-4)  # alpha 0: the plain log-probability
         assert best_score >= one[row][0][0] - 1e-6
 
 

@@ -67,6 +67,11 @@ class Starter:
     reasons: list[str]
 
 
+class Unsuitable(SeqtoolError):
+    """Raised by `Task.starter`: the file does not suit the kind. `seqtool init` then asks the
+    other kinds, or, with `--task`, shows the reason as the error."""
+
+
 @dataclass(frozen=True)
 class BadInput:
     """A mistake a user makes with a kind's job, and a fragment of the one-line error it must give
@@ -141,12 +146,10 @@ class Task:
         return config
 
     @classmethod
-    def starter(cls, path: Path, frame: Any | None, forced: bool) -> Starter | None:
-        """A starter config for a data file (`frame`: the CSV read, None for other files); None
-        when the file does not suit this kind. `forced` (`init --task`): raise why instead."""
-        if forced:
-            raise SeqtoolError(f"seqtool init cannot propose a {cls.name} config; write one by hand (docs/tasks.md)")
-        return None
+    def starter(cls, path: Path, frame: Any | None) -> Starter:
+        """A starter config for a data file (`frame`: the CSV read, None for other files); raises
+        `Unsuitable` saying why when the file does not suit this kind."""
+        raise Unsuitable(f"seqtool init cannot propose a {cls.name} config; write one by hand (docs/tasks.md)")
 
     @classmethod
     def example(cls, folder: Path) -> Example:
@@ -218,6 +221,14 @@ class Task:
         """`evaluate --plot PATH`: a picture of the evaluation; the default says it has none."""
         raise SeqtoolError(f"--plot is not available for a {self.name} model: the kind draws no evaluation plot")
 
+    @classmethod
+    def draws_evaluation_plot(cls) -> bool:
+        return cls.evaluation_plot is not Task.evaluation_plot
+
+    @classmethod
+    def exports(cls) -> bool:
+        return cls.export_signature is not Task.export_signature
+
     def export_signature(self, model: torch.nn.Module, generator: torch.Generator) -> Any:
         """The inference graph, sample batches and names (`seqtool.signature.Signature`)."""
         raise SeqtoolError(f"export does not apply to a {self.name} model: {self.not_exportable}")
@@ -267,10 +278,14 @@ class WindowedTask(Task):
         batches = [order[i : i + size] for i in range(0, len(order), size)]
         return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
+    def global_rows(self, batch_index: int) -> Any:
+        """Every row of global batch `batch_index`, all processes' (for a loss weighted over it)."""
+        size = self.config.training.batch_size
+        return self.order[batch_index * size : (batch_index + 1) * size]
+
     def batch_rows(self, batch_index: int) -> tuple[Any, float]:
         """This process's rows of global batch `batch_index`, and its share of the batch."""
-        size = self.config.training.batch_size
-        return self.cluster.own_rows(self.order[batch_index * size : (batch_index + 1) * size])
+        return self.cluster.own_rows(self.global_rows(batch_index))
 
 
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:

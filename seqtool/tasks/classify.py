@@ -27,7 +27,7 @@ from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel, layer_weights, pool_over_time
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, WindowedTask, to_device
+from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, Unsuitable, WindowedTask, to_device
 
 EVAL_BATCH = 256
 
@@ -102,16 +102,12 @@ class ClassifyTask(WindowedTask):
         check_text_files(config.data, where)
 
     @classmethod
-    def starter(cls, path: Path, frame: Any | None, forced: bool) -> Starter | None:
+    def starter(cls, path: Path, frame: Any | None) -> Starter:
         if frame is None:
-            if forced:
-                raise SeqtoolError(f"{path} is not a CSV; a classifier reads a CSV of texts and labels")
-            return None
+            raise Unsuitable(f"{path} is not a CSV; a classifier reads a CSV of texts and labels")
         texts = sniff.text_columns(frame)
         if not texts:
-            if forced:
-                raise SeqtoolError(f"{path}: no column holds text (strings averaging over 20 characters)")
-            return None
+            raise Unsuitable(f"{path}: no column holds text (strings averaging over 20 characters)")
         return _starter(path, frame, texts)
 
     @classmethod
@@ -252,8 +248,7 @@ class ClassifyTask(WindowedTask):
         return tokens, torch.from_numpy(lengths)
 
     def training_loss(self, model: SequenceModel, batch_index: int, device: torch.device) -> torch.Tensor:
-        size = self.config.training.batch_size
-        rows = self.order[batch_index * size : (batch_index + 1) * size]  # the global batch: its weight below
+        rows = self.global_rows(batch_index)  # all processes' rows: their weight below
         mine, share = self.batch_rows(batch_index)
         tokens, lengths = self._batch(self.train, mine, device)
         logits, _ = model(tokens, lengths=lengths)

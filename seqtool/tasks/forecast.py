@@ -29,7 +29,7 @@ from seqtool.data import csvfile, series
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, WindowedTask, to_device
+from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, Unsuitable, WindowedTask, to_device
 from seqtool.tasks.forecast_config import (
     ForecastData,
     ForecastModel,
@@ -88,12 +88,10 @@ class ForecastTask(WindowedTask):
         check_forecast_config(config, where)
 
     @classmethod
-    def starter(cls, path: Path, frame: Any | None, forced: bool) -> Starter | None:
+    def starter(cls, path: Path, frame: Any | None) -> Starter:
         if frame is None:
-            if forced:
-                raise SeqtoolError(f"{path} is not a CSV; a forecast reads a CSV with one row per time step")
-            return None
-        return forecast_starter(path, frame, forced)
+            raise Unsuitable(f"{path} is not a CSV; a forecast reads a CSV with one row per time step")
+        return forecast_starter(path, frame)
 
     @classmethod
     def example(cls, folder: Path) -> Example:

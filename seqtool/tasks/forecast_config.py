@@ -13,7 +13,7 @@ import pandas as pd
 from seqtool.config import Config, ModelConfig, TrainingConfig, Where, check_split_fractions, option
 from seqtool.data import series, sniff
 from seqtool.errors import SeqtoolError
-from seqtool.tasks import Starter
+from seqtool.tasks import Starter, Unsuitable
 
 
 @dataclass
@@ -114,14 +114,12 @@ def _check_network(data: ForecastData, model: ForecastModel, where: Where) -> No
         raise SeqtoolError(f"{where('model.revin_affine')} applies to model.window_norm: revin (got {model.window_norm})")
 
 
-def forecast_starter(path: Path, frame: pd.DataFrame, forced: bool) -> Starter | None:
+def forecast_starter(path: Path, frame: pd.DataFrame) -> Starter:
     """A series config: the numeric columns, with their dates, frequency and season when there are dates."""
     dates = sniff.date_columns(frame)
     numeric = [c for c in sniff.numeric_columns(frame) if c not in dates and not sniff.is_row_number(frame[c])]
     if not numeric:
-        if forced:
-            raise SeqtoolError(f"{path}: no numeric column to forecast")
-        return None
+        raise Unsuitable(f"{path}: no numeric column to forecast")
     target = "Close" if "Close" in numeric else numeric[0]  # OHLCV files forecast the close
     features = [c for c in numeric if c != target]
     categorical = [

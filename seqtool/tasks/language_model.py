@@ -35,7 +35,7 @@ from seqtool.errors import SeqtoolError
 from seqtool.models import CellStepper, RecurrentState, SequenceModel, adaptive_cutoffs, detach_state
 from seqtool.sampling import TokenSampler
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, Task, to_device
+from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, Task, Unsuitable, to_device
 
 # Measured in benchmarks/fresh_state.py (docs/benchmarks.md): without resets a char LSTM meets a
 # zero state once an epoch and generates garbage from a fresh prompt.
@@ -129,11 +129,9 @@ class LanguageModelTask(Task):
         return config
 
     @classmethod
-    def starter(cls, path: Path, frame: Any | None, forced: bool) -> Starter | None:
+    def starter(cls, path: Path, frame: Any | None) -> Starter:
         if frame is not None:
-            if forced:
-                raise SeqtoolError(f"{path} is a CSV; a language model reads a plain text file")
-            return None
+            raise Unsuitable(f"{path} is a CSV; a language model reads a plain text file")
         return _starter(path)
 
     @classmethod

@@ -233,27 +233,37 @@ class Seq2SeqTask(WindowedTask):
 
     def training_loss(self, model: Seq2SeqNetwork, batch_index: int, device: torch.device) -> torch.Tensor:
         """The mean over the global batch's target tokens: this process's sum over all of them."""
-        train, size = self.splits["train"], self.config.training.batch_size
-        everyone = self.order[batch_index * size : (batch_index + 1) * size]
+        train = self.splits["train"]
         mine, _ = self.batch_rows(batch_index)
-        tokens = float(train.target_lengths[everyone].sum())
+        tokens = float(train.target_lengths[self.global_rows(batch_index)].sum())
         return self._token_loss(model, train, mine, device) / tokens * self.cluster.world_size
 
     # ---- evaluation ----------------------------------------------------------------------------------
 
-    def decode(self, model: Seq2SeqNetwork, encoded: Encoded, max_length: int, device: torch.device) -> list[list[str]]:
-        """Greedy outputs as target tokens, in batches of similar source length."""
-        order = np.argsort(encoded.source_lengths, kind="stable")
-        outputs: list[list[str]] = [[] for _ in order]
+    def decode(
+        self,
+        model: Seq2SeqNetwork,
+        source: np.ndarray,
+        lengths: np.ndarray,
+        max_length: int,
+        beam: tuple[int, int, float] | None = None,
+    ) -> list[list[tuple[float | None, list[str]]]]:
+        """Each sequence's outputs as target tokens, in batches of similar source length: greedy
+        (one output, no score), or with `beam` = (beams, n_best, length-penalty exponent) the
+        n_best best by beam search, with their scores."""
+        order, device = np.argsort(lengths, kind="stable"), next(model.parameters()).device
+        outputs: list[list[tuple[float | None, list[str]]]] = [[] for _ in order]
         tokens = self.vocab["target"]
         for start in range(0, len(order), EVAL_BATCH):
             rows = order[start : start + EVAL_BATCH]
-            lengths = encoded.source_lengths[rows]
-            source = to_device(torch.from_numpy(encoded.source[rows, : lengths.max()]), device)
-            ids, _ = model.greedy(source, torch.from_numpy(lengths), max_length)
-            for row, sequence in zip(rows, ids.tolist(), strict=True):
-                cut = sequence.index(EOS) if EOS in sequence else len(sequence)
-                outputs[row] = [tokens[i] for i in sequence[:cut] if i not in (PAD, BOS)]
+            batch = to_device(torch.from_numpy(source[rows, : lengths[rows].max()]), device), torch.from_numpy(lengths[rows])
+            if beam is None:
+                ids, _ = model.greedy(*batch, max_length)
+                found = [[(None, sequence[: sequence.index(EOS)] if EOS in sequence else sequence)] for sequence in ids.tolist()]
+            else:
+                found = [hypotheses[: beam[1]] for hypotheses in model.beam_search(*batch, max_length, beam[0], beam[2])]
+            for row, hypotheses in zip(rows, found, strict=True):
+                outputs[row] = [(score, [tokens[i] for i in ids if i not in (PAD, BOS)]) for score, ids in hypotheses]
         return outputs
 
     def _eval_split(self, split: str, data_path: str | None) -> Encoded:
@@ -274,7 +284,8 @@ class Seq2SeqTask(WindowedTask):
         nats = sum(
             float(self._token_loss(model, encoded, rows[i : i + EVAL_BATCH], device)) for i in range(0, len(rows), EVAL_BATCH)
         )
-        hypotheses = self.decode(model, encoded, self.data.max_target_length, device)
+        decoded = self.decode(model, encoded.source, encoded.source_lengths, self.data.max_target_length)
+        hypotheses = [outputs[0][1] for outputs in decoded]
         references = [tokenize(t, self.data.target_tokenizer) for t in encoded.targets]
         copies = [tokenize(s, self.data.target_tokenizer) for s in encoded.sources]
         metrics = {"loss": nats / float(encoded.target_lengths.sum())}
@@ -294,43 +305,19 @@ class Seq2SeqTask(WindowedTask):
 
     # ---- predict ---------------------------------------------------------------------------------------
 
-    def translate(self, model: Seq2SeqNetwork, texts: list[str], max_length: int | None = None) -> list[str]:
-        data = self.data
-        source, lengths, _ = self._ids(texts, "source", data.max_source_length, end=False)
-        encoded = Encoded(source, lengths, source, lengths, texts, texts, 0)
-        outputs = self.decode(model, encoded, max_length or data.max_target_length, next(model.parameters()).device)
-        return [join_tokens(tokens, data.target_tokenizer) for tokens in outputs]
-
-    def beam_translate(
-        self, model: Seq2SeqNetwork, texts: list[str], beam_size: int, n_best: int, alpha: float, max_length: int | None
-    ) -> list[list[tuple[float, str]]]:
-        """The `n_best` best (score, output) of each text by beam search, in batches."""
-        if n_best > beam_size:
-            raise SeqtoolError(f"--n-best {n_best} is more than --beam-size {beam_size}: a beam search keeps only that many")
+    def translate(self, model: Seq2SeqNetwork, texts: list[str], options: dict[str, Any]) -> list[list[tuple[float | None, str]]]:
+        """Each text's outputs: greedy (one, no score) unless `beam_size` or `n_best` is given,
+        then the n_best best by beam search with their scores."""
+        beams, n_best = options.get("beam_size"), options.get("n_best")
+        beam = None
+        if beams is not None or n_best is not None:
+            beams, n_best = beams or n_best, n_best or 1
+            if n_best > beams:
+                raise SeqtoolError(f"--n-best {n_best} is more than --beam-size {beams}: a beam search keeps only that many")
+            beam = (beams, n_best, 1.0 if options.get("length_penalty") is None else options["length_penalty"])
         source, lengths, _ = self._ids(texts, "source", self.data.max_source_length, end=False)
-        vocabulary, device, results = self.vocab["target"], next(model.parameters()).device, []
-        for start in range(0, len(texts), EVAL_BATCH):
-            width = int(lengths[start : start + EVAL_BATCH].max())
-            batch = to_device(torch.from_numpy(source[start : start + EVAL_BATCH, :width]), device)
-            found = model.beam_search(
-                batch,
-                torch.from_numpy(lengths[start : start + EVAL_BATCH]),
-                max_length or self.data.max_target_length,
-                beam_size,
-                alpha,
-            )
-            for hypotheses in found:
-                best = [(score, [vocabulary[i] for i in ids if i not in (PAD, BOS)]) for score, ids in hypotheses[:n_best]]
-                results.append([(score, join_tokens(tokens, self.data.target_tokenizer)) for score, tokens in best])
-        return results
-
-    def _outputs(self, model: Seq2SeqNetwork, texts: list[str], options: dict[str, Any]) -> list[list[tuple[float | None, str]]]:
-        """Each text's outputs: greedy (one, no score) unless --beam-size or --n-best is given."""
-        beam, n_best = options.get("beam_size"), options.get("n_best")
-        if beam is None and n_best is None:
-            return [[(None, text)] for text in self.translate(model, texts, options.get("max_length"))]
-        alpha = 1.0 if options.get("length_penalty") is None else options["length_penalty"]
-        return self.beam_translate(model, texts, beam or max(n_best, 1), n_best or 1, alpha, options.get("max_length"))
+        decoded = self.decode(model, source, lengths, options.get("max_length") or self.data.max_target_length, beam)
+        return [[(score, join_tokens(tokens, self.data.target_tokenizer)) for score, tokens in outputs] for outputs in decoded]
 
     def _warn_unknown(self, texts: list[str]) -> None:
         """Source tokens the training data never had are read as <unk>: said on stderr, once per input."""
@@ -348,7 +335,7 @@ class Seq2SeqTask(WindowedTask):
         if options["data"] is not None:
             frame = self._read(str(options["data"]), need_target=False)
             self._warn_unknown(frame[self.data.source_column].tolist())
-            outputs = self._outputs(model, frame[self.data.source_column].tolist(), options)
+            outputs = self.translate(model, frame[self.data.source_column].tolist(), options)
             for rank in range(max(len(o) for o in outputs)):
                 suffix = "" if rank == 0 else f"_{rank + 1}"
                 frame[f"prediction{suffix}"] = [o[rank][1] if rank < len(o) else "" for o in outputs]
@@ -371,7 +358,7 @@ class Seq2SeqTask(WindowedTask):
                 out.flush()
                 continue
             self._warn_unknown([text])
-            outputs = self._outputs(model, [text], options)[0]
+            outputs = self.translate(model, [text], options)[0]
             if options["n_best"] is not None and options["n_best"] > 1:  # the N best with scores, then a blank line
                 out.write("".join(f"{output}\t{score:.4f}\n" for score, output in outputs) + "\n")
             else:
@@ -379,14 +366,18 @@ class Seq2SeqTask(WindowedTask):
             out.flush()
 
     def predict_api(self, model: Seq2SeqNetwork, data: Any, options: dict[str, Any]) -> Any:
-        """`predict(["source", ...])`: the outputs; `predict(CSV)`: the rows with a prediction column."""
-        unknown = sorted(set(options) - {"max_length"})
+        """`predict(["source", ...], max_length=..., beam_size=...)`: the best output of each;
+        `predict(CSV)`: the rows with a prediction column."""
+        unknown = sorted(set(options) - {"max_length", "beam_size", "length_penalty"})
         if unknown:
-            raise SeqtoolError(f"predict() options {unknown} do not apply to a seq2seq model (it takes data, max_length)")
+            raise SeqtoolError(f"predict() options {unknown} do not apply to a seq2seq model (it takes max_length, beam_size)")
         if isinstance(data, (list, tuple)):
-            return self.translate(model, list(data), options.get("max_length"))
+            return [outputs[0][1] for outputs in self.translate(model, list(data), options)]
+        if data is None:
+            raise SeqtoolError("predict() of a seq2seq model needs data: a list of source texts or a CSV/TSV path")
         frame = self._read(str(data), need_target=False)
-        return frame.assign(prediction=self.translate(model, frame[self.data.source_column].tolist(), options.get("max_length")))
+        best = [outputs[0][1] for outputs in self.translate(model, frame[self.data.source_column].tolist(), options)]
+        return frame.assign(prediction=best)
 
     @classmethod
     def example(cls, folder: Path) -> Example:

@@ -153,7 +153,10 @@ class Seq2SeqNetwork(nn.Module):
         scores[:, 0] = 0.0  # one live beam per sentence at the start
         sequences = torch.empty((batch * k, 0), dtype=torch.long, device=source.device)
         finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
-        penalty = lambda n: ((5.0 + n) / 6.0) ** alpha  # noqa: E731
+
+        def penalty(length: int) -> float:
+            return ((5.0 + length) / 6.0) ** alpha
+
         for t in range(max_length):
             logits, state, feed, _ = self.step(tokens, state, feed, memory, mask)
             total = scores[:, :, None] + torch.log_softmax(logits.float(), dim=-1).view(batch, k, -1)
