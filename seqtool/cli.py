@@ -135,6 +135,7 @@ def train(
 
 
 def evaluate(
+    ctx: typer.Context,
     checkpoint: Annotated[
         Path, typer.Argument(help="Run directory (its best checkpoint) or checkpoint file.", show_default=False)
     ],
@@ -156,12 +157,12 @@ def evaluate(
         ),
     ] = None,
 ) -> None:
-    """Score a trained model beside its baselines on held-out data."""
+    """Score a trained model beside its baselines on held-out data; a kind may take options below."""
     if split not in (None, "val", "test"):
         raise SeqtoolError(f"--split must be val or test, got {split!r}")
     from seqtool import engine
 
-    result = engine.evaluate(checkpoint, split=split, data_path=str(data) if data else None, plot_path=plot)
+    result = engine.evaluate(checkpoint, split=split, data_path=str(data) if data else None, plot_path=plot, args=ctx.args)
     metrics, baselines = result.metrics, result.baselines
     for warning in result.warnings:
         Console(stderr=True).print(f"[yellow]Warning:[/] {warning}", highlight=False)
@@ -436,12 +437,14 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
-class _PredictCommand(_Command):
-    """`predict`'s options depend on the kind of model: the help lists each installed kind's."""
+class _KindOptionsCommand(_Command):
+    """A command whose options after the checkpoint depend on the kind of model (`predict`,
+    `evaluate`): its help lists each installed kind's, so it imports the kinds (and torch)."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         from seqtool.tasks import names, task_class
 
+        command = self.name
         paragraphs = []
         for name in names():
             try:
@@ -449,15 +452,19 @@ class _PredictCommand(_Command):
             except SeqtoolError as exc:
                 paragraphs.append(f"[bold]{name}[/]: {exc}")
                 continue
-            if kind.not_predictable:
+            if command == "predict" and kind.not_predictable:
                 paragraphs.append(f"[bold]{name}[/] models: predict does not apply ({kind.not_predictable})")
                 continue
+            declared = kind.predict_options if command == "predict" else kind.evaluate_options
+            if command == "evaluate" and not declared:  # most kinds take none: list those that do
+                continue
             lines = [f"[bold]{name}[/] models:"]
-            for option in kind.predict_options:
+            for option in declared:
                 metavar = {int: "INTEGER", float: "FLOAT", Path: "PATH"}.get(option.type, "TEXT")
                 lines.append(f"  {option.flag + ' ' + metavar:<24} {option.help} \\[default: {option.default}]")
-            paragraphs.append("\n".join(lines) if kind.predict_options else f"[bold]{name}[/] models: no options")
-        self.epilog = "Options by kind of model:\n\n" + "\n\n".join(paragraphs)
+            paragraphs.append("\n".join(lines) if declared else f"[bold]{name}[/] models: no options")
+        heading = "Options by kind of model" if command == "predict" else "Options of some kinds of model"
+        self.epilog = f"{heading} (after the checkpoint):\n\n" + "\n\n".join(paragraphs) if paragraphs else None
         super().format_help(ctx, formatter)
 
 
@@ -469,12 +476,12 @@ def predict(
 ) -> None:
     """Run a trained model: generate text, predict beyond the data, label texts; options below."""
     from seqtool import engine
-    from seqtool.tasks import evaluating, parse_predict_options
+    from seqtool.tasks import evaluating, parse_options
 
     task, model, _ = engine.load_trained(checkpoint)
     if task.not_predictable:
         raise SeqtoolError(f"predict does not apply to {checkpoint}: a {task.name} model's {task.not_predictable}")
-    options = parse_predict_options(type(task), ctx.args, str(checkpoint))
+    options = parse_options(type(task), ctx.args, str(checkpoint))
     with evaluating(model):
         task.predict(model, options, sys.stdout)
 
@@ -498,8 +505,10 @@ def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON lis
 
 # In the order a user meets them: the help lists them so.
 for _command in (init, train, evaluate, predict, runs, compare, plot, export, tasks):
-    if _command is predict:  # its options are the kind's, parsed once the checkpoint says which kind
-        app.command(cls=_PredictCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(predict)
+    if _command in (predict, evaluate):  # some options are the kind's, parsed once the checkpoint says which kind
+        app.command(cls=_KindOptionsCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+            _command
+        )
     else:
         app.command(cls=_Command)(_command)
 

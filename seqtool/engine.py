@@ -21,7 +21,7 @@ from seqtool.config import Config, config_from_dict
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.runtime import pick_device, score
-from seqtool.tasks import Task, evaluating, make_task
+from seqtool.tasks import Task, evaluating, make_task, parse_options
 from seqtool.trainer import TrainResult, run_session
 
 
@@ -90,12 +90,17 @@ def has_test_split(config: Config) -> bool:
 
 
 def evaluate(
-    target: str | Path, split: str | None = None, data_path: str | None = None, plot_path: str | Path | None = None
+    target: str | Path,
+    split: str | None = None,
+    data_path: str | None = None,
+    plot_path: str | Path | None = None,
+    args: list[str] | tuple[str, ...] = (),
 ) -> Evaluation:
     """Metrics of a trained model and of its task's baselines on a split or on another file. The
     default split is the test part when the run has one (it did not choose the checkpoint), else
-    the validation part."""
+    the validation part. `args` are the kind's own options (`evaluate_options`), as typed."""
     task, model, payload = load_trained(target)
+    task.evaluation_options = parse_options(type(task), list(args), str(target), command="evaluate")
     if split is None:
         split = "test" if has_test_split(task.config) else "val"
     if plot_path is not None and not task.draws_evaluation_plot():  # refuse before any work

@@ -167,9 +167,10 @@ def test_version(run_cli):
 
 
 def test_help_is_fast_because_it_does_not_import_torch():
-    # `predict --help` imports the installed task kinds (and torch) to list each kind's options.
+    # `predict --help` and `evaluate --help` import the installed task kinds (and torch) to list
+    # each kind's options.
     code = "import sys; sys.argv = ['seqtool', '--help']\nfrom seqtool.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch imported'\n"
-    for args in ([], ["train"], ["evaluate"], ["tasks"]):
+    for args in ([], ["train"], ["runs"], ["tasks"]):
         script = code.replace("['seqtool', '--help']", repr(["seqtool", *args, "--help"]))
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
@@ -199,8 +200,11 @@ def test_help_shows_every_default_and_no_value_placeholder_on_flags(run_cli, mon
     train = _help(run_cli, monkeypatch, "train")
     assert "Usage: seqtool train [OPTIONS] CONFIG [OVERRIDES]..." in train
     assert "{" not in train.split("Usage:")[1].splitlines()[0]
-    for text in (train, _help(run_cli, monkeypatch, "evaluate"), _help(run_cli, monkeypatch)):
+    evaluate = _help(run_cli, monkeypatch, "evaluate")
+    for text in (train, evaluate, _help(run_cli, monkeypatch)):
         assert "<bool>" not in text
+    beam = next(line for line in evaluate.splitlines() if " --beam-size " in line)  # a kind's evaluate option
+    assert "[default: 1: greedy]" in beam and "no options" not in evaluate
 
 
 def test_commands_are_listed_in_the_order_a_user_meets_them(run_cli, monkeypatch):

@@ -75,6 +75,12 @@ def test_a_model_learns_to_reverse_number_words_and_beats_copying(tmp_path, run_
     assert metrics["exact_match"] >= 0.8 and metrics["copy_exact_match"] == 0.0
     assert metrics["token_error_rate"] < 0.1 < metrics["copy_token_error_rate"]
     assert metrics["bleu"] > metrics["copy_bleu"]
+    one_beam = json.loads(run_cli("evaluate", tmp_path / "run", "--json", "--beam-size", "1").out)
+    assert one_beam == metrics  # a beam of one is greedy decoding
+    beam = run_cli("evaluate", tmp_path / "run", "--beam-size=4", "--length-penalty", "0.6")
+    assert beam.code == 0 and "beam search (4 beams, length penalty 0.6)" in beam.out
+    run_cli("evaluate", tmp_path / "run", "--length-penalty", "0.6").clean_error("give --beam-size too")
+    run_cli("evaluate", tmp_path / "run", "--n-best", "2").clean_error("no such evaluate option --n-best")
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("three one four\n\nnine two\n"))
     result = run_cli("predict", tmp_path / "run")
     assert result.out.split("\n")[:3] == ["4 1 3", "", "2 9"]  # one output line per input line, blank for blank

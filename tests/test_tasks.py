@@ -63,10 +63,10 @@ def test_an_unknown_kind_is_named_with_the_installed_ones(write_config, run_cli)
 
 def test_predict_options_of_a_kind_are_parsed_and_checked():
     from seqtool.errors import SeqtoolError
-    from seqtool.tasks import parse_predict_options
+    from seqtool.tasks import parse_options
 
     kind = task_class("language_model")
-    options = parse_predict_options(kind, ["--length", "7", "--top-k=3", "--prompt", "to be"], "run")
+    options = parse_options(kind, ["--length", "7", "--top-k=3", "--prompt", "to be"], "run")
     assert options == {"prompt": "to be", "length": 7, "temperature": None, "top_k": 3, "seed": None, "num_samples": None}
     for args, message in (
         (["--length", "0"], "--length must be at least 1"),
@@ -77,7 +77,7 @@ def test_predict_options_of_a_kind_are_parsed_and_checked():
         (["stray"], "unexpected argument 'stray'"),
     ):
         with pytest.raises(SeqtoolError, match=re.escape(message)):
-            parse_predict_options(kind, args, "run")
+            parse_options(kind, args, "run")
 
 
 def test_help_of_the_whole_tool_reads_no_kind():

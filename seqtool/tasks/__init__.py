@@ -47,8 +47,8 @@ class MainMetric:
 
 @dataclass(frozen=True)
 class PredictOption:
-    """One `seqtool predict` option of a kind. Left out, its value is None, so the kind can tell
-    an option given from one left out and apply its own default."""
+    """One `seqtool predict` (or `seqtool evaluate`) option of a kind. Left out, its value is
+    None, so the kind can tell an option given from one left out and apply its own default."""
 
     flag: str  # "--horizon"
     type: type  # int, float, str or Path
@@ -112,6 +112,7 @@ class Task:
     unit: ClassVar[str] = "samples"  # what throughput counts: "tok" or "samples"
     baselines: ClassVar[tuple[str, ...]] = ()  # names prefixing baseline metrics in `evaluate`
     predict_options: ClassVar[tuple[PredictOption, ...]] = ()
+    evaluate_options: ClassVar[tuple[PredictOption, ...]] = ()  # `seqtool evaluate` options after the checkpoint
     predict_hint: ClassVar[str | None] = None  # typical predict options, for the "Next:" line after training
     not_predictable: ClassVar[str | None] = None  # why `predict` does not apply, if it does not
     not_exportable: ClassVar[str] = "it defines no export signature"
@@ -126,6 +127,8 @@ class Task:
 
         self.config = config
         self.cluster = cluster or Cluster()
+        # `seqtool evaluate`'s values of `evaluate_options` (all None in training's validation).
+        self.evaluation_options: dict[str, Any] = {_option_name(o.flag): None for o in self.evaluate_options}
 
     # ---- config --------------------------------------------------------------------------------
 
@@ -412,17 +415,18 @@ def describe_kinds() -> list[dict[str, Any]]:
     return described
 
 
-def parse_predict_options(kind: type[Task], args: list[str], checkpoint: str) -> dict[str, Any]:
-    """`seqtool predict` arguments after the checkpoint, read against the kind's `predict_options`
-    (`--flag VALUE` or `--flag=VALUE`): a name (`top_k` for `--top-k`) -> value, None when not
-    given. An option of another kind is named as such."""
-    own = {option.flag: option for option in kind.predict_options}
+def parse_options(kind: type[Task], args: list[str], checkpoint: str, command: str = "predict") -> dict[str, Any]:
+    """`seqtool predict` (or `evaluate`) arguments after the checkpoint, read against the kind's
+    `predict_options` (or `evaluate_options`), as `--flag VALUE` or `--flag=VALUE`: a name
+    (`top_k` for `--top-k`) -> value, None when not given. An option of another kind is named as such."""
+    declared = _declared(kind, command)
+    own = {option.flag: option for option in declared}
     values: dict[str, Any] = {_option_name(flag): None for flag in own}
     rest = list(args)
     while rest:
         flag, given, text = rest.pop(0).partition("=")
         if flag not in own:
-            raise _foreign_option(kind, flag, checkpoint)
+            raise _foreign_option(kind, flag, checkpoint, command)
         if not given:
             if not rest:
                 raise SeqtoolError(f"{flag} needs a value")
@@ -431,18 +435,22 @@ def parse_predict_options(kind: type[Task], args: list[str], checkpoint: str) ->
     return values
 
 
+def _declared(kind: type[Task], command: str) -> tuple[PredictOption, ...]:
+    return kind.predict_options if command == "predict" else kind.evaluate_options
+
+
 def _option_name(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def _foreign_option(kind: type[Task], flag: str, checkpoint: str) -> SeqtoolError:
+def _foreign_option(kind: type[Task], flag: str, checkpoint: str, command: str) -> SeqtoolError:
     if not flag.startswith("-"):
         return SeqtoolError(f"unexpected argument {flag!r} after the checkpoint {checkpoint}")
-    owners = [name for name in names() if any(option.flag == flag for option in task_class(name).predict_options)]
+    owners = [name for name in names() if any(option.flag == flag for option in _declared(task_class(name), command))]
     if owners:
-        return SeqtoolError(f"{flag} applies to {' and '.join(owners)} models; {checkpoint} is a {kind.name} model")
-    listed = ", ".join(option.flag for option in kind.predict_options) or "none"
-    return SeqtoolError(f"no such predict option {flag} for a {kind.name} model (its options: {listed})")
+        return SeqtoolError(f"{command} {flag} applies to {' and '.join(owners)} models; {checkpoint} is a {kind.name} model")
+    listed = ", ".join(option.flag for option in _declared(kind, command)) or "none"
+    return SeqtoolError(f"no such {command} option {flag} for a {kind.name} model (its options: {listed})")
 
 
 def _option_value(option: PredictOption, text: str) -> Any:

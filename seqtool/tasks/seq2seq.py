@@ -109,6 +109,10 @@ class Seq2SeqTask(WindowedTask):
         PredictOption("--n-best", int, "print the N best outputs (at most --beam-size) with their scores", "1", min=1),
         PredictOption("--length-penalty", float, "beam search: GNMT length-penalty exponent (0: none)", "1.0", min=0.0),
     )
+    evaluate_options = (
+        PredictOption("--beam-size", int, "decode the split by beam search with this many beams", "1: greedy", min=1),
+        PredictOption("--length-penalty", float, "beam search: GNMT length-penalty exponent (0: none)", "1.0", min=0.0),
+    )
     not_exportable = "ONNX export of the encoder and one decoder step is not built yet"
 
     def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
@@ -284,7 +288,7 @@ class Seq2SeqTask(WindowedTask):
         nats = sum(
             float(self._token_loss(model, encoded, rows[i : i + EVAL_BATCH], device)) for i in range(0, len(rows), EVAL_BATCH)
         )
-        decoded = self.decode(model, encoded.source, encoded.source_lengths, self.data.max_target_length)
+        decoded = self.decode(model, encoded.source, encoded.source_lengths, self.data.max_target_length, self._beam())
         hypotheses = [outputs[0][1] for outputs in decoded]
         references = [tokenize(t, self.data.target_tokenizer) for t in encoded.targets]
         copies = [tokenize(s, self.data.target_tokenizer) for s in encoded.sources]
@@ -295,13 +299,24 @@ class Seq2SeqTask(WindowedTask):
         metrics["truncated_pairs"] = encoded.truncated
         return metrics
 
+    def _beam(self) -> tuple[int, int, float] | None:
+        """`evaluate --beam-size N [--length-penalty A]`: (beams, 1 best, A); greedy without it."""
+        beams, penalty = self.evaluation_options.get("beam_size"), self.evaluation_options.get("length_penalty")
+        if beams is None:
+            if penalty is not None:
+                raise SeqtoolError("--length-penalty applies to beam search: give --beam-size too")
+            return None
+        return beams, 1, 1.0 if penalty is None else penalty
+
     def shown_apart(self, metric: str) -> bool:
         return super().shown_apart(metric) or metric == "truncated_pairs"
 
     def evaluation_notes(self, metrics: dict[str, float]) -> list[Any]:
+        beam = self._beam()
+        notes = [f"Decoded by beam search ({beam[0]} beams, length penalty {beam[2]:g})." if beam else "Decoded greedily."]
         cut = metrics.get("truncated_pairs")
         limits = f"data.max_source_length {self.data.max_source_length} / max_target_length {self.data.max_target_length}"
-        return [f"{cut:,} pairs were longer than {limits} and were truncated."] if cut else []
+        return notes + ([f"{cut:,} pairs were longer than {limits} and were truncated."] if cut else [])
 
     # ---- predict ---------------------------------------------------------------------------------------
 
