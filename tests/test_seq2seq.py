@@ -55,8 +55,10 @@ def test_padding_never_changes_a_translation_and_attention_covers_the_source(att
         scores, state, feed, _ = model.step(target_in[:, t], state, feed, memory, mask)
         torch.testing.assert_close(scores, forced[:, t], atol=1e-5, rtol=0)
     if attention == "none":
-        assert weights is None
+        assert weights is None and model.align(short, torch.tensor([3]), alone) is None
         return
+    # re-reading a decoded output gives the weights the decoder had while writing it
+    torch.testing.assert_close(model.align(short, torch.tensor([3]), alone[:, :-1]), alone_weights, atol=1e-6, rtol=0)
     torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:2]))
     assert float(weights[1, :, 3:].abs().max()) == 0.0  # never on padding
     torch.testing.assert_close(alone_weights[0], weights[1, : alone_weights.shape[1], :3], atol=1e-6, rtol=0)
@@ -156,6 +158,13 @@ def test_predict_beam_and_n_best_through_the_cli(tmp_path, run_cli, monkeypatch)
     assert run_cli("predict", run, "--data", tmp_path / "new.csv", "--beam-size", "2", "--output", out).code == 0
     assert out.read_text().splitlines()[0] == "source,prediction,score"
     run_cli("predict", run, "--beam-size", "0").clean_error("--beam-size must be at least 1")
+    png = tmp_path / "alignment.png"
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("\nthree one four\nnine\n"))
+    result = run_cli("predict", run, "--attention", png, "--beam-size", "2")
+    assert result.code == 0 and len(result.out.splitlines()) == 3, result
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "'three one four' written to" in result.err
+    png.unlink()
+    assert run_cli("predict", run, "--data", tmp_path / "new.csv", "--attention", png).code == 0 and png.exists()
     run_cli("predict", run, "--data", tmp_path / "new.csv", "--beam-size", "2", "--n-best", "3").clean_error(
         "more than --beam-size"
     )

@@ -108,6 +108,7 @@ class Seq2SeqTask(WindowedTask):
         PredictOption("--beam-size", int, "beam search with this many beams", "1: greedy", min=1),
         PredictOption("--n-best", int, "print the N best outputs (at most --beam-size) with their scores", "1", min=1),
         PredictOption("--length-penalty", float, "beam search: GNMT length-penalty exponent (0: none)", "1.0", min=0.0),
+        PredictOption("--attention", Path, "draw the attention alignment of the first input to this PNG", "no plot"),
     )
     evaluate_options = (
         PredictOption("--beam-size", int, "decode the split by beam search with this many beams", "1: greedy", min=1),
@@ -347,10 +348,14 @@ class Seq2SeqTask(WindowedTask):
     def predict(self, model: Seq2SeqNetwork, options: dict[str, Any], out: TextIO) -> None:
         """A CSV in, the CSV with a `prediction` column out; or lines on stdin, one output line each.
         Tokens the training data never had are read as <unk>, with a warning on stderr."""
+        if options["attention"] is not None and self.config.model.attention == "none":
+            raise SeqtoolError("--attention needs a model that attends; this one has model.attention: none")
         if options["data"] is not None:
             frame = self._read(str(options["data"]), need_target=False)
             self._warn_unknown(frame[self.data.source_column].tolist())
             outputs = self.translate(model, frame[self.data.source_column].tolist(), options)
+            if options["attention"] is not None:
+                self._draw_alignment(model, frame[self.data.source_column].iloc[0], outputs[0][0][1], options["attention"])
             for rank in range(max(len(o) for o in outputs)):
                 suffix = "" if rank == 0 else f"_{rank + 1}"
                 frame[f"prediction{suffix}"] = [o[rank][1] if rank < len(o) else "" for o in outputs]
@@ -374,11 +379,28 @@ class Seq2SeqTask(WindowedTask):
                 continue
             self._warn_unknown([text])
             outputs = self.translate(model, [text], options)[0]
+            if options["attention"] is not None:
+                self._draw_alignment(model, text, outputs[0][1], options["attention"])
+                options = {**options, "attention": None}  # the first input's only
             if options["n_best"] is not None and options["n_best"] > 1:  # the N best with scores, then a blank line
                 out.write("".join(f"{output}\t{score:.4f}\n" for score, output in outputs) + "\n")
             else:
                 out.write(outputs[0][1] + "\n")
             out.flush()
+
+    def _draw_alignment(self, model: Seq2SeqNetwork, text: str, output: str, path: Path) -> None:
+        """`predict --attention PNG`: where the decoder looked while writing `output` for `text`."""
+        from seqtool.tasks.seq2seq_plots import alignment_plot
+
+        source, lengths, _ = self._ids([text], "source", self.data.max_source_length, end=False)
+        index = {t: i for i, t in enumerate(self.vocab["target"])}
+        tokens = tokenize(output, self.data.target_tokenizer)[: self.data.max_target_length]
+        ids = torch.tensor([index.get(t, UNK) for t in tokens], dtype=torch.long).view(1, -1)
+        device = next(model.parameters()).device  # rows: <s> chooses tokens[0], ..., the last one </s>
+        weights = model.align(to_device(torch.from_numpy(source), device), torch.from_numpy(lengths), ids.to(device))
+        source_tokens = tokenize(text, self.data.source_tokenizer)[: self.data.max_source_length] or ["<unk>"]
+        alignment_plot(path, weights[0, :, : len(source_tokens)].float().cpu().numpy(), source_tokens, tokens + ["</s>"])
+        print(f"Attention alignment of {text[:40]!r} written to {path}", file=sys.stderr)
 
     def predict_api(self, model: Seq2SeqNetwork, data: Any, options: dict[str, Any]) -> Any:
         """`predict(["source", ...], max_length=..., beam_size=...)`: the best output of each;

@@ -10,7 +10,7 @@
   input feeding (Luong) that attentional state is also fed to the next step's input.
 
 Training is teacher-forced (`forward`); decoding (`greedy`) runs the same `step`, batched over
-sentences, and returns the attention weights for the alignment plot.
+sentences; `align` gives the attention weights of any output, for the alignment plot.
 """
 
 from __future__ import annotations
@@ -113,6 +113,21 @@ class Seq2SeqNetwork(nn.Module):
             step_scores, state, feed, _ = self.step(target_in[:, t], state, feed, memory, mask)
             scores.append(step_scores)
         return torch.stack(scores, dim=1)
+
+    @torch.no_grad()
+    def align(self, source: torch.Tensor, lengths: torch.Tensor, output: torch.Tensor) -> torch.Tensor | None:
+        """The attention weights (batch, T, S) while the decoder reads <s> and then `output`
+        (batch, T - 1) of any decoding, greedy or beam: row t is where it looked to choose token t."""
+        if self.attention == "none":
+            return None
+        memory, mask, state = self.encode(source, lengths)
+        feed = memory.new_zeros(source.shape[0], self.config.hidden_size)
+        target_in = torch.cat([output.new_full((output.shape[0], 1), BOS), output], dim=1)
+        alignments = []
+        for t in range(target_in.shape[1]):
+            _, state, feed, weights = self.step(target_in[:, t], state, feed, memory, mask)
+            alignments.append(weights)
+        return torch.stack(alignments, dim=1)
 
     @torch.no_grad()
     def greedy(self, source: torch.Tensor, lengths: torch.Tensor, max_length: int):
