@@ -16,7 +16,7 @@ from seqtool.tasks import Starter, Unsuitable, names, task_class
 
 def guess(path: Path, task: str | None) -> Starter:
     """The starter config of the kind that fits the file best (or of `task`)."""
-    frame = csvfile.read_csv(path) if path.suffix.lower() == ".csv" else None
+    frame = csvfile.read_csv(path) if path.suffix.lower() in (".csv", ".tsv") else None
     if task is not None:
         return task_class(task).starter(path, frame)  # Unsuitable: its reason is the error
     proposals, reasons = [], []

@@ -15,6 +15,7 @@ EXPECTED = {
     "daily-min-temperatures.csv": "forecast",
     "pollution.csv": "forecast",
     "sentiment.csv": "classify",
+    "cmudict-20k.tsv": "seq2seq",
 }
 
 
@@ -37,6 +38,23 @@ def test_init_guesses_the_task_and_the_config_trains(tmp_path, run_cli, name):
     assert trained.code == 0, trained
     again = run_cli("init", data)
     assert_clean_error(again, "already exists", "never overwrites")
+
+
+@pytest.mark.parametrize(
+    ("name", "source", "target", "tokenizers"),
+    [
+        ("messages-en-de.tsv", "source", "target", ("word", "word")),
+        ("qa-babi.tsv", "source", "target", ("word", "word")),  # one-word answers beside prose: words
+        ("cmudict-20k.tsv", "word", "phonemes", ("char", "whitespace")),  # spelling to phoneme symbols
+    ],
+)
+def test_init_reads_a_table_of_pairs_as_sequence_to_sequence(tmp_path, run_cli, name, source, target, tokenizers):
+    data = tmp_path / name
+    shutil.copy(DATA / name, data)
+    assert run_cli("init", data).code == 0
+    config = load_config(data.with_suffix(".yaml"))
+    assert config.task == "seq2seq" and (config.data.source_column, config.data.target_column) == (source, target)
+    assert (config.data.source_tokenizer, config.data.target_tokenizer) == tokenizers
 
 
 def test_init_task_can_be_forced_and_is_checked(tmp_path, run_cli):

@@ -25,6 +25,19 @@ def test_edit_distance_and_token_error_rate_by_hand():
         [tokenize("Die Datei wurde nicht gefunden.", "word")], [tokenize("Die Datei wurde nicht gefunden.", "word")], "word"
     )
     assert perfect["bleu"] == pytest.approx(100.0) and perfect["chrf"] == pytest.approx(100.0)
+    # BLEU of one-word answers: 2 of 3 right, not the 0 of standard BLEU's empty 2- to 4-grams
+    answers = sequence_metrics([["garden"], ["office"], ["kitchen"]], [["garden"], ["hallway"], ["kitchen"]], "word")
+    assert answers["bleu"] == pytest.approx(200 / 3) and answers["exact_match"] == pytest.approx(2 / 3)
+
+
+def test_bleu_is_sacrebleus_standard_corpus_bleu_on_sentences():
+    import sacrebleu
+
+    hypotheses = ["Die Datei wurde nicht gefunden .", "Ordner öffnen", "Speichern unter ..."]
+    references = ["Die Datei wurde nicht gefunden .", "Den Ordner öffnen", "Speichern als ..."]
+    tokens = [h.split() for h in hypotheses], [r.split() for r in references]
+    ours = sequence_metrics(*tokens, "whitespace")["bleu"]
+    assert ours == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score)
 
 
 def test_tokenizers_round_trip():
@@ -168,3 +181,46 @@ def test_predict_beam_and_n_best_through_the_cli(tmp_path, run_cli, monkeypatch)
     run_cli("predict", run, "--data", tmp_path / "new.csv", "--beam-size", "2", "--n-best", "3").clean_error(
         "more than --beam-size"
     )
+
+
+def _make_qa():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("make_qa", Path(__file__).parents[1] / "scripts" / "make_qa.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _answer(story: str) -> str:
+    """The answer worked out by reading the story sentence by sentence, independently of the generator."""
+    *sentences, question = [s.strip() for s in story.replace("?", ".").split(".") if s.strip()]
+    at, holder, lying = {}, {}, {}
+    for sentence in sentences:
+        words = sentence.split()
+        person, thing = words[0], words[-1] if words[-1] != "there" else words[-2]
+        if words[-2] == "the" and " to the " in sentence:
+            at[person] = thing
+        elif sentence.endswith(" there"):
+            holder[thing] = person
+        else:
+            holder.pop(thing)
+            lying[thing] = at[person]
+    asked = question.split()[-1]
+    return at[asked] if asked in at else (at[holder[asked]] if asked in holder else lying[asked])
+
+
+def test_qa_stories_are_reproducible_and_every_answer_follows_from_the_story(tmp_path):
+    make_qa = _make_qa()
+    for task in (1, 2):
+        path = tmp_path / f"qa{task}.tsv"
+        assert make_qa.main(["--tasks", str(task), "--questions", "300", "--seed", "5", "--out", str(path)]) == 0
+        again = tmp_path / "again.tsv"
+        make_qa.main(["--tasks", str(task), "--questions", "300", "--seed", "5", "--out", str(again)])
+        assert path.read_bytes() == again.read_bytes()
+        rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+        assert len(rows) == 300 and {r[2] for r in rows} == {f"qa{task}"}
+        assert all(_answer(source) == answer for source, answer, _ in rows)
+        questions = {source.rsplit(". ", 1)[-1].split()[2].rstrip("?") for source, _, _ in rows}
+        assert questions <= (set(make_qa.PEOPLE) if task == 1 else {"the"})

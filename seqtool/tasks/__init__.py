@@ -60,7 +60,8 @@ class PredictOption:
 @dataclass(frozen=True)
 class Starter:
     """A starter config `seqtool init` proposes for a data file: the kind with the highest
-    `fit` wins (2: the file looks made for it; 1: it could be read so)."""
+    `fit` wins (3: its column names say it is for the kind; 2: the file looks made for it;
+    1: it could be read so)."""
 
     fit: int
     text: str

@@ -104,7 +104,7 @@ class ClassifyTask(WindowedTask):
     @classmethod
     def starter(cls, path: Path, frame: Any | None) -> Starter:
         if frame is None:
-            raise Unsuitable(f"{path} is not a CSV; a classifier reads a CSV of texts and labels")
+            raise Unsuitable(f"{path} is not a CSV or TSV; a classifier reads a table of texts and labels")
         texts = sniff.text_columns(frame)
         if not texts:
             raise Unsuitable(f"{path}: no column holds text (strings averaging over 20 characters)")
@@ -510,7 +510,7 @@ def _starter(path: Path, frame: pd.DataFrame, text_columns: list[str]) -> Starte
     text = max(text_columns, key=lambda c: frame[c].astype(str).str.len().mean())
     candidates = [c for c in frame.columns if c != text and 2 <= frame[c].nunique() <= min(50, max(2, len(frame) // 10))]
     if not candidates:
-        raise SeqtoolError(f"{path}: no label column (2 to 50 distinct values) beside the text column '{text}'")
+        raise Unsuitable(f"{path}: no label column (2 to 50 distinct values) beside the text column '{text}'")
     label = min(candidates, key=lambda c: frame[c].nunique())
     classes = frame[label].nunique()
     counts = frame[label].value_counts()

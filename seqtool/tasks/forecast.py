@@ -90,7 +90,7 @@ class ForecastTask(WindowedTask):
     @classmethod
     def starter(cls, path: Path, frame: Any | None) -> Starter:
         if frame is None:
-            raise Unsuitable(f"{path} is not a CSV; a forecast reads a CSV with one row per time step")
+            raise Unsuitable(f"{path} is not a CSV or TSV; a forecast reads a table with one row per time step")
         return forecast_starter(path, frame)
 
     @classmethod

@@ -131,7 +131,7 @@ class LanguageModelTask(Task):
     @classmethod
     def starter(cls, path: Path, frame: Any | None) -> Starter:
         if frame is not None:
-            raise Unsuitable(f"{path} is a CSV; a language model reads a plain text file")
+            raise Unsuitable(f"{path} is a table (CSV/TSV); a language model reads a plain text file")
         return _starter(path)
 
     @classmethod

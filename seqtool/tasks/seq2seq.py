@@ -3,9 +3,10 @@
 A CSV or TSV holds a source and a target column. Each side has its own tokenizer (`char`, `word`,
 or `whitespace` for phoneme strings) and vocabulary (or one shared). The network
 (`seq2seq_network.py`) encodes the source and decodes the target with attention, teacher-forced
-in training. Evaluation decodes for real (greedy) and scores the outputs with sacrebleu's BLEU and
-chrF, exact match and token error rate (edit distance over target tokens: the phoneme error rate
-for G2P), each beside a `copy` baseline that outputs the source unchanged.
+in training. Evaluation decodes for real (greedy, or beam search with `evaluate --beam-size`) and
+scores the outputs with sacrebleu's BLEU and chrF, exact match and token error rate (edit distance
+over target tokens: the phoneme error rate for G2P), each beside two baselines: `copy` outputs the
+source unchanged, `majority` the training data's most frequent target (the majority answer in QA).
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import torch.nn.functional as F
 
 from seqtool.checkpoint import atomic_write_text
 from seqtool.config import Config, TokenModelConfig, TrainingConfig, Where, check_text_files, option
-from seqtool.data import csvfile
+from seqtool.data import csvfile, sniff
 from seqtool.data.text import WORD_PATTERN, detokenize
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, WindowedTask, to_device
+from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, Unsuitable, WindowedTask, to_device
 from seqtool.tasks.seq2seq_network import BOS, EOS, PAD, UNK, Seq2SeqNetwork
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]  # ids PAD, UNK, BOS, EOS
@@ -99,7 +100,7 @@ class Seq2SeqTask(WindowedTask):
     training_schema = Seq2SeqTraining
     reads = "it reads pairs of sequences, a source and a target"
     main_metric = MainMetric("bleu", "BLEU")
-    baselines = ("copy",)
+    baselines = ("copy", "majority")
     predict_hint = "--data pairs.csv --output out.csv"
     predict_options = (
         PredictOption("--data", Path, "CSV/TSV with the source column; a prediction column is added", "lines on stdin"),
@@ -120,6 +121,8 @@ class Seq2SeqTask(WindowedTask):
         super().__init__(config, artifacts, cluster)
         self.data = config.data
         self.vocab: dict[str, list[str]] | None = dict(artifacts["vocabulary"]) if artifacts else None
+        # The training data's most frequent target: the `majority` baseline (the majority answer in QA).
+        self.majority: str | None = artifacts.get("majority_target") if artifacts else None
         self.splits: dict[str, Encoded] = {}
 
     @classmethod
@@ -167,6 +170,7 @@ class Seq2SeqTask(WindowedTask):
             raise SeqtoolError(f"{source}: {len(train)} training pairs and no validation pairs; give more pairs")
         if self.vocab is None:
             self.vocab = self._build_vocabulary(train)
+            self.majority = str(train[self.data.target_column].value_counts().index[0])
         self.splits = {split: self._encode(frame) for split, (_, frame) in frames.items()}
 
     def _build_vocabulary(self, frame: pd.DataFrame) -> dict[str, list[str]]:
@@ -207,7 +211,7 @@ class Seq2SeqTask(WindowedTask):
         return Encoded(source, source_lengths, target, target_lengths, sources, targets, max(cut_source, cut_target))
 
     def artifacts(self) -> dict[str, Any]:
-        return {"vocabulary": self.vocab}
+        return {"vocabulary": self.vocab, "majority_target": self.majority}
 
     # ---- training ------------------------------------------------------------------------------------
 
@@ -296,6 +300,10 @@ class Seq2SeqTask(WindowedTask):
         metrics = {"loss": nats / float(encoded.target_lengths.sum())}
         metrics.update(sequence_metrics(hypotheses, references, self.data.target_tokenizer))
         metrics.update({f"copy_{k}": v for k, v in sequence_metrics(copies, references, self.data.target_tokenizer).items()})
+        if self.majority is not None:  # (runs trained before this baseline existed do not know it)
+            majority = [tokenize(self.majority, self.data.target_tokenizer)] * len(references)
+            scored = sequence_metrics(majority, references, self.data.target_tokenizer)
+            metrics.update({f"majority_{k}": v for k, v in scored.items()})
         metrics["pairs"] = len(rows)
         metrics["truncated_pairs"] = encoded.truncated
         return metrics
@@ -417,6 +425,23 @@ class Seq2SeqTask(WindowedTask):
         return frame.assign(prediction=best)
 
     @classmethod
+    def starter(cls, path: Path, frame: Any | None) -> Starter:
+        """Two columns of sequences: named as pairs (source/target, input/output, ...) or the
+        first two string columns whose targets are mostly distinct (not labels)."""
+        if frame is None:
+            raise Unsuitable(f"{path} is not a CSV or TSV; seq2seq reads a table of source and target sequences")
+        lower = {str(c).lower(): c for c in frame.columns}
+        named = next(((lower[a], lower[b]) for a, b in PAIR_NAMES if a in lower and b in lower), None)
+        strings = [c for c in frame.columns if sniff.is_strings(frame[c])]
+        if named is None and len(strings) < 2:
+            raise Unsuitable(f"{path}: fewer than two columns of text, and none named source/target")
+        source, target = named or (strings[0], strings[1])
+        distinct = frame[target].nunique() / len(frame)
+        if named is None and distinct < 0.5:
+            raise Unsuitable(f"{path}: column '{target}' repeats its values (labels, not sequences to write)")
+        return _starter(path, frame, source, target, fit=3 if named else 1)
+
+    @classmethod
     def example(cls, folder: Path) -> Example:
         """Number words to digits, reversed: "three one four" -> "4 1 3"."""
         words = "zero one two three four five six seven eight nine".split()
@@ -451,6 +476,66 @@ class Seq2SeqTask(WindowedTask):
         return Example(config, ("--data", str(folder / "new.csv")), "three one four\nnine\n", bad)
 
 
+MAX_STARTER_LENGTH = 200  # longer sequences are truncated by a starter config (and counted)
+PAIR_NAMES = (("source", "target"), ("src", "tgt"), ("input", "output"), ("question", "answer"))
+
+
+def _tokenizer_for(values: pd.Series) -> Tokenizer | None:
+    """whitespace for space-separated symbols (phonemes), word for prose, None for single words
+    (spelled out by characters, or words when the other side is prose: decided by the caller)."""
+    sample = values.astype(str).head(2000)
+    if not sample.str.contains(" ").mean() > 0.5:
+        return None
+    symbols = sample.str.split().explode()
+    return "whitespace" if symbols.str.fullmatch(r"[A-Z]{1,3}[0-9]?").mean() > 0.9 else "word"
+
+
+def _starter(path: Path, frame: pd.DataFrame, source: str, target: str, fit: int) -> Starter:
+    guessed = {column: _tokenizer_for(frame[column]) for column in (source, target)}
+    prose = "word" in guessed.values()  # single words beside prose (answers, glossaries) are words
+    tokenizers = {column: tokenizer or ("word" if prose else "char") for column, tokenizer in guessed.items()}
+    longest = {column: max(len(tokenize(str(t), tokenizers[column])) for t in frame[column]) for column in (source, target)}
+    lengths = {column: min(n, MAX_STARTER_LENGTH) for column, n in longest.items()}
+    cut = [f"{c} at {MAX_STARTER_LENGTH} tokens (the longest has {n})" for c, n in longest.items() if n > MAX_STARTER_LENGTH]
+    reasons = [
+        f"columns '{source}' and '{target}' hold the source and target sequences ({len(frame):,} pairs)",
+        f"tokenizers: {tokenizers[source]} for the source, {tokenizers[target]} for the target",
+        f"maximum lengths {lengths[source]} / {lengths[target]} tokens" + (f": truncates {', '.join(cut)}" if cut else ""),
+    ]
+    body = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
+task: seq2seq
+seed: 1
+data:
+  path: {path}
+  source_column: {source}
+  target_column: {target}
+  source_tokenizer: {tokenizers[source]}   # char | word | whitespace
+  target_tokenizer: {tokenizers[target]}
+  min_freq: {2 if len(frame) > 5000 else 1}   # rarer tokens map to <unk>
+  max_source_length: {lengths[source]}
+  max_target_length: {lengths[target]}
+  val_fraction: 0.05
+  test_fraction: 0.05
+model:
+  type: lstm
+  hidden_size: 256
+  num_layers: 1
+  embedding_size: 128
+  dropout: 0.2
+  bidirectional: true
+  attention: general           # dot | general | bahdanau | none
+  input_feeding: false
+training:
+  batch_size: 64
+  epochs: null
+  max_time: 10m
+  lr: 3e-3
+  eval_every: 400
+  label_smoothing: 0.1
+"""
+    return Starter(fit, body, reasons)
+
+
 def edit_distance(a: list[str], b: list[str]) -> int:
     """Levenshtein distance between two token lists (substitutions, insertions, deletions)."""
     previous = list(range(len(b) + 1))
@@ -463,16 +548,23 @@ def edit_distance(a: list[str], b: list[str]) -> int:
 
 
 def sequence_metrics(hypotheses: list[list[str]], references: list[list[str]], tokenizer: str) -> dict[str, float]:
-    """BLEU and chrF (sacrebleu, on the joined strings), exact match, and token error rate."""
+    """BLEU and chrF (sacrebleu, on the joined strings), exact match, and token error rate.
+
+    BLEU uses sacrebleu's effective order: it equals standard corpus BLEU whenever every n-gram
+    order up to 4 has a match (always, on real translation test sets), and stays meaningful when
+    outputs are shorter than 4 tokens (one-word answers), where standard BLEU is 0 by definition."""
     try:
         import sacrebleu
+        from sacrebleu.metrics import BLEU
     except ImportError:
         raise SeqtoolError("seq2seq evaluation needs sacrebleu, not installed: pip install 'seqtool[seq2seq]'") from None
     joined = [join_tokens(h, tokenizer) for h in hypotheses]
     truth = [join_tokens(r, tokenizer) for r in references]
     errors = sum(edit_distance(h, r) for h, r in zip(hypotheses, references, strict=True))
     return {
-        "bleu": sacrebleu.corpus_bleu(joined, [truth], tokenize="none" if tokenizer == "whitespace" else "13a").score,
+        "bleu": BLEU(tokenize="none" if tokenizer == "whitespace" else "13a", effective_order=True)
+        .corpus_score(joined, [truth])
+        .score,
         "chrf": sacrebleu.corpus_chrf(joined, [truth]).score,
         "exact_match": float(np.mean([h == r for h, r in zip(hypotheses, references, strict=True)])),
         "token_error_rate": errors / max(1, sum(len(r) for r in references)),
