@@ -354,18 +354,22 @@ def export(
     from seqtool.export import export as export_model
 
     result = export_model(checkpoint, fmt, output, force=force)
-    table = Table(title=f"{result.model_path} ({result.task})", box=box.SIMPLE_HEAD, title_justify="left")
-    for header in ("", "name", "dtype", "shape", "meaning"):
-        table.add_column(header)
-    for role, specs in (("input", result.inputs), ("output", result.outputs)):
-        for spec in specs:
-            table.add_row(role, spec["name"], spec["dtype"], f"({', '.join(spec['shape'])})", spec["meaning"])
     console = Console(soft_wrap=True)
-    console.print(table)
+    for part, path in result.files.items():
+        table = Table(title=f"{path} ({result.task}{', ' + part if part else ''})", box=box.SIMPLE_HEAD, title_justify="left")
+        for header in ("", "name", "dtype", "shape", "meaning"):
+            table.add_column(header)
+        inputs, outputs = result.graphs[part]
+        for role, specs in (("input", inputs), ("output", outputs)):
+            for spec in specs:
+                table.add_row(role, spec["name"], spec["dtype"], f"({', '.join(spec['shape'])})", spec["meaning"])
+        console.print(table)
+    written = " and ".join(f"{path} ({path.stat().st_size / 1e6:.2f} MB)" for path in result.files.values())
     console.print(
         f"Checked with {'onnxruntime' if fmt == 'onnx' else 'torch.jit.load'}: max abs difference from PyTorch "
-        f"{result.max_abs_diff:.2g} (limit {result.tolerance:g}).\n"
-        f"Wrote {result.model_path} ({result.model_path.stat().st_size / 1e6:.2f} MB) and {result.metadata_path}",
+        f"{result.max_abs_diff:.2g} (limit {result.tolerance:g})"
+        + (", and greedy decoding through the parts equals seqtool's" if len(result.files) > 1 else "")
+        + f".\nWrote {written}, and {result.metadata_path}",
         highlight=False,
     )
 

@@ -146,8 +146,10 @@ def test_beam_search_of_one_is_greedy_and_a_wider_beam_finds_at_least_as_likely_
         ids = greedy[row].tolist()
         ids = ids[: ids.index(EOS)] if EOS in ids else ids
         assert one[row][0][1] == ids
-    wide = model.beam_search(source, lengths, 8, beam_size=4, alpha=0.0)
+    wide = model.beam_search(source, lengths, 8, beam_size=4, alpha=0.0, n_best=4)
+    stopped_early = model.beam_search(source, lengths, 8, beam_size=4, alpha=0.0)  # done once its best candidate ends
     for row in range(2):
+        assert stopped_early[row][0] == wide[row][0]  # alpha 0: no live beam could have caught up
         scores = [score for score, _ in wide[row]]
         assert scores == sorted(scores, reverse=True) and len(scores) == 4
         best_score, best_ids = wide[row][0]
@@ -224,3 +226,60 @@ def test_qa_stories_are_reproducible_and_every_answer_follows_from_the_story(tmp
         assert all(_answer(source) == answer for source, answer, _ in rows)
         questions = {source.rsplit(". ", 1)[-1].split()[2].rstrip("?") for source, _, _ in rows}
         assert questions <= (set(make_qa.PEOPLE) if task == 1 else {"the"})
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"type": "lstm", "attention": "bahdanau", "input_feeding": True, "bidirectional": True, "num_layers": 2},
+        {"type": "gru", "attention": "none", "input_feeding": False, "bidirectional": False, "num_layers": 1},
+    ],
+)
+def test_onnx_export_decodes_like_predict_with_only_the_metadata(tmp_path, run_cli, monkeypatch, model):
+    """A deployment's greedy loop, written here from the metadata alone: encode once, then step."""
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from seqtool.testing import prepare
+
+    run = prepare("seq2seq", tmp_path, model=model, max_steps=40).train("run")
+    (tmp_path / "out").mkdir()
+    result = run_cli("export", run, "--output", tmp_path / "out" / "s2s.onnx")
+    assert result.code == 0 and "greedy decoding through the parts equals seqtool's" in result.out, result
+    meta = json.loads((tmp_path / "out" / "s2s.onnx.json").read_text())
+    assert sorted(meta["parts"]) == ["decoder_step", "encoder"] and meta["check"]["max_abs_diff"] <= 1e-4
+    sessions = {p: ort.InferenceSession(str(tmp_path / "out" / meta["parts"][p]["model_file"])) for p in meta["parts"]}
+    source_index = {t: i for i, t in enumerate(meta["vocabulary"]["source"])}
+    ids = meta["special_ids"]
+    sentences = ["three one four", "nine", "two two seven five"]
+    lengths = np.array([len(s.split()) for s in sentences])
+    source = np.zeros((3, lengths.max()), dtype=np.int64)
+    for row, sentence in enumerate(sentences):
+        source[row, : lengths[row]] = [source_index.get(w, ids["unk"]) for w in sentence.split()]
+    names = [o["name"] for o in meta["parts"]["encoder"]["outputs"]]
+    encoded = dict(zip(names, sessions["encoder"].run(names, {"source": source, "lengths": lengths}), strict=True))
+    step_inputs = [i["name"] for i in meta["parts"]["decoder_step"]["inputs"]]
+    step_outputs = [o["name"] for o in meta["parts"]["decoder_step"]["outputs"]]
+    feeds = {name: encoded[name.replace("_in", "_0")] for name in step_inputs if name in ("h_in", "c_in")}
+    if "feed_in" in step_inputs:
+        feeds["feed_in"] = np.zeros((3, meta["model"]["hidden_size"]), dtype=np.float32)
+    tokens, outputs = np.full(3, ids["bos"], dtype=np.int64), [[] for _ in sentences]
+    for _ in range(12):
+        out = dict(
+            zip(
+                step_outputs,
+                sessions["decoder_step"].run(
+                    step_outputs, {"tokens": tokens, **feeds, **{n: encoded[n] for n in ("memory", "mask") if n in step_inputs}}
+                ),
+                strict=True,
+            )
+        )
+        tokens = out["logits"].argmax(-1).astype(np.int64)
+        feeds = {name: out[name.replace("_in", "_out")] for name in feeds}
+        for row, token in enumerate(tokens):
+            if ids["eos"] not in outputs[row]:
+                outputs[row].append(int(token))
+    target = meta["vocabulary"]["target"]
+    exported = [" ".join(target[t] for t in (o[: o.index(ids["eos"])] if ids["eos"] in o else o)) for o in outputs]
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("\n".join(sentences) + "\n"))
+    assert run_cli("predict", run).out.splitlines() == exported

@@ -234,12 +234,19 @@ class Task:
         return cls.export_signature is not Task.export_signature
 
     def export_signature(self, model: torch.nn.Module, generator: torch.Generator) -> Any:
-        """The inference graph, sample batches and names (`seqtool.signature.Signature`)."""
+        """The inference graph, sample batches and names (`seqtool.signature.Signature`), or a
+        dict of them when a deployment calls several graphs (part name -> Signature)."""
         raise SeqtoolError(f"export does not apply to a {self.name} model: {self.not_exportable}")
 
     def export_metadata(self) -> dict[str, Any]:
         """What a deployment needs besides the graph (vocabulary, scaler), as JSON data."""
         return {}
+
+    def check_export(self, model: torch.nn.Module, run: Any) -> str | None:
+        """For a kind whose `export_signature` is several parts (a dict): run its inference loop
+        through the exported parts, `run(part, {input: array}) -> {output: array}`, and say how
+        the result differs from seqtool's own (None when it does not)."""
+        return None
 
 
 class WindowedTask(Task):

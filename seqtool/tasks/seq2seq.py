@@ -115,7 +115,6 @@ class Seq2SeqTask(WindowedTask):
         PredictOption("--beam-size", int, "decode the split by beam search with this many beams", "1: greedy", min=1),
         PredictOption("--length-penalty", float, "beam search: GNMT length-penalty exponent (0: none)", "1.0", min=0.0),
     )
-    not_exportable = "ONNX export of the encoder and one decoder step is not built yet"
 
     def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
         super().__init__(config, artifacts, cluster)
@@ -270,7 +269,7 @@ class Seq2SeqTask(WindowedTask):
                 ids, _ = model.greedy(*batch, max_length)
                 found = [[(None, sequence[: sequence.index(EOS)] if EOS in sequence else sequence)] for sequence in ids.tolist()]
             else:
-                found = [hypotheses[: beam[1]] for hypotheses in model.beam_search(*batch, max_length, beam[0], beam[2])]
+                found = [hypotheses[: beam[1]] for hypotheses in model.beam_search(*batch, max_length, beam[0], beam[2], beam[1])]
             for row, hypotheses in zip(rows, found, strict=True):
                 outputs[row] = [(score, [tokens[i] for i in ids if i not in (PAD, BOS)]) for score, ids in hypotheses]
         return outputs
@@ -395,6 +394,29 @@ class Seq2SeqTask(WindowedTask):
             else:
                 out.write(outputs[0][1] + "\n")
             out.flush()
+
+    def export_signature(self, model: Seq2SeqNetwork, generator: torch.Generator) -> dict[str, Any]:
+        """Two graphs: `encoder` (source, lengths -> memory, mask, first state) and `decoder_step`
+        (token, state[, feed], memory, mask -> logits, state[, feed][, attention])."""
+        from seqtool.tasks.seq2seq_export import signatures
+
+        return signatures(model, len(self.vocab["source"]), generator)
+
+    def check_export(self, model: Seq2SeqNetwork, run: Any) -> str | None:
+        from seqtool.tasks.seq2seq_export import check_greedy
+
+        return check_greedy(model, len(self.vocab["source"]), run)
+
+    def export_metadata(self) -> dict[str, Any]:
+        data = self.data
+        return {
+            "vocabulary": {"source": self.vocab["source"], "target": self.vocab["target"]},
+            "tokenizers": {"source": data.source_tokenizer, "target": data.target_tokenizer},
+            "special_ids": {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS},
+            "max_source_length": data.max_source_length,
+            "max_target_length": data.max_target_length,
+            "decoding": "encode once; then feed <s>, and each step's argmax (greedy) with the returned state, until </s>",
+        }
 
     def _draw_alignment(self, model: Seq2SeqNetwork, text: str, output: str, path: Path) -> None:
         """`predict --attention PNG`: where the decoder looked while writing `output` for `text`."""

@@ -153,52 +153,79 @@ class Seq2SeqNetwork(nn.Module):
 
     @torch.no_grad()
     def beam_search(
-        self, source: torch.Tensor, lengths: torch.Tensor, max_length: int, beam_size: int, alpha: float = 1.0
+        self, source: torch.Tensor, lengths: torch.Tensor, max_length: int, beam_size: int, alpha: float = 1.0, n_best: int = 1
     ) -> list[list[tuple[float, list[int]]]]:
         """Beam search, batched over sentences: for each sentence, its hypotheses (ended by </s>,
         or cut at `max_length`) as (score, ids), best first. The score is the log-probability over
-        the GNMT length penalty ((5 + length) / 6) ** alpha (alpha 0: the plain log-probability)."""
-        batch, k = source.shape[0], beam_size
+        the GNMT length penalty ((5 + length) / 6) ** alpha (alpha 0: the plain log-probability).
+
+        A sentence is done when it has `beam_size` ended hypotheses, or `n_best` of them and its
+        best candidate of the step ends (no live beam scores higher: with alpha 0, none can catch
+        up). Done sentences leave the batch, so the steps that follow compute only the rest."""
+        k = beam_size
         memory, mask, state = self.encode(source, lengths)
         memory, mask = memory.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
-        state = tuple(s.repeat_interleave(k, 1) for s in state) if isinstance(state, tuple) else state.repeat_interleave(k, 1)
-        feed = memory.new_zeros(batch * k, self.config.hidden_size)
-        tokens = torch.full((batch * k,), BOS, dtype=torch.long, device=source.device)
-        scores = memory.new_full((batch, k), float("-inf"))
+        state = _rows(state, torch.arange(source.shape[0], device=source.device).repeat_interleave(k), dim=1)
+        feed = memory.new_zeros(memory.shape[0], self.config.hidden_size)
+        tokens = torch.full((memory.shape[0],), BOS, dtype=torch.long, device=source.device)
+        scores = memory.new_full((source.shape[0], k), float("-inf"))
         scores[:, 0] = 0.0  # one live beam per sentence at the start
-        sequences = torch.empty((batch * k, 0), dtype=torch.long, device=source.device)
-        finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+        sequences = torch.empty((memory.shape[0], 0), dtype=torch.long, device=source.device)
+        finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(source.shape[0])]
+        alive = list(range(source.shape[0]))  # the sentence of each live batch entry
 
         def penalty(length: int) -> float:
             return ((5.0 + length) / 6.0) ** alpha
 
         for t in range(max_length):
             logits, state, feed, _ = self.step(tokens, state, feed, memory, mask)
-            total = scores[:, :, None] + torch.log_softmax(logits.float(), dim=-1).view(batch, k, -1)
-            best, index = total.view(batch, -1).topk(2 * k, dim=1)  # enough that k need not end here
-            beam, token = index // total.shape[2], index % total.shape[2]
-            keep = (torch.arange(batch, device=source.device)[:, None] * k).repeat(1, k)  # dead slots: their own sentence
-            scores = memory.new_full((batch, k), float("-inf"))
-            for b in range(batch):
+            total = scores[:, :, None] + torch.log_softmax(logits.float(), dim=-1).view(len(alive), k, -1)
+            best, index = total.view(len(alive), -1).topk(2 * k, dim=1)  # enough that k need not end here
+            # The bookkeeping runs on Python lists, one transfer per step, not on tensor elements.
+            best_list, beam_list, token_list = (
+                best.tolist(),
+                (index // total.shape[2]).tolist(),
+                (index % total.shape[2]).tolist(),
+            )
+            keep = [[b * k] * k for b in range(len(alive))]  # dead slots: their own sentence's first
+            kept_scores = [[float("-inf")] * k for _ in alive]
+            kept_tokens = [[PAD] * k for _ in alive]
+            still = []
+            for b, sentence in enumerate(alive):
                 slot = 0
                 for j in range(2 * k):
-                    if not torch.isfinite(best[b, j]) or slot == k:
+                    if best_list[b][j] == float("-inf") or slot == k:
                         break
-                    origin = b * k + int(beam[b, j])
-                    if int(token[b, j]) == EOS:
-                        if len(finished[b]) < k:
-                            finished[b].append((float(best[b, j]) / penalty(t + 1), sequences[origin].tolist()))
+                    origin = b * k + beam_list[b][j]
+                    if token_list[b][j] == EOS:
+                        if len(finished[sentence]) < k:
+                            finished[sentence].append((best_list[b][j] / penalty(t + 1), sequences[origin].tolist()))
                         continue
-                    keep[b, slot], scores[b, slot], token[b, slot] = origin, best[b, j], token[b, j]  # slot <= j
+                    keep[b][slot], kept_scores[b][slot], kept_tokens[b][slot] = origin, best_list[b][j], token_list[b][j]
                     slot += 1
-            order = keep.view(-1)
-            sequences = torch.cat([sequences[order], token[:, :k].reshape(-1, 1)], dim=1)
-            state = tuple(s[:, order] for s in state) if isinstance(state, tuple) else state[:, order]
-            feed, tokens = feed[order], token[:, :k].reshape(-1)
-            if all(len(f) >= k for f in finished):
+                ended = len(finished[sentence])
+                if not (ended >= k or (ended >= n_best and token_list[b][0] == EOS)):
+                    still.append(b)
+            alive = [alive[b] for b in still]
+            if not alive:
                 break
-        for b in range(batch):  # sentences cut at max_length: their live beams, unfinished
+            order = torch.tensor([keep[b] for b in still], device=source.device).view(-1)
+            scores = torch.tensor([kept_scores[b] for b in still], device=source.device, dtype=scores.dtype)
+            tokens = torch.tensor([kept_tokens[b] for b in still], device=source.device).view(-1)
+            sequences = torch.cat([sequences[order], tokens[:, None]], dim=1)
+            state, feed = _rows(state, order, dim=1), feed[order]
+            if len(still) < memory.shape[0] // k:  # a sentence's k rows of memory are alike: drop the done ones
+                rows = (torch.tensor(still, device=source.device)[:, None] * k + torch.arange(k, device=source.device)).view(-1)
+                memory, mask = memory[rows], mask[rows]
+        for b, sentence in enumerate(alive):  # sentences cut at max_length: their live beams, unfinished
             for slot in range(k):
-                if len(finished[b]) < k and torch.isfinite(scores[b, slot]):
-                    finished[b].append((float(scores[b, slot]) / penalty(sequences.shape[1]), sequences[b * k + slot].tolist()))
+                if len(finished[sentence]) < k and torch.isfinite(scores[b, slot]):
+                    finished[sentence].append(
+                        (float(scores[b, slot]) / penalty(sequences.shape[1]), sequences[b * k + slot].tolist())
+                    )
         return [sorted(f, key=lambda hypothesis: -hypothesis[0]) for f in finished]
+
+
+def _rows(state, rows: torch.Tensor, dim: int):
+    """An RNN state (a tensor, or an LSTM's (h, c)) at the given batch rows."""
+    return tuple(s.index_select(dim, rows) for s in state) if isinstance(state, tuple) else state.index_select(dim, rows)
