@@ -1,0 +1,82 @@
+"""Audio for speech recognition: reading any rate and channel count, resampling that keeps a
+tone's pitch, log-mel features against hand-worked frame counts and filters, and bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+soundfile = pytest.importorskip("soundfile", reason="the speech extra is not installed (pip install 'seqtool[speech]')")
+
+from seqtool.errors import SeqtoolError  # noqa: E402
+from seqtool.tasks.speech_audio import FeatureSettings, UnusableAudio, extract, log_mel, mel_filterbank, read_audio  # noqa: E402
+
+
+def _tone(hz: float, rate: int, seconds: float, channels: int = 1) -> np.ndarray:
+    t = np.arange(round(rate * seconds)) / rate
+    wave = 0.5 * np.sin(2 * np.pi * hz * t)
+    return np.stack([wave * (c + 1) / channels for c in range(channels)], axis=1) if channels > 1 else wave
+
+
+def _dominant_hz(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize(
+    ("rate", "subtype", "suffix"), [(44100, "PCM_16", "wav"), (8000, "PCM_24", "flac"), (22050, "FLOAT", "wav")]
+)
+def test_any_rate_channels_and_sample_format_become_mono_16k_at_the_same_pitch(tmp_path, rate, subtype, suffix):
+    path = tmp_path / f"tone.{suffix}"
+    soundfile.write(path, _tone(1000.0, rate, 0.5, channels=2), rate, subtype=subtype)
+    samples = read_audio(path, 16000)
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(len(samples) - 8000) <= 1  # half a second at 16 kHz
+    assert abs(_dominant_hz(samples, 16000) - 1000.0) < 5.0
+    assert np.abs(samples).max() == pytest.approx(0.375, abs=0.01)  # the two channels averaged: (0.25 + 0.5) / 2
+
+
+def test_mel_filters_are_triangles_rising_in_pitch_and_cover_the_spectrum():
+    bank = mel_filterbank(16000, 512, 40).numpy()
+    assert bank.shape == (40, 257) and bank.min() >= 0.0 and bank.max() <= 1.0 + 1e-6
+    peaks = bank.argmax(axis=1)
+    assert (np.diff(peaks) >= 0).all() and peaks[-1] > 200
+    assert (bank.sum(axis=0)[2:-2] > 0).all()  # every bin but the very ends is in some filter
+
+
+def test_log_mel_frames_and_normalisation(tmp_path):
+    settings = FeatureSettings()  # 25 ms windows (400 samples), 10 ms hops (160), 80 bands
+    samples = _tone(440.0, 16000, 1.0).astype(np.float32) + 0.01 * np.random.default_rng(0).standard_normal(16000).astype(
+        np.float32
+    )
+    features = log_mel(samples, settings)
+    assert features.shape == (1 + (16000 - 400) // 160, 80)
+    np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(features.std(axis=0, ddof=1), 1.0, atol=1e-2)
+    louder = log_mel(4.0 * samples, settings)
+    np.testing.assert_allclose(louder, features, atol=1e-3)  # gain does not matter after normalisation
+    assert log_mel(samples[:100], settings).shape == (1, 80)  # shorter than a window: one frame
+
+
+def test_bad_files_are_named_and_empty_or_silent_ones_are_skipped_by_reason(tmp_path):
+    good, empty, silent = tmp_path / "good.wav", tmp_path / "empty.wav", tmp_path / "silent.wav"
+    soundfile.write(good, _tone(300.0, 16000, 0.3), 16000)
+    soundfile.write(empty, np.zeros(0), 16000)
+    soundfile.write(silent, np.zeros(4000), 16000)
+    long = tmp_path / "long.wav"
+    soundfile.write(long, _tone(300.0, 16000, 3.0), 16000)
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all")
+    with pytest.raises(UnusableAudio, match="empty"):
+        read_audio(empty, 16000)
+    with pytest.raises(SeqtoolError, match="not a readable audio file"):
+        read_audio(text, 16000)
+    with pytest.raises(SeqtoolError, match="not found"):
+        read_audio(tmp_path / "missing.wav", 16000)
+    files = [good, empty, silent, long, good]
+    features = extract(files, FeatureSettings(), 2.0, [f"manifest.csv row {i + 2}" for i in range(5)])
+    assert features.rows.tolist() == [0, 4] and features.skipped == {"empty": [1], "silent": [2], "longer than 2 s": [3]}
+    np.testing.assert_array_equal(features.utterance(0), features.utterance(1))
+    assert features.seconds.tolist() == pytest.approx([0.3, 0.3])
+    with pytest.raises(SeqtoolError, match=r"^manifest.csv row 3: .*notes.wav: not a readable audio file"):
+        extract([good, text], FeatureSettings(), 2.0, ["manifest.csv row 2", "manifest.csv row 3"])
