@@ -1,0 +1,41 @@
+"""The speech kind's config sections: a manifest of audio files and transcripts, the feature
+settings, the recogniser's shape, and SpecAugment in training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seqtool.config import ModelConfig, TrainingConfig, option
+
+
+@dataclass
+class SpeechData:
+    path: str | None = option(None, "manifest CSV (audio paths relative to it, transcripts), split at random (seeded)")
+    train: str | None = option(None, "training manifest (instead of path)")
+    val: str | None = option(None, "validation manifest (with train)")
+    test: str | None = option(None, "test manifest (with train)")
+    audio_column: str = option("path", "column holding each audio file's path")
+    text_column: str = option("text", "column holding each transcript")
+    group_column: str | None = option(None, "split `path` by this column (a voice, a speaker): no group on two sides")
+    lowercase: bool = option(True, "lower-case transcripts")
+    sample_rate: int = option(16000, "audio is resampled to this rate (Hz)", ge=1000)
+    window_ms: float = option(25.0, "analysis window of the log-mel features (ms)", gt=0.0)
+    hop_ms: float = option(10.0, "step between feature frames (ms)", gt=0.0)
+    n_mels: int = option(80, "mel bands", ge=1)
+    max_duration: float = option(20.0, "longer clips are skipped (and counted), in seconds", gt=0.0)
+    val_fraction: float = option(0.1, "share of `path` held out for validation", gt=0.0, lt=1.0)
+    test_fraction: float = option(0.1, "share of `path` held out for testing", ge=0.0, lt=1.0)
+
+
+@dataclass
+class SpeechModel(ModelConfig):
+    bidirectional: bool = option(True, "read the frames in both directions")
+    frame_stack: int = option(3, "concatenate this many frames into one: a shorter, faster sequence", ge=1)
+
+
+@dataclass
+class SpeechTraining(TrainingConfig):
+    freq_masks: int = option(0, "SpecAugment: bands of mel channels masked per utterance in training", ge=0)
+    freq_mask_width: int = option(10, "SpecAugment: widest masked band (channels)", ge=0)
+    time_masks: int = option(0, "SpecAugment: spans of frames masked per utterance in training", ge=0)
+    time_mask_width: int = option(20, "SpecAugment: longest masked span (frames)", ge=0)
