@@ -80,3 +80,38 @@ def test_bad_files_are_named_and_empty_or_silent_ones_are_skipped_by_reason(tmp_
     assert features.seconds.tolist() == pytest.approx([0.3, 0.3])
     with pytest.raises(SeqtoolError, match=r"^manifest.csv row 3: .*notes.wav: not a readable audio file"):
         extract([good, text], FeatureSettings(), 2.0, ["manifest.csv row 2", "manifest.csv row 3"])
+
+
+def test_features_are_cached_once_and_read_again_when_a_clip_changes(tmp_path, monkeypatch):
+    import os
+
+    import seqtool.tasks.speech_audio as audio
+
+    clips = []
+    for i, hz in enumerate((300.0, 600.0)):
+        clips.append(tmp_path / f"clip{i}.flac")
+        soundfile.write(clips[-1], _tone(hz, 16000, 0.4), 16000)
+    soundfile.write(tmp_path / "quiet.wav", np.zeros(2000), 16000)
+    files, where = [*clips, tmp_path / "quiet.wav"], ["row 2", "row 3", "row 4"]
+    cache = tmp_path / "cache"
+    first = audio.cached_extract(files, FeatureSettings(), 2.0, where, cache)
+    assert len(list(cache.glob("features-*.npz"))) == 1 and first.skipped == {"silent": [2]}
+
+    def no_reading(path, rate):
+        raise AssertionError("read the audio again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(audio, "read_audio", no_reading)
+        again = audio.cached_extract(files, FeatureSettings(), 2.0, where, cache)
+        np.testing.assert_array_equal(again.frames, first.frames)
+        assert again.offsets.tolist() == first.offsets.tolist() and again.skipped == first.skipped
+        assert again.rows.tolist() == [0, 1] and again.seconds.tolist() == pytest.approx([0.4, 0.4])
+    soundfile.write(clips[1], _tone(900.0, 16000, 0.5), 16000)  # a clip replaced: a new key
+    os.utime(clips[1], ns=(10**18, 10**18))
+    changed = audio.cached_extract(files, FeatureSettings(), 2.0, where, cache)
+    assert changed.seconds.tolist() == pytest.approx([0.4, 0.5]) and len(list(cache.glob("features-*.npz"))) == 2
+    for stale in cache.glob("features-*.npz"):
+        stale.write_bytes(b"not a cache file")  # damaged: rebuilt, never trusted
+    assert audio.cached_extract(files, FeatureSettings(), 2.0, where, cache).seconds.tolist() == pytest.approx([0.4, 0.5])
+    with pytest.raises(SeqtoolError, match="row 3: audio file not found"):
+        audio.cached_extract([clips[0], tmp_path / "gone.wav"], FeatureSettings(), 2.0, ["row 2", "row 3"], cache)

@@ -12,6 +12,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
+import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqtool.checkpoint import atomic_write_bytes
 from seqtool.errors import SeqtoolError
 
 SILENCE = 1e-4  # an utterance whose samples never exceed this is silent
@@ -166,3 +171,50 @@ def extract(files: list[Path], settings: FeatureSettings, max_seconds: float, wh
         rows.append(row)
     stacked = np.concatenate(frames) if frames else np.zeros((0, settings.n_mels), dtype=np.float32)
     return Features(stacked, np.cumsum(lengths), np.array(seconds), np.array(rows, dtype=np.int64), skipped)
+
+
+CACHE_FORMAT = 1  # bump when the features change, so old cache files are not read
+
+
+def cached_extract(
+    files: list[Path], settings: FeatureSettings, max_seconds: float, where: list[str], cache_dir: Path | None
+) -> Features:
+    """`extract`, computed once per set of files and settings and kept in `cache_dir` (one .npz,
+    written atomically). The key covers every file's path, size and modification time, so an
+    edited or replaced clip is read again; without a cache folder nothing is kept."""
+    if cache_dir is None:
+        return extract(files, settings, max_seconds, where)
+    stats = []
+    for path, place in zip(files, where, strict=True):
+        try:
+            stat = path.stat()
+        except OSError:
+            raise SeqtoolError(f"{place}: audio file not found: {path}") from None
+        stats.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, dataclasses.asdict(settings), max_seconds, stats]).encode()).hexdigest()[:16]
+    cache_file = Path(cache_dir) / f"features-{key}.npz"
+    if cache_file.is_file():
+        try:
+            with np.load(cache_file) as stored:
+                skipped = json.loads(str(stored["skipped"]))
+                return Features(stored["frames"], stored["offsets"], stored["seconds"], stored["rows"], skipped)
+        except (OSError, ValueError, KeyError):  # a damaged cache file is rebuilt, never trusted
+            pass
+    features = extract(files, settings, max_seconds, where)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        frames=features.frames,
+        offsets=features.offsets,
+        seconds=features.seconds,
+        rows=features.rows,
+        skipped=np.array(json.dumps(features.skipped)),
+    )
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cache_file, buffer.getvalue())
+    except OSError as exc:
+        raise SeqtoolError(
+            f"could not write the feature cache in {cache_dir}: {exc.strerror or exc}; free space or make it writable"
+        ) from None
+    return features
