@@ -62,9 +62,11 @@ def test_greedy_merges_repeats_and_drops_blanks_and_a_beam_of_one_is_greedy():
 
 def test_spec_augment_masks_bands_and_spans_within_each_utterance():
     features = torch.ones(2, 50, 24)
-    masked = spec_augment(features, torch.tensor([50, 20]), (2, 5), (2, 8), torch.Generator().manual_seed(0))
+    masked = spec_augment(features, torch.tensor([50, 20]), (2, 5), (2, 8), [7, 8])
     assert masked.shape == features.shape and 0 < int((masked == 0).sum()) < features.numel() // 2
     assert torch.equal(features, torch.ones(2, 50, 24))  # the input is untouched
+    alone = spec_augment(features[1:], torch.tensor([20]), (2, 5), (2, 8), [8])
+    assert torch.equal(alone[0], masked[1])  # a clip's masks depend on its seed, not its batch
     assert (masked[1, 20:] == 0).sum() <= (masked[1, :20] == 0).sum() * 30  # spans start inside the utterance
 
 

@@ -112,8 +112,10 @@ class Task:
     main_metric: ClassVar[MainMetric | None] = None
     unit: ClassVar[str] = "samples"  # what throughput counts: "tok" or "samples"
     baselines: ClassVar[tuple[str, ...]] = ()  # names prefixing baseline metrics in `evaluate`
+    timing_metrics: ClassVar[tuple[str, ...]] = ()  # metrics of speed: they differ run to run (the kit skips them)
     predict_options: ClassVar[tuple[PredictOption, ...]] = ()
     evaluate_options: ClassVar[tuple[PredictOption, ...]] = ()  # `seqtool evaluate` options after the checkpoint
+    predict_arguments: ClassVar[str | None] = None  # name of the list of plain arguments predict takes (speech: "paths")
     predict_hint: ClassVar[str | None] = None  # typical predict options, for the "Next:" line after training
     not_predictable: ClassVar[str | None] = None  # why `predict` does not apply, if it does not
     not_exportable: ClassVar[str] = "it defines no export signature"
@@ -430,9 +432,15 @@ def parse_options(kind: type[Task], args: list[str], checkpoint: str, command: s
     declared = _declared(kind, command)
     own = {option.flag: option for option in declared}
     values: dict[str, Any] = {_option_name(flag): None for flag in own}
+    positional = kind.predict_arguments if command == "predict" else None
+    if positional:
+        values[positional] = []
     rest = list(args)
     while rest:
         flag, given, text = rest.pop(0).partition("=")
+        if positional and not flag.startswith("-"):
+            values[positional].append(flag + given + text)
+            continue
         if flag not in own:
             raise _foreign_option(kind, flag, checkpoint, command)
         if not given:

@@ -53,13 +53,15 @@ class SpeechNetwork(nn.Module):
 
 
 def spec_augment(
-    features: torch.Tensor, lengths: torch.Tensor, bands: tuple[int, int], spans: tuple[int, int], generator: torch.Generator
+    features: torch.Tensor, lengths: torch.Tensor, bands: tuple[int, int], spans: tuple[int, int], seeds: list[int]
 ) -> torch.Tensor:
     """A copy with `bands[0]` bands of up to `bands[1]` mel channels and `spans[0]` spans of up
-    to `spans[1]` frames (within each utterance) set to 0, drawn from `generator`."""
+    to `spans[1]` frames (within each utterance) set to 0. Row i's masks come from `seeds[i]`
+    alone, so an utterance is masked alike in any batch and on any process."""
     masked = features.clone()
-    batch, _, channels = features.shape
-    for row in range(batch):
+    channels = features.shape[2]
+    for row, seed in enumerate(seeds):
+        generator = torch.Generator().manual_seed(seed)
         for _ in range(bands[0]):
             width = int(torch.randint(0, bands[1] + 1, (1,), generator=generator))
             start = int(torch.randint(0, max(1, channels - width), (1,), generator=generator))

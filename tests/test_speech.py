@@ -1,0 +1,72 @@
+"""The speech kind through the command line: the evaluate keys, predict over paths, a folder,
+a manifest and stdin with one unreadable clip named and the others transcribed, and init."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("soundfile", reason="the speech extra is not installed (pip install 'seqtool[speech]')")
+
+from seqtool.config import load_config
+from seqtool.testing import prepare
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "speech"
+
+
+@pytest.fixture(scope="module")
+def speech_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("speech")
+    job = prepare("speech", folder, max_steps=60)
+    return job.train("run"), folder
+
+
+def test_evaluate_reports_the_contract_keys_beside_the_baseline(speech_run, run_cli):
+    run, _ = speech_run
+    metrics = json.loads(run_cli("evaluate", run, "--json").ok().out)
+    for key in ("cer", "wer", "baseline_cer", "baseline_wer", "real_time_factor"):
+        assert isinstance(metrics[key], float), key
+    assert (
+        metrics["clips"] == 4 and metrics["skipped_clips"] == 0
+    )  # the test part: 10% of 40 clips and metrics["real_time_factor"] > 0
+    beam = json.loads(run_cli("evaluate", run, "--json", "--beam-size", "3").ok().out)
+    assert set(beam) == set(metrics)
+
+
+def test_predict_takes_paths_a_folder_a_manifest_and_stdin_and_names_an_unreadable_clip(speech_run, run_cli, tmp_path):
+    run, folder = speech_run
+    clips = [str(folder / f"clip{i}.wav") for i in range(3)]
+    given = run_cli("predict", run, *clips).ok()
+    assert [line.split("\t")[0] for line in given.out.splitlines()] == clips
+    piped = run_cli("predict", run, stdin="\n".join(clips) + "\n").ok()
+    assert piped.out == given.out
+    manifest = run_cli("predict", run, "--data", folder / "new.csv").ok()
+    assert [line.split("\t")[1] for line in manifest.out.splitlines()] == [line.split("\t")[1] for line in given.out.splitlines()]
+    broken = run_cli("predict", run, clips[0], str(folder / "noise.wav"), clips[1])
+    assert broken.code == 2 and broken.out.count("\n") == 2 and "noise.wav: not a readable audio file" in broken.err
+    assert "1 clip(s) could not be transcribed" in broken.err and "Traceback" not in broken.err
+    out = tmp_path / "transcripts.csv"
+    run_cli("predict", run, *clips, "--output", out).ok()
+    assert out.read_text().splitlines()[0] == "path,transcript" and len(out.read_text().splitlines()) == 4
+    shutil.copy(folder / "clip0.wav", tmp_path / "a.wav")
+    assert run_cli("predict", run, "--data", tmp_path).ok().out.startswith(str(tmp_path / "a.wav"))
+
+
+def test_init_recognises_a_manifest_and_holds_out_voices(tmp_path, run_cli):
+    shutil.copytree(DATA, tmp_path / "speech")
+    manifest = tmp_path / "speech" / "manifest.csv"
+    assert run_cli("init", manifest).code == 0
+    config = load_config(manifest.with_suffix(".yaml"))
+    assert config.task == "speech" and (config.data.audio_column, config.data.text_column) == ("path", "text")
+    assert config.data.group_column == "voice"
+
+
+def test_the_shipped_config_trains_on_the_bundled_clips(tmp_path, run_cli, monkeypatch):
+    monkeypatch.chdir(DATA.parent.parent)
+    run = tmp_path / "run"
+    run_cli("train", "configs/speech_commands.yaml", "training.max_steps=4", "training.max_time=null", "--run-dir", run).ok()
+    metrics = json.loads(run_cli("evaluate", run, "--json").ok().out)
+    assert metrics["clips"] > 20  # whole voices held out for the test part
