@@ -123,6 +123,7 @@ class Seq2SeqTask(WindowedTask):
         # The training data's most frequent target: the `majority` baseline (the majority answer in QA).
         self.majority: str | None = artifacts.get("majority_target") if artifacts else None
         self.splits: dict[str, Encoded] = {}
+        self._indexes: dict[str, dict[str, int]] = {}
 
     @classmethod
     def check_config(cls, config: Config, where: Where) -> None:
@@ -188,9 +189,15 @@ class Seq2SeqTask(WindowedTask):
             for side, count in counts.items()
         }
 
+    def _index(self, side: str) -> dict[str, int]:
+        """token -> id of one side, built once (predict encodes line by line)."""
+        if side not in self._indexes:
+            self._indexes[side] = {t: i for i, t in enumerate(self.vocab[side])}
+        return self._indexes[side]
+
     def _ids(self, texts: list[str], side: str, limit: int, end: bool) -> tuple[np.ndarray, np.ndarray, int]:
         """Padded ids (texts, limit [+1 for </s>]), lengths, and how many texts were cut."""
-        index = {t: i for i, t in enumerate(self.vocab[side])}
+        index = self._index(side)
         tokenizer = self.data.source_tokenizer if side == "source" else self.data.target_tokenizer
         ids = np.full((len(texts), limit + end), PAD, dtype=np.int64)
         lengths, cut = np.zeros(len(texts), dtype=np.int64), 0
@@ -423,7 +430,7 @@ class Seq2SeqTask(WindowedTask):
         from seqtool.tasks.seq2seq_plots import alignment_plot
 
         source, lengths, _ = self._ids([text], "source", self.data.max_source_length, end=False)
-        index = {t: i for i, t in enumerate(self.vocab["target"])}
+        index = self._index("target")
         tokens = tokenize(output, self.data.target_tokenizer)[: self.data.max_target_length]
         ids = torch.tensor([index.get(t, UNK) for t in tokens], dtype=torch.long).view(1, -1)
         device = next(model.parameters()).device  # rows: <s> chooses tokens[0], ..., the last one </s>

@@ -71,6 +71,7 @@ class SpeechTask(WindowedTask):
         self.characters: list[str] | None = list(artifacts["characters"]) if artifacts else None
         self.most_common: str | None = artifacts["most_common"] if artifacts else None
         self.splits: dict[str, Utterances] = {}
+        self._index: dict[str, int] | None = None  # character -> label id
         self.epoch = 0
 
     @classmethod
@@ -148,15 +149,12 @@ class SpeechTask(WindowedTask):
         return self.length_bucketed_order(epoch, self.splits["train"].features.lengths())
 
     def _batch(self, utterances: Utterances, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = utterances.features.lengths()[rows]
-        padded = np.zeros((len(rows), int(lengths.max()), self.data.n_mels), dtype=np.float32)
-        for k, row in enumerate(rows):
-            padded[k, : lengths[k]] = utterances.features.utterance(int(row))
-        return to_device(torch.from_numpy(padded), device), torch.from_numpy(lengths)
+        return _padded([utterances.features.utterance(int(r)) for r in rows], self.data.n_mels, device)
 
     def _targets(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = {c: i + 1 for i, c in enumerate(self.characters)}  # 0 is the blank
-        ids = [[index[c] for c in text if c in index] for text in texts]
+        if self._index is None:  # built once: this runs every training step
+            self._index = {c: i + 1 for i, c in enumerate(self.characters)}  # 0 is the blank
+        ids = [[self._index[c] for c in text if c in self._index] for text in texts]
         return torch.tensor([i for seq in ids for i in seq], dtype=torch.long), torch.tensor([len(s) for s in ids])
 
     def _ctc_sum(self, model: SpeechNetwork, utterances: Utterances, rows: np.ndarray, device: torch.device, augment: bool):
@@ -193,11 +191,7 @@ class SpeechTask(WindowedTask):
         order, out = np.argsort([len(f) for f in features], kind="stable"), [""] * len(features)
         for start in range(0, len(order), EVAL_BATCH):
             rows = order[start : start + EVAL_BATCH]
-            lengths = torch.tensor([len(features[r]) for r in rows])
-            padded = torch.zeros(len(rows), int(lengths.max()), self.data.n_mels)
-            for k, r in enumerate(rows):
-                padded[k, : lengths[k]] = torch.from_numpy(features[r])
-            log_probs, out_lengths = model(to_device(padded, device), lengths)
+            log_probs, out_lengths = model(*_padded([features[r] for r in rows], self.data.n_mels, device))
             if beam is None:
                 ids = greedy_decode(log_probs, out_lengths)
             else:
@@ -216,8 +210,7 @@ class SpeechTask(WindowedTask):
         return self.splits[split]
 
     def evaluate(self, model: SpeechNetwork, split: str, device: torch.device, data_path: str | None = None) -> dict[str, float]:
-        import jiwer
-
+        jiwer = _jiwer()
         utterances = self._eval_split(split, data_path)
         rows = np.arange(len(utterances.texts))
         loss = sum(
@@ -297,6 +290,9 @@ class SpeechTask(WindowedTask):
 
     def predict_api(self, model: SpeechNetwork, data: Any, options: dict[str, Any]) -> Any:
         """`predict(["clip.wav", ...], beam_size=...)`: the transcripts."""
+        unknown = sorted(set(options) - {"beam_size"})
+        if unknown:
+            raise SeqtoolError(f"predict() options {unknown} do not apply to a speech model (it takes beam_size)")
         paths = [Path(p) for p in (data if isinstance(data, (list, tuple)) else [data])]
         features = [log_mel(read_audio(p, self.settings.sample_rate), self.settings) for p in paths]
         return self.transcribe(model, features, options.get("beam_size"))
@@ -377,3 +373,20 @@ training:
             BadInput("empty manifest", "empty", files={"manifest.csv": ""}),
         )
         return Example(config, ("--data", str(folder / "new.csv")), f"{folder / 'clip0.wav'}\n{folder / 'clip1.wav'}\n", bad)
+
+
+def _padded(clips: list[np.ndarray], bands: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips of frames as one zero-padded batch (clips, longest, bands), and their lengths."""
+    lengths = np.array([len(c) for c in clips], dtype=np.int64)
+    padded = np.zeros((len(clips), int(lengths.max()), bands), dtype=np.float32)
+    for k, clip in enumerate(clips):
+        padded[k, : lengths[k]] = clip
+    return to_device(torch.from_numpy(padded), device), torch.from_numpy(lengths)
+
+
+def _jiwer():
+    try:
+        import jiwer
+    except ImportError:
+        raise SeqtoolError("speech evaluation needs jiwer, not installed: pip install 'seqtool[speech]'") from None
+    return jiwer

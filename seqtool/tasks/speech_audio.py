@@ -63,8 +63,10 @@ class FeatureSettings:
 
 def read_audio(path: Path, sample_rate: int) -> np.ndarray:
     """Mono float32 samples at `sample_rate`; an unreadable, empty or silent file is an error naming it."""
-    import soundfile
-
+    try:
+        import soundfile
+    except ImportError:
+        raise SeqtoolError("reading audio needs soundfile, not installed: pip install 'seqtool[speech]'") from None
     if not Path(path).is_file():
         raise SeqtoolError(f"audio file not found: {path}")
     try:
@@ -77,7 +79,10 @@ def read_audio(path: Path, sample_rate: int) -> np.ndarray:
     if float(np.abs(mono).max()) < SILENCE:
         raise UnusableAudio(f"{path}: the audio is silent", "silent")
     if rate != sample_rate:
-        from scipy.signal import resample_poly
+        try:
+            from scipy.signal import resample_poly
+        except ImportError:
+            raise SeqtoolError(f"{path} is at {rate} Hz; resampling needs scipy: pip install 'seqtool[speech]'") from None
 
         common = math.gcd(int(rate), sample_rate)
         mono = resample_poly(mono, sample_rate // common, int(rate) // common).astype(np.float32)
