@@ -7,11 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("soundfile", reason="the speech extra is not installed (pip install 'seqtool[speech]')")
 
 from seqtool.config import load_config
+from seqtool.engine import load_trained
 from seqtool.testing import prepare
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "speech"
@@ -29,9 +32,8 @@ def test_evaluate_reports_the_contract_keys_beside_the_baseline(speech_run, run_
     metrics = json.loads(run_cli("evaluate", run, "--json").ok().out)
     for key in ("cer", "wer", "baseline_cer", "baseline_wer", "real_time_factor"):
         assert isinstance(metrics[key], float), key
-    assert (
-        metrics["clips"] == 4 and metrics["skipped_clips"] == 0
-    )  # the test part: 10% of 40 clips and metrics["real_time_factor"] > 0
+    assert metrics["clips"] == 4 and metrics["skipped_clips"] == 0  # the test part: 10% of 40 clips
+    assert metrics["real_time_factor"] > 0
     beam = json.loads(run_cli("evaluate", run, "--json", "--beam-size", "3").ok().out)
     assert set(beam) == set(metrics)
 
@@ -70,3 +72,38 @@ def test_the_shipped_config_trains_on_the_bundled_clips(tmp_path, run_cli, monke
     run_cli("train", "configs/speech_commands.yaml", "training.max_steps=4", "training.max_time=null", "--run-dir", run).ok()
     metrics = json.loads(run_cli("evaluate", run, "--json").ok().out)
     assert metrics["clips"] > 20  # whole voices held out for the test part
+
+
+def test_an_onnx_deployment_needs_only_the_metadata(speech_run, run_cli, tmp_path):
+    """Features from the metadata's settings, the graph through onnxruntime, greedy decoding in
+    numpy from the metadata's labels: the same transcripts as `seqtool predict`, frame by frame."""
+    ort = pytest.importorskip("onnxruntime")
+    from seqtool.tasks.speech_audio import FeatureSettings, log_mel, read_audio
+
+    run, folder = speech_run
+    output = tmp_path / "asr.onnx"
+    run_cli("export", run, "--format", "onnx", "--output", output).ok()
+    meta = json.loads(output.with_suffix(".onnx.json").read_text())
+    features = meta["features"]
+    settings = FeatureSettings(features["sample_rate"], features["window_ms"], features["hop_ms"], features["n_mels"])
+    clips = [folder / f"clip{i}.wav" for i in range(3)]
+    frames = [log_mel(read_audio(clip, settings.sample_rate), settings) for clip in clips]
+    batch = np.zeros((len(frames), max(len(f) for f in frames), settings.n_mels), dtype=np.float32)
+    for k, f in enumerate(frames):
+        batch[k, : len(f)] = f
+    lengths = np.array([len(f) for f in frames], dtype=np.int64)
+    log_probs, steps = ort.InferenceSession(str(output)).run(None, {"features": batch, "lengths": lengths})
+    assert steps.tolist() == [-(-n // meta["frame_stack"]) for n in lengths]
+
+    def greedy(labels: np.ndarray) -> str:
+        kept = [int(a) for a, b in zip(labels, np.r_[-1, labels[:-1]], strict=True) if a != b and a != meta["blank"]]
+        return "".join(meta["characters"][i - 1] for i in kept)
+
+    deployed = [greedy(log_probs[k, : steps[k]].argmax(-1)) for k in range(len(clips))]
+    predicted = [line.split("\t")[1] for line in run_cli("predict", run, *map(str, clips)).ok().out.splitlines()]
+    assert deployed == predicted
+    _, model, _ = load_trained(run)
+    with torch.no_grad():
+        reference, _ = model(torch.from_numpy(batch), torch.from_numpy(lengths))
+    for k in range(len(clips)):
+        assert (log_probs[k, : steps[k]].argmax(-1) == reference[k, : steps[k]].argmax(-1).numpy()).all()

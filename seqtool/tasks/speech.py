@@ -26,7 +26,18 @@ from seqtool.config import Config, Where, check_text_files
 from seqtool.data import csvfile, sniff
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, Unsuitable, WindowedTask, to_device
+from seqtool.signature import Signature
+from seqtool.tasks import (
+    BadInput,
+    Example,
+    MainMetric,
+    PredictOption,
+    Starter,
+    Unsuitable,
+    WindowedTask,
+    speech_export,
+    to_device,
+)
 from seqtool.tasks.speech_audio import Features, FeatureSettings, cached_extract, log_mel, read_audio
 from seqtool.tasks.speech_config import SpeechData, SpeechModel, SpeechTraining
 from seqtool.tasks.speech_network import BLANK, SpeechNetwork, greedy_decode, prefix_beam_search, spec_augment
@@ -61,7 +72,6 @@ class SpeechTask(WindowedTask):
         PredictOption("--output", Path, "write path,transcript as CSV here", "stdout: path<TAB>transcript"),
         PredictOption("--beam-size", int, "CTC prefix beam search with this many prefixes", "1: greedy", min=1),
     )
-    not_exportable = "ONNX export of the recogniser is not built yet"
     evaluate_options = (PredictOption("--beam-size", int, "decode by CTC prefix beam search", "1: greedy", min=1),)
 
     def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
@@ -296,6 +306,14 @@ class SpeechTask(WindowedTask):
         paths = [Path(p) for p in (data if isinstance(data, (list, tuple)) else [data])]
         features = [log_mel(read_audio(p, self.settings.sample_rate), self.settings) for p in paths]
         return self.transcribe(model, features, options.get("beam_size"))
+
+    # ---- export ----------------------------------------------------------------------------------
+
+    def export_signature(self, model: SpeechNetwork, generator: torch.Generator) -> Signature:
+        return speech_export.signature(model, self.data.n_mels, generator)
+
+    def export_metadata(self) -> dict[str, Any]:
+        return speech_export.metadata(self.settings, self.characters, self.data.lowercase, self.config.model.frame_stack)
 
     # ---- init and the conformance kit --------------------------------------------------------------
 

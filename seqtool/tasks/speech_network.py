@@ -40,11 +40,12 @@ class SpeechNetwork(nn.Module):
         return torch.div(lengths + self.stack - 1, self.stack, rounding_mode="floor")
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Pad to a whole number of windows and concatenate each window's frames, in shape
+        # arithmetic that tracing records, so an exported graph takes any number of frames.
         batch, frames, bands = features.shape
-        padded = math.ceil(frames / self.stack) * self.stack
-        if padded != frames:
-            features = nn.functional.pad(features, (0, 0, 0, padded - frames))
-        stacked = features.reshape(batch, padded // self.stack, bands * self.stack)
+        windows = (frames + self.stack - 1) // self.stack
+        padded = nn.functional.pad(features, (0, 0, 0, self.stack - 1))[:, : windows * self.stack]
+        stacked = padded.reshape(batch, windows, bands * self.stack)
         out_lengths = self.output_lengths(lengths)
         packed = pack_padded_sequence(self.dropout(stacked), out_lengths.cpu(), batch_first=True, enforce_sorted=False)
         outputs, _ = self.recurrent(packed)
