@@ -296,6 +296,114 @@ def compare(
     console.print(f"Wrote {', '.join(str(out_dir / name) for name in comparing.COMPARE_FILES)}", highlight=False)
 
 
+def tune(
+    config: Annotated[Path, typer.Argument(help="YAML config file every trial starts from.", show_default=False)],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted KEY=VALUE overrides for every trial (e.g. a shorter budget).", show_default=False),
+    ] = None,
+    space: Annotated[
+        Path,
+        typer.Option(
+            "--space", help="Search space YAML: dotted keys -> {int: [lo, hi]}, {float: [lo, hi], log: true} or [choices]."
+        ),
+    ] = ...,  # type: ignore[assignment]
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Finished trials the study should reach.")] = 20,
+    timeout: Annotated[
+        str | None, typer.Option("--timeout", help="Start no trial after this long, e.g. 30m." + _shown_default("none"))
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="Optuna storage URL; a PostgreSQL or MySQL one shares the study between machines."
+            + _shown_default("sqlite in the tune directory"),
+        ),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", min=1, help="Trials at once, each in its own process with its share of the cores.")
+    ] = 1,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="Torch threads per trial." + _shown_default("cores / jobs"))
+    ] = None,
+    pruner: Annotated[str, typer.Option("--pruner", help="Stop bad trials early: median, halving or none.")] = "median",
+    metric: Annotated[
+        str,
+        typer.Option("--metric", help="Validation metric to optimise, at the best checkpoint (loss, or one the kind reports)."),
+    ] = "loss",
+    direction: Annotated[
+        str | None, typer.Option("--direction", help="minimize or maximize." + _shown_default("minimize"))
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Study name." + _shown_default("the config's name"))] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Tune directory." + _shown_default("runs/tune-<name>"))] = None,
+    worker_trials: Annotated[int | None, typer.Option("--worker-trials", hidden=True)] = None,
+    worker_index: Annotated[int, typer.Option("--worker-index", hidden=True)] = 0,
+) -> None:
+    """Search hyperparameters with Optuna (TPE, pruning); trials are runs, and a rerun continues."""
+    from seqtool import tune as tuning
+
+    job = tuning.plan(
+        config,
+        overrides or [],
+        space,
+        name=name,
+        folder=output,
+        storage=storage,
+        trials=trials,
+        timeout=timeout,
+        jobs=jobs,
+        threads=threads,
+        pruner=pruner,
+        metric=metric,
+        direction=direction,
+    )
+    console = Console(soft_wrap=True)
+    try:
+        study = tuning.run(job, console, worker_trials, worker_index)
+    except TrainingInterrupted as exc:
+        exc.resume_command = shlex.join(["seqtool", *sys.argv[1:]])
+        raise
+    if worker_trials is not None:
+        return
+    from seqtool.tune_report import trials_table, write_report
+
+    console.print(trials_table(job, study))
+    console.print(f"Wrote {', '.join(map(str, write_report(job, study)))}", highlight=False)
+
+
+def serve(
+    run: Annotated[Path, typer.Argument(help="Run directory (its best.pt) or checkpoint file.", show_default=False)],
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; anything but localhost is reachable by others.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Server processes, each with the model and its share of the cores.")
+    ] = 1,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="SEQTOOL_API_KEY", help="Require 'Authorization: Bearer KEY' (or set SEQTOOL_API_KEY)."),
+    ] = None,
+    max_request_bytes: Annotated[int, typer.Option("--max-request-bytes", min=1, help="Larger requests get 413.")] = 4
+    * 1024
+    * 1024,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Queued requests answered in one batch, at most.")] = 64,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests waiting beyond this get 503.")] = 256,
+) -> None:
+    """Serve a trained model over HTTP (FastAPI + uvicorn): /health, /metadata, /predict, /generate; OpenAPI at /docs."""
+    from seqtool.serve import LOCAL_HOSTS, ServeSettings
+    from seqtool.serve import serve as run_server
+
+    if host not in LOCAL_HOSTS and not api_key:
+        print(
+            f"Warning: binding {host}: anyone who can reach this machine can use the model, and there is no "
+            "authentication; pass --api-key (or SEQTOOL_API_KEY) to require a bearer token",
+            file=sys.stderr,
+        )
+    settings = ServeSettings(str(run), api_key, max_request_bytes, max_batch, max_queue)
+    run_server(settings, host, port, workers)
+
+
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="One or more run directories.", show_default=False)],
     output: Annotated[
@@ -508,7 +616,7 @@ def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON lis
 
 
 # In the order a user meets them: the help lists them so.
-for _command in (init, train, evaluate, predict, runs, compare, plot, export, tasks):
+for _command in (init, train, evaluate, predict, runs, compare, tune, serve, plot, export, tasks):
     if _command in (predict, evaluate):  # some options are the kind's, parsed once the checkpoint says which kind
         app.command(cls=_KindOptionsCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
             _command

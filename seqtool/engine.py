@@ -22,7 +22,7 @@ from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.runtime import pick_device, score
 from seqtool.tasks import Task, evaluating, make_task, parse_options
-from seqtool.trainer import TrainResult, run_session
+from seqtool.trainer import EvaluationHook, TrainResult, run_session
 
 
 def train(
@@ -34,10 +34,12 @@ def train(
     init_from: str | Path | None = None,
     console: Console | None = None,
     command: str | None = None,
+    on_evaluation: EvaluationHook | None = None,
 ) -> TrainResult:
     """Train `config` into `run_dir`, holding the directory's lock. `resume` continues the run
     with its full state, `force` replaces it, `init_from` starts a new run from a checkpoint's
-    weights; `command` is recorded in run.json (default: this process's command line)."""
+    weights; `command` is recorded in run.json (default: this process's command line);
+    `on_evaluation(step, metrics)` may return a reason to stop (a search pruning a trial)."""
     run_dir = Path(run_dir)
     device = pick_device(config.training.device)
     cluster = Cluster.from_environment(device)
@@ -45,7 +47,7 @@ def train(
         # Under torchrun rank 0 alone locks, writes and draws progress.
         console = (console or Console()) if cluster.is_main else Console(quiet=True)
         with rundir.held(run_dir, cluster):
-            result = run_session(config, run_dir, resume, force, init_from, console, command, cluster, device)
+            result = run_session(config, run_dir, resume, force, init_from, console, command, cluster, device, on_evaluation)
         # No process tears the group down while another still uses it: a rank that left early
         # aborted now and then ("terminate called without an active exception") at exit.
         cluster.barrier()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ from seqtool.runtime import (
     total_steps,
 )
 from seqtool.tasks import Task, make_task
+
+# Called after each evaluation with the step and the validation metrics; a reason returned
+# (such as a search pruning the trial) stops training there, as a budget would.
+EvaluationHook = Callable[[int, dict[str, float]], str | None]
 
 MAX_NON_FINITE_IN_A_ROW = 20  # with on_nan: skip_batch, this many bad batches in a row still stop training
 
@@ -89,6 +94,7 @@ def run_session(
     command: str | None,
     cluster: Cluster,
     device: torch.device,
+    on_evaluation: EvaluationHook | None = None,
 ) -> TrainResult:
     """Check everything that can be checked, set up, then train (the caller holds the lock)."""
     if "tensorboard" in config.training.log:
@@ -102,6 +108,7 @@ def run_session(
     if initial is not None and initial["config"]["task"] != config.task:
         raise SeqtoolError(f"--init-from {init_from} is a {initial['config']['task']} checkpoint, not {config.task}")
     trainer = Trainer(config, run_dir, console, cluster, device)
+    trainer.on_evaluation = on_evaluation
     trainer.setup(plan.resumed or initial)
     if plan.resumed is not None:
         trainer.restore(plan.resumed)
@@ -127,6 +134,8 @@ class Trainer:
         self.state = TrainState()
         self.last_metrics: dict[str, float] = {}
         self.log: Any = None  # the metrics log, opened once the run directory is ready
+        self.on_evaluation: EvaluationHook | None = None
+        self.stop_asked = ""  # what the evaluation hook said, if it asked to stop
 
     # ---- set-up and restore --------------------------------------------------------------------
 
@@ -266,6 +275,8 @@ class Trainer:
         main = self.task.main_metric.name if self.task.main_metric else None
         self.display.evaluated(state.step, self.last_metrics, improved, main)
         self.checkpoint(*((LAST, BEST) if improved else (LAST,)))
+        if self.on_evaluation is not None and cluster.is_main:
+            self.stop_asked = self.on_evaluation(state.step, dict(self.last_metrics)) or ""
         self.interval_start = self.clock.elapsed()  # evaluation time does not count against throughput
 
     def checkpoint(self, *names: str) -> None:
@@ -302,8 +313,10 @@ class Trainer:
                     reason = stop_reason(state, training, self.steps_per_epoch, elapsed)
                     if state.step % training.eval_every == 0 or reason:
                         self.evaluate_and_checkpoint()
-                        reason = reason or stop_reason(
-                            state, training, self.steps_per_epoch, cluster.from_main([self.clock.elapsed()])[0]
+                        reason = (
+                            reason
+                            or self.stop_asked
+                            or stop_reason(state, training, self.steps_per_epoch, cluster.from_main([self.clock.elapsed()])[0])
                         )
                     if signalled:
                         self.checkpoint(LAST)

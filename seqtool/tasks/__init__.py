@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +43,21 @@ class MainMetric:
     short: str
     reference: float | None = None
     reference_label: str = ""
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """A kind's HTTP interface for `seqtool serve`. `predict` answers several requests at once
+    (in order); requests whose `batch_key` is equal may share one call, and a kind without a key
+    answers each alone. `stream`, for kinds that generate, yields the text pieces of `POST
+    /generate` as they come."""
+
+    request: type  # pydantic model of POST /predict's JSON body
+    response: type  # pydantic model of its answer
+    predict: Callable[[torch.nn.Module, list[Any]], list[Any]]
+    batch_key: Callable[[Any], Any] | None = None
+    stream_request: type | None = None  # pydantic model of POST /generate's body
+    stream: Callable[[torch.nn.Module, Any], Iterator[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +229,11 @@ class Task:
     def predict_api(self, model: torch.nn.Module, data: Any, options: dict[str, Any]) -> Any:
         """`seqtool.load(run).predict(data, **options)` in Python: the same, returned as objects."""
         raise SeqtoolError(f"predict() does not apply to a {self.name} model")
+
+    def serve_spec(self) -> ServeSpec:
+        """How `seqtool serve` offers the kind: its request and response schemas (pydantic) and
+        how it answers a batch of requests. Only the server calls it (pydantic comes with fastapi)."""
+        raise SeqtoolError(f"serve does not apply to a {self.name} model: the kind defines no request schema")
 
     def shown_apart(self, metric: str) -> bool:
         """Whether a metric stays out of `evaluate`'s table (shown in `evaluation_notes` instead)."""

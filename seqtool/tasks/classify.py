@@ -27,7 +27,7 @@ from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel, layer_weights, pool_over_time
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, Unsuitable, WindowedTask, to_device
+from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Unsuitable, WindowedTask, to_device
 
 EVAL_BATCH = 256
 
@@ -367,6 +367,11 @@ class ClassifyTask(WindowedTask):
             raise SeqtoolError("predict() of a classifier needs data: a CSV path or a list of texts")
         return self.predict_frame(model, str(data))
 
+    def serve_spec(self) -> ServeSpec:
+        from seqtool.tasks.classify_serve import spec
+
+        return spec(self)
+
     def shown_apart(self, metric: str) -> bool:
         return super().shown_apart(metric) or metric == "truncated_texts"
 
@@ -475,9 +480,12 @@ class ClassifierGraph(nn.Module):
 
 
 def _where(column: pd.Series, position: int, source: str) -> str:
-    """'row N' of the CSV file (rows keep their file index through splits), or 'line N' of stdin."""
+    """'row N' of the CSV file (rows keep their file index through splits), 'line N' of stdin, or
+    'texts[N]' of a served request."""
     if source == "stdin":
         return f"line {position + 1}"
+    if source == "request":
+        return f"texts[{position}]"
     return f"row {csvfile.csv_row(column.index[position])}"
 
 

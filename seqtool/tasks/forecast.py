@@ -29,7 +29,7 @@ from seqtool.data import csvfile, series
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, Unsuitable, WindowedTask, to_device
+from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Unsuitable, WindowedTask, to_device
 from seqtool.tasks.forecast_config import (
     ForecastData,
     ForecastModel,
@@ -461,6 +461,11 @@ class ForecastTask(WindowedTask):
         if unknown:
             raise SeqtoolError(f"predict() options {unknown} do not apply to a forecast model (it takes data and horizon)")
         return self.predict_future(model, str(data) if data else None, options.get("horizon"))
+
+    def serve_spec(self) -> ServeSpec:
+        from seqtool.tasks.forecast_serve import spec
+
+        return spec(self)
 
     def export_signature(self, model: ForecastNetwork, generator: torch.Generator) -> Signature:
         """context (batch, context_length, columns), scaled -> forecast[, lower, upper] (batch,

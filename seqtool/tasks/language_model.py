@@ -35,7 +35,7 @@ from seqtool.errors import SeqtoolError
 from seqtool.models import CellStepper, RecurrentState, SequenceModel, adaptive_cutoffs, detach_state
 from seqtool.sampling import TokenSampler
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, Task, Unsuitable, to_device
+from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Task, Unsuitable, to_device
 
 # Measured in benchmarks/fresh_state.py (docs/benchmarks.md): without resets a char LSTM meets a
 # zero state once an epoch and generates garbage from a fresh prompt.
@@ -448,6 +448,11 @@ class LanguageModelTask(Task):
         if num_samples is not None:
             return [prompt + text for text in self.generate_many(model, prompt, *sampling, num_samples)]
         return prompt + "".join(self.generate(model, prompt, *sampling))
+
+    def serve_spec(self) -> ServeSpec:
+        from seqtool.tasks.language_model_serve import spec
+
+        return spec(self)
 
     def export_signature(self, model: SequenceModel, generator: torch.Generator) -> Signature:
         """(tokens, h_in[, c_in]) -> (logits, h_out[, c_out]): the state is part of the signature,

@@ -28,7 +28,7 @@ from seqtool.data import csvfile, sniff
 from seqtool.data.text import WORD_PATTERN, detokenize
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, Starter, Unsuitable, WindowedTask, to_device
+from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Unsuitable, WindowedTask, to_device
 from seqtool.tasks.seq2seq_network import BOS, EOS, PAD, UNK, Seq2SeqNetwork
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]  # ids PAD, UNK, BOS, EOS
@@ -452,6 +452,11 @@ class Seq2SeqTask(WindowedTask):
         frame = self._read(str(data), need_target=False)
         best = [outputs[0][1] for outputs in self.translate(model, frame[self.data.source_column].tolist(), options)]
         return frame.assign(prediction=best)
+
+    def serve_spec(self) -> ServeSpec:
+        from seqtool.tasks.seq2seq_serve import spec
+
+        return spec(self)
 
     @classmethod
     def starter(cls, path: Path, frame: Any | None) -> Starter:

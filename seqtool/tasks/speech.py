@@ -32,6 +32,7 @@ from seqtool.tasks import (
     Example,
     MainMetric,
     PredictOption,
+    ServeSpec,
     Starter,
     Unsuitable,
     WindowedTask,
@@ -306,6 +307,11 @@ class SpeechTask(WindowedTask):
         paths = [Path(p) for p in (data if isinstance(data, (list, tuple)) else [data])]
         features = [log_mel(read_audio(p, self.settings.sample_rate), self.settings) for p in paths]
         return self.transcribe(model, features, options.get("beam_size"))
+
+    def serve_spec(self) -> ServeSpec:
+        from seqtool.tasks.speech_serve import spec
+
+        return spec(self)
 
     # ---- export ----------------------------------------------------------------------------------
 

@@ -1,0 +1,153 @@
+"""`seqtool serve` under load: 1, 8 and 32 concurrent clients against the sentiment classifier
+and the char language model, on localhost only, each level bounded in requests and seconds.
+p50/p99 latency and requests/s, beside the same predictions made in-process (no HTTP), and how
+many requests each batch answered.
+
+    .venv/bin/python benchmarks/serve_load.py [--sentiment RUN] [--char RUN] [--seconds 5] [--clients 1,8,32]
+
+Without RUN directories it trains small ones first (configs/sentiment_lstm.yaml and
+configs/shakespeare_char_lstm.yaml, short budgets). The clients run in this process (asyncio and
+httpx) on the same cores as the server, so the figures include their cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+SENTENCE = "a moving, funny and beautifully acted film that never loses its nerve"
+MAX_REQUESTS = 5000  # per level
+
+
+def train(config: str, folder: Path, *overrides: str) -> Path:
+    run = folder / Path(config).stem
+    command = [sys.executable, "-m", "seqtool", "train", config, *overrides, "training.max_time=null", "--run-dir", str(run)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(run: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seqtool", "serve", str(run), "--port", str(port)], stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"seqtool serve {run} did not start")
+
+
+async def load(url: str, body: dict, clients: int, seconds: float) -> tuple[list[float], float]:
+    """Each client sends the request again as soon as it is answered; latencies (s) and wall time."""
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while time.perf_counter() < stop and len(latencies) < MAX_REQUESTS:
+            start = time.perf_counter()
+            answer = await http.post("/predict", json=body)
+            answer.raise_for_status()
+            latencies.append(time.perf_counter() - start)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+        await http.post("/predict", json=body)  # warm-up
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        return latencies, time.perf_counter() - start
+
+
+def in_process(run: Path, call, seconds: float) -> tuple[float, float]:
+    """p50 latency (s) and calls/s of the same prediction without HTTP."""
+    import seqtool
+
+    model = seqtool.load(run)
+    call(model)
+    times, stop = [], time.perf_counter() + seconds
+    while time.perf_counter() < stop and len(times) < MAX_REQUESTS:
+        start = time.perf_counter()
+        call(model)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), len(times) / sum(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sentiment", type=Path)
+    parser.add_argument("--char", type=Path)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", default="1,8,32")
+    args = parser.parse_args()
+    levels = [int(n) for n in args.clients.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        sentiment = args.sentiment or train("configs/sentiment_lstm.yaml", Path(tmp), "training.max_steps=200")
+        char = args.char or train("configs/shakespeare_char_lstm.yaml", Path(tmp), "training.max_steps=200")
+        cases = [
+            ("sentiment, 1 sentence", sentiment, {"texts": [SENTENCE]}, lambda m: m.predict([SENTENCE])),
+            ("char LM, 50 chars", char, {"prompt": "ROMEO:", "length": 50}, lambda m: m.predict(prompt="ROMEO:", length=50)),
+        ]
+        table = Table(title=f"seqtool serve on localhost, {args.seconds:g} s per level (clients in this process)")
+        for header in (
+            "model",
+            "clients",
+            "requests",
+            "p50 ms",
+            "p99 ms",
+            "req/s",
+            "req/batch",
+            "in-process p50 ms",
+            "in-process /s",
+        ):
+            table.add_column(header, justify="left" if header == "model" else "right")
+        for name, run, body, call in cases:
+            base_p50, base_rate = in_process(run, call, args.seconds)
+            process, url = start_server(run)
+            try:
+                for clients in levels:
+                    before = httpx.get(f"{url}/health").json()
+                    latencies, wall = asyncio.run(load(url, body, clients, args.seconds))
+                    after = httpx.get(f"{url}/health").json()
+                    per_batch = (after["requests"] - before["requests"]) / max(1, after["batches"] - before["batches"])
+                    q = statistics.quantiles(latencies, n=100)
+                    table.add_row(
+                        name,
+                        str(clients),
+                        str(len(latencies)),
+                        f"{statistics.median(latencies) * 1e3:.1f}",
+                        f"{q[98] * 1e3:.1f}",
+                        f"{len(latencies) / wall:.0f}",
+                        f"{per_batch:.1f}",
+                        f"{base_p50 * 1e3:.1f}",
+                        f"{base_rate:.0f}",
+                    )
+            finally:
+                process.terminate()
+                process.wait(30)
+        Console(width=160).print(table)
+
+
+if __name__ == "__main__":
+    main()
