@@ -6,14 +6,16 @@ many requests each batch answered.
     .venv/bin/python benchmarks/serve_load.py [--sentiment RUN] [--char RUN] [--seconds 5] [--clients 1,8,32]
 
 Without RUN directories it trains small ones first (configs/sentiment_lstm.yaml and
-configs/shakespeare_char_lstm.yaml, short budgets). The clients run in this process (asyncio and
-httpx) on the same cores as the server, so the figures include their cost.
+configs/shakespeare_char_lstm.yaml, short budgets). The clients (asyncio and httpx, 8 to a
+process, up to 4 processes) run on the same 2 cores as the server, so the figures include their
+cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import socket
 import statistics
 import subprocess
@@ -43,11 +45,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(run: Path) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, options: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "seqtool", "serve", str(run), "--port", str(port)], stderr=subprocess.DEVNULL
-    )
+    command = [sys.executable, "-m", "seqtool", "serve", str(run), "--port", str(port), *options]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -80,6 +81,22 @@ async def load(url: str, body: dict, clients: int, seconds: float) -> tuple[list
         return latencies, time.perf_counter() - start
 
 
+def _load_share(args: tuple[str, dict, int, float]) -> tuple[list[float], float]:
+    return asyncio.run(load(*args))
+
+
+def load_level(url: str, body: dict, clients: int, seconds: float) -> tuple[list[float], float]:
+    """`clients` clients spread over client processes (8 each, at most 4): one Python process
+    cannot send more than a few hundred requests a second, and would measure itself."""
+    processes = min(4, -(-clients // 8))
+    shares = [clients // processes + (k < clients % processes) for k in range(processes)]
+    if processes == 1:
+        return _load_share((url, body, clients, seconds))
+    with multiprocessing.Pool(processes) as pool:
+        results = pool.map(_load_share, [(url, body, share, seconds) for share in shares])
+    return [t for latencies, _ in results for t in latencies], max(wall for _, wall in results)
+
+
 def in_process(run: Path, call, seconds: float) -> tuple[float, float]:
     """p50 latency (s) and calls/s of the same prediction without HTTP."""
     import seqtool
@@ -100,6 +117,7 @@ def main() -> None:
     parser.add_argument("--char", type=Path)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--serve-option", action="append", default=[], help="for seqtool serve, e.g. --serve-option=--threads=1")
     args = parser.parse_args()
     levels = [int(n) for n in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,7 +127,7 @@ def main() -> None:
             ("sentiment, 1 sentence", sentiment, {"texts": [SENTENCE]}, lambda m: m.predict([SENTENCE])),
             ("char LM, 50 chars", char, {"prompt": "ROMEO:", "length": 50}, lambda m: m.predict(prompt="ROMEO:", length=50)),
         ]
-        table = Table(title=f"seqtool serve on localhost, {args.seconds:g} s per level (clients in this process)")
+        table = Table(title=f"seqtool serve on localhost, {args.seconds:g} s per level (clients on the same cores)")
         for header in (
             "model",
             "clients",
@@ -124,11 +142,11 @@ def main() -> None:
             table.add_column(header, justify="left" if header == "model" else "right")
         for name, run, body, call in cases:
             base_p50, base_rate = in_process(run, call, args.seconds)
-            process, url = start_server(run)
+            process, url = start_server(run, args.serve_option)
             try:
                 for clients in levels:
                     before = httpx.get(f"{url}/health").json()
-                    latencies, wall = asyncio.run(load(url, body, clients, args.seconds))
+                    latencies, wall = load_level(url, body, clients, args.seconds)
                     after = httpx.get(f"{url}/health").json()
                     per_batch = (after["requests"] - before["requests"]) / max(1, after["batches"] - before["batches"])
                     q = statistics.quantiles(latencies, n=100)

@@ -389,6 +389,9 @@ def serve(
     * 1024,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Queued requests answered in one batch, at most.")] = 64,
     max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests waiting beyond this get 503.")] = 256,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="Torch threads per worker." + _shown_default("cores / workers"))
+    ] = None,
 ) -> None:
     """Serve a trained model over HTTP (FastAPI + uvicorn): /health, /metadata, /predict, /generate; OpenAPI at /docs."""
     from seqtool.serve import LOCAL_HOSTS, ServeSettings
@@ -400,7 +403,7 @@ def serve(
             "authentication; pass --api-key (or SEQTOOL_API_KEY) to require a bearer token",
             file=sys.stderr,
         )
-    settings = ServeSettings(str(run), api_key, max_request_bytes, max_batch, max_queue)
+    settings = ServeSettings(str(run), api_key, max_request_bytes, max_batch, max_queue, threads)
     run_server(settings, host, port, workers)
 
 

@@ -48,9 +48,14 @@ class ServeSettings:
 
 
 def require_serving() -> None:
-    import importlib.util
+    import importlib
 
-    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    missing = []
+    for name in ("fastapi", "uvicorn"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise SeqtoolError(f"seqtool serve needs {' and '.join(missing)}, not installed: {INSTALL_HINT}")
 
@@ -266,7 +271,7 @@ def _add_routes(app: Any, spec: Any, inference: Inference, info: dict[str, Any])
 
 
 def _add_guards(app: Any, settings: ServeSettings) -> None:
-    """422 with a one-line message naming the field, the request size limit, the API key."""
+    """422 with a one-line message naming the field; the request size limit and the API key."""
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -278,20 +283,45 @@ def _add_guards(app: Any, settings: ServeSettings) -> None:
         field = ".".join(parts) or "body"
         return JSONResponse({"detail": f"{field}: {first.get('msg')}", "errors": _plain(exc.errors())}, status_code=422)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable) -> Any:
-        if settings.api_key and request.url.path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
-                return JSONResponse({"detail": "missing or wrong API key (Authorization: Bearer KEY)"}, status_code=401)
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_request_bytes):
-            return JSONResponse({"detail": f"the request is over {settings.max_request_bytes:,} bytes"}, status_code=413)
-        if length is None and request.method == "POST":
-            body = await request.body()  # chunked: read it, within the limit
-            if len(body) > settings.max_request_bytes:
-                return JSONResponse({"detail": f"the request is over {settings.max_request_bytes:,} bytes"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(Guard, settings=settings)
+
+
+class Guard:
+    """The API key and the request size limit, as plain ASGI (Starlette's BaseHTTPMiddleware costs
+    milliseconds a request): a declared length over the limit is refused before the body is read,
+    and a chunked body is counted as it arrives."""
+
+    def __init__(self, app: Any, settings: ServeSettings):
+        self.app, self.settings = app, settings
+        self.expected = f"Bearer {settings.api_key}".encode() if settings.api_key else None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        from fastapi import HTTPException
+        from fastapi.responses import JSONResponse
+
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.expected is not None and scope["path"] not in OPEN_PATHS:
+            if not secrets.compare_digest(headers.get(b"authorization", b""), self.expected):
+                detail = "missing or wrong API key (Authorization: Bearer KEY)"
+                return await JSONResponse({"detail": detail}, status_code=401)(scope, receive, send)
+        limit = self.settings.max_request_bytes
+        too_large = {"detail": f"the request is over {limit:,} bytes"}
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await JSONResponse(too_large, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise HTTPException(413, too_large["detail"])
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def _plain(errors: Any) -> Any:

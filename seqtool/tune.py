@@ -225,6 +225,8 @@ def _check_same_search(study: Any, job: TuneJob) -> None:
 def run(job: TuneJob, console: Console, worker_trials: int | None = None, worker_index: int = 0) -> Any:
     """Run the study's remaining trials (in this process, or in `job.jobs` workers) and return it.
     `worker_trials` is set in a worker process: run that many trials and no more."""
+    if worker_trials is not None:
+        job.shared = False  # a --jobs worker: seeded by its index, so the search is reproducible
     study = open_study(job, worker_index)
     if worker_trials is None:
         _requeue_interrupted(study)

@@ -233,3 +233,8 @@ def test_the_command_serves_and_warns_when_bound_beyond_localhost(runs, run_cli)
     assert "no authentication" in err.splitlines()[0]
     long_range = prepare("long_range", runs["classify"][1].parent / "long_range", max_steps=10).train("run")
     run_cli("serve", long_range).clean_error("serve does not apply")
+
+
+def test_a_missing_extra_is_one_line_naming_the_install(runs, run_cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed: importing it fails
+    run_cli("serve", runs["classify"][0]).clean_error("uvicorn", "pip install 'seqtool[serve]'")

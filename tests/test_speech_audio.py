@@ -9,7 +9,15 @@ import pytest
 soundfile = pytest.importorskip("soundfile", reason="the speech extra is not installed (pip install 'seqtool[speech]')")
 
 from seqtool.errors import SeqtoolError  # noqa: E402
-from seqtool.tasks.speech_audio import FeatureSettings, UnusableAudio, extract, log_mel, mel_filterbank, read_audio  # noqa: E402
+from seqtool.tasks.speech_audio import (  # noqa: E402
+    FeatureSettings,
+    UnusableAudio,
+    band_limited,
+    extract,
+    log_mel,
+    mel_filterbank,
+    read_audio,
+)
 
 
 def _tone(hz: float, rate: int, seconds: float, channels: int = 1) -> np.ndarray:
@@ -46,16 +54,51 @@ def test_mel_filters_are_triangles_rising_in_pitch_and_cover_the_spectrum():
 
 def test_log_mel_frames_and_normalisation(tmp_path):
     settings = FeatureSettings()  # 25 ms windows (400 samples), 10 ms hops (160), 80 bands
-    samples = _tone(440.0, 16000, 1.0).astype(np.float32) + 0.01 * np.random.default_rng(0).standard_normal(16000).astype(
-        np.float32
-    )
+    bursts = np.repeat(np.tile([1.0, 0.0], 5), 1600)  # a 440 Hz tone, on and off every 0.1 s
+    noise = 0.01 * np.random.default_rng(0).standard_normal(16000)
+    samples = (_tone(440.0, 16000, 1.0) * bursts + noise).astype(np.float32)
     features = log_mel(samples, settings)
     assert features.shape == (1 + (16000 - 400) // 160, 80)
     np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-4)
-    np.testing.assert_allclose(features.std(axis=0, ddof=1), 1.0, atol=1e-2)
+    spread = features.std(axis=0, ddof=1)
+    tone_band = int(mel_filterbank(16000, 512, 80).numpy()[:, round(440 / 16000 * 512)].argmax())
+    assert spread[tone_band] == pytest.approx(1.0, abs=1e-2)  # a band that varies: unit variance
+    assert (spread <= 1.0 + 1e-2).all() and spread.min() < 0.9  # a steady (noise) band: centred, not scaled up
     louder = log_mel(4.0 * samples, settings)
     np.testing.assert_allclose(louder, features, atol=1e-3)  # gain does not matter after normalisation
     assert log_mel(samples[:100], settings).shape == (1, 80)  # shorter than a window: one frame
+
+
+def test_training_copies_are_lower_rate_recordings_and_other_speeds(tmp_path):
+    """training.narrowband's copies: the clip band-limited and back equals a recording at that rate
+    read at 16 kHz, frame for frame; rows alternate 8 and 11.025 kHz; the bands below 3.5 kHz keep.
+    training.speed_perturb's: rows alternate 0.9x and 1.1x speed, 1 / speed times the frames."""
+    from scipy.signal import resample_poly
+
+    settings = FeatureSettings()
+    rng = np.random.default_rng(1)
+    speechlike = (rng.standard_normal(16000) * np.repeat(np.tile([1.0, 0.05], 10), 800) * 0.3).astype(np.float32)
+    soundfile.write(tmp_path / "low.wav", resample_poly(speechlike, 1, 2).astype(np.float32), 8000, subtype="FLOAT")
+    recorded = log_mel(read_audio(tmp_path / "low.wav", 16000), settings)
+    copy = log_mel(band_limited(speechlike, 16000, 8000), settings)
+    np.testing.assert_allclose(copy, recorded, atol=1e-3)
+    wide = log_mel(speechlike, settings)
+    low = mel_filterbank(16000, settings.n_fft, 80).numpy().argmax(axis=1) * 8000 / (settings.n_fft // 2) < 3500
+    assert min(np.corrcoef(wide[:, b], copy[:, b])[0, 1] for b in np.flatnonzero(low)) > 0.99
+    paths = []
+    for k in range(2):
+        paths.append(tmp_path / f"clip{k}.wav")
+        soundfile.write(paths[-1], speechlike, 16000, subtype="FLOAT")
+    plain = extract(paths, settings, 20.0, ["row 2", "row 3"])
+    narrow = extract(paths, settings, 20.0, ["row 2", "row 3"], copy="narrowband")
+    assert (narrow.offsets == plain.offsets).all() and (narrow.rows == plain.rows).all()
+    np.testing.assert_allclose(narrow.utterance(0), copy, atol=1e-3)  # row 0: 8 kHz
+    eleven = log_mel(band_limited(speechlike, 16000, 11025), settings)
+    np.testing.assert_allclose(narrow.utterance(1), eleven, atol=1e-3)  # row 1: 11.025 kHz
+    faster_slower = extract(paths, settings, 20.0, ["row 2", "row 3"], copy="speed")
+    frames = plain.lengths()
+    assert (faster_slower.rows == plain.rows).all()
+    assert abs(faster_slower.lengths()[0] - frames[0] / 0.9) <= 2 and abs(faster_slower.lengths()[1] - frames[1] / 1.1) <= 2
 
 
 def test_bad_files_are_named_and_empty_or_silent_ones_are_skipped_by_reason(tmp_path):

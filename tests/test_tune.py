@@ -63,6 +63,12 @@ def test_a_bad_space_is_one_error_line_before_any_trial(job, run_cli, space, mes
     assert not (folder / "trial-000").exists()
 
 
+def test_a_missing_extra_is_one_line_naming_the_install(job, run_cli, monkeypatch):
+    config, space, folder = job
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if not installed: importing it fails
+    run_cli("tune", config, "--space", space, "--output", folder).clean_error("pip install 'seqtool[tune]'")
+
+
 def test_a_key_both_searched_and_overridden_is_refused(job, run_cli):
     config, space, folder = job
     run_cli("tune", config, "model.type=gru", "--space", space, "--output", folder).clean_error("both searched and set")

@@ -10,6 +10,8 @@ and WER beside the most common training transcript, with the real-time factor of
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import sys
 import time
 from collections import Counter
@@ -54,6 +56,7 @@ class Utterances:
     features: Features
     texts: list[str]  # the transcripts of the clips kept
     source: str  # the manifest, for messages
+    copies: dict[str, Features] = dataclasses.field(default_factory=dict)  # training copies of the same clips, by name
 
 
 class SpeechTask(WindowedTask):
@@ -88,6 +91,10 @@ class SpeechTask(WindowedTask):
     @classmethod
     def check_config(cls, config: Config, where: Where) -> None:
         check_text_files(config.data, where)
+        if config.training.narrowband + config.training.speed_perturb > 1.0:
+            raise SeqtoolError(
+                f"{where('training.speed_perturb')}: narrowband + speed_perturb is a share of the clips: at most 1"
+            )
 
     # ---- data ----------------------------------------------------------------------------------
 
@@ -97,13 +104,20 @@ class SpeechTask(WindowedTask):
         csvfile.check_columns(frame, columns, path)
         return frame
 
-    def _utterances(self, path: str, frame: pd.DataFrame) -> Utterances:
+    def _utterances(self, path: str, frame: pd.DataFrame, copies: tuple[str, ...] = ()) -> Utterances:
         root = Path(path).parent
         files = [root / p for p in frame[self.data.audio_column]]
         where = [f"{path}: row {csvfile.csv_row(int(i))}" for i in frame.index]  # the manifest's own rows
         features = cached_extract(files, self.settings, self.data.max_duration, where, self.cache_dir)
+        kept = {
+            copy: cached_extract(files, self.settings, self.data.max_duration, where, self.cache_dir, copy) for copy in copies
+        }
+        for copy, made in list(kept.items()):
+            if not np.array_equal(made.rows, features.rows):  # a band-limited clip came out silent: rare
+                print(f"Warning: {path}: training.{copy} is off (a {copy} copy of a clip is silent)", file=sys.stderr)
+                del kept[copy]
         texts = frame[self.data.text_column].iloc[features.rows].tolist()
-        return Utterances(features, [t.lower() if self.data.lowercase else t for t in texts], path)
+        return Utterances(features, [t.lower() if self.data.lowercase else t for t in texts], path, kept)
 
     def _frames(self) -> dict[str, tuple[str, pd.DataFrame]]:
         data = self.data
@@ -131,7 +145,11 @@ class SpeechTask(WindowedTask):
         frames = self._frames()
         if "val" not in frames or len(frames.get("train", ("", []))[1]) < 2:
             raise SeqtoolError(f"{self.data.path or self.data.train}: too few clips for a training and a validation part")
-        self.splits = {split: self._utterances(path, frame) for split, (path, frame) in frames.items()}
+        training = self.config.training
+        copies = tuple(c for c, share in (("narrowband", training.narrowband), ("speed", training.speed_perturb)) if share > 0)
+        self.splits = {
+            split: self._utterances(path, frame, copies if split == "train" else ()) for split, (path, frame) in frames.items()
+        }
         train = self.splits["train"]
         if self.characters is None:
             self.characters = sorted({c for text in train.texts for c in text})
@@ -159,8 +177,22 @@ class SpeechTask(WindowedTask):
     def epoch_order(self, epoch: int) -> np.ndarray:
         return self.length_bucketed_order(epoch, self.splits["train"].features.lengths())
 
-    def _batch(self, utterances: Utterances, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        return _padded([utterances.features.utterance(int(r)) for r in rows], self.data.n_mels, device)
+    def _batch(
+        self, utterances: Utterances, rows: np.ndarray, device: torch.device, copies: list[str] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded features of `rows`; where `copies` names one, of the clip's training copy."""
+        copies = copies or [""] * len(rows)
+        sources = [utterances.copies.get(c, utterances.features) for c in copies]
+        clips = [source.utterance(int(r)) for r, source in zip(rows, sources, strict=True)]
+        return _padded(clips, self.data.n_mels, device)
+
+    def _copy_for(self, seed: int) -> str:
+        """Which of a clip's training copies this epoch reads ("" for the clip itself): one draw from
+        the clip's seed, so a clip is read alike on any process and in any batch."""
+        draw, training = random.Random(seed).random(), self.config.training
+        if draw < training.narrowband:
+            return "narrowband"
+        return "speed" if draw < training.narrowband + training.speed_perturb else ""
 
     def _targets(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if self._index is None:  # built once: this runs every training step
@@ -169,10 +201,11 @@ class SpeechTask(WindowedTask):
         return torch.tensor([i for seq in ids for i in seq], dtype=torch.long), torch.tensor([len(s) for s in ids])
 
     def _ctc_sum(self, model: SpeechNetwork, utterances: Utterances, rows: np.ndarray, device: torch.device, augment: bool):
-        features, lengths = self._batch(utterances, rows, device)
         training = self.config.training
+        seeds = [self.config.seed * 1_000_003 + self.epoch * 100_003 + int(r) for r in rows]  # per clip and epoch
+        copies = [self._copy_for(seed) for seed in seeds] if augment and utterances.copies else None
+        features, lengths = self._batch(utterances, rows, device, copies)
         if augment and (training.freq_masks or training.time_masks):
-            seeds = [self.config.seed * 1_000_003 + self.epoch * 100_003 + int(r) for r in rows]  # per clip and epoch
             bands, spans = (training.freq_masks, training.freq_mask_width), (training.time_masks, training.time_mask_width)
             features = spec_augment(features.cpu(), lengths, bands, spans, seeds).to(device)
         log_probs, out_lengths = model(features, lengths)
@@ -387,7 +420,8 @@ training:
             "seed": 2,
             "data": {"path": str(folder / "manifest.csv"), "n_mels": 16, "val_fraction": 0.2},
             "model": {"hidden_size": 16, "num_layers": 1, "frame_stack": 2, "dropout": 0.1},
-            "training": {"batch_size": 8, "lr": 0.01, "time_masks": 1, "time_mask_width": 4},
+            "training": {"batch_size": 8, "lr": 0.01, "time_masks": 1, "time_mask_width": 4}
+            | {"narrowband": 0.3, "speed_perturb": 0.3},
         }
         bad = (
             BadInput(

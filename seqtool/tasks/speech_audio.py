@@ -6,8 +6,12 @@
   filter), well kept and independent of the torch version (torchaudio's wheels are tied to one
   torch release, and none matches torch 2.13).
 - Features: log-mel filterbank energies from torch's STFT, Hann window, HTK mel scale, a floor
-  100 dB below the utterance's loudest band, normalised per utterance (each mel band to zero mean and unit variance over the utterance), so
-  loudness and channel gain do not matter.
+  80 dB below the utterance's loudest band, normalised per utterance (each mel band to zero mean,
+  and to unit variance unless it hardly varies), so loudness and channel gain do not matter, and
+  a band a recording lacks (above 4 kHz in 8 kHz audio) stays near 0 instead of amplified noise.
+- Copies for training: each clip band-limited (resampled down to 8 or 11.025 kHz and back), so a
+  recogniser trained on 16 kHz audio also knows band-limited recordings; or sped up or slowed
+  down by 10% (Kaldi's speed perturbation: tempo and pitch together), for other speaking rates.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ from seqtool.checkpoint import atomic_write_bytes
 from seqtool.errors import SeqtoolError
 
 SILENCE = 1e-4  # an utterance whose samples never exceed this is silent
+FLOOR = 1e-8  # energies below this share of the loudest (80 dB down) read as the floor
+STD_FLOOR = 1.0  # a band varying less than this (log units) is centred, not scaled up
+NARROW_RATES = (8000, 11025)  # the band limits of narrowband training copies, by row in turn
+SPEEDS = (0.9, 1.1)  # the speeds of speed-perturbed training copies, by row in turn
+COPIES = ("narrowband", "speed")
 
 
 class UnusableAudio(SeqtoolError):
@@ -127,12 +136,15 @@ def log_mel(samples: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     )
     power = spectrum.abs().pow(2)  # (freq, frames)
     mel = mel_filterbank(settings.sample_rate, settings.n_fft, settings.n_mels) @ power
-    # A floor 100 dB below the utterance's loudest band: relative, so the gain of a recording
-    # changes nothing at all once each band is normalised.
-    energies = torch.log(mel + float(mel.max()) * 1e-10 + 1e-30).T
-    mean, std = energies.mean(0, keepdim=True), energies.std(0, keepdim=True) if energies.shape[0] > 1 else None
-    normalised = energies - mean if std is None else (energies - mean) / (std + 1e-5)
-    return normalised.numpy().astype(np.float32)
+    # A floor 80 dB below the utterance's loudest band: relative, so the gain of a recording
+    # changes nothing at all once each band is normalised; a resampler's leakage into a band the
+    # recording never had stays under it.
+    energies = torch.log(mel + float(mel.max()) * FLOOR + 1e-30).T
+    mean = energies.mean(0, keepdim=True)
+    if energies.shape[0] == 1:
+        return (energies - mean).numpy().astype(np.float32)
+    std = energies.std(0, keepdim=True).clamp(min=STD_FLOOR)
+    return ((energies - mean) / std).numpy().astype(np.float32)
 
 
 @dataclass
@@ -152,9 +164,31 @@ class Features:
         return self.frames[self.offsets[index] : self.offsets[index + 1]]
 
 
-def extract(files: list[Path], settings: FeatureSettings, max_seconds: float, where: list[str]) -> Features:
+def band_limited(samples: np.ndarray, sample_rate: int, limit: int) -> np.ndarray:
+    """The clip as a recording at `limit` Hz would sound once resampled back to `sample_rate`."""
+    from scipy.signal import resample_poly
+
+    common = math.gcd(limit, sample_rate)
+    down = resample_poly(samples, limit // common, sample_rate // common)
+    back = resample_poly(down, sample_rate // common, limit // common).astype(np.float32)
+    return back[: len(samples)]
+
+
+def training_copy(samples: np.ndarray, sample_rate: int, copy: str, row: int) -> np.ndarray:
+    """The clip as a `copy` ("narrowband" or "speed") of it; the setting alternates by row."""
+    if copy == "narrowband":
+        limit = NARROW_RATES[row % len(NARROW_RATES)]
+        return band_limited(samples, sample_rate, limit) if limit < sample_rate else samples
+    from scipy.signal import resample_poly
+
+    speed = SPEEDS[row % len(SPEEDS)]  # played `speed` times as fast: 1 / speed times as many samples
+    return resample_poly(samples, 10, round(10 * speed)).astype(np.float32)
+
+
+def extract(files: list[Path], settings: FeatureSettings, max_seconds: float, where: list[str], copy: str = "") -> Features:
     """Features of each file; one too long, empty or silent is skipped (counted by reason), a
-    missing or unreadable one is an error naming `where[i]` (its manifest row)."""
+    missing or unreadable one is an error naming `where[i]` (its manifest row). With `copy`, of
+    each clip's training copy instead (`training_copy`): the same clips kept."""
     frames, lengths, seconds, rows = [], [0], [], []
     skipped: dict[str, list[int]] = {}
     for row, path in enumerate(files):
@@ -169,6 +203,8 @@ def extract(files: list[Path], settings: FeatureSettings, max_seconds: float, wh
         if duration > max_seconds:
             skipped.setdefault(f"longer than {max_seconds:g} s", []).append(row)
             continue
+        if copy:
+            samples = training_copy(samples, settings.sample_rate, copy, row)
         features = log_mel(samples, settings)
         frames.append(features)
         lengths.append(len(features))
@@ -178,17 +214,22 @@ def extract(files: list[Path], settings: FeatureSettings, max_seconds: float, wh
     return Features(stacked, np.cumsum(lengths), np.array(seconds), np.array(rows, dtype=np.int64), skipped)
 
 
-CACHE_FORMAT = 1  # bump when the features change, so old cache files are not read
+CACHE_FORMAT = 2  # bump when the features change, so old cache files are not read
 
 
 def cached_extract(
-    files: list[Path], settings: FeatureSettings, max_seconds: float, where: list[str], cache_dir: Path | None
+    files: list[Path],
+    settings: FeatureSettings,
+    max_seconds: float,
+    where: list[str],
+    cache_dir: Path | None,
+    copy: str = "",
 ) -> Features:
     """`extract`, computed once per set of files and settings and kept in `cache_dir` (one .npz,
     written atomically). The key covers every file's path, size and modification time, so an
     edited or replaced clip is read again; without a cache folder nothing is kept."""
     if cache_dir is None:
-        return extract(files, settings, max_seconds, where)
+        return extract(files, settings, max_seconds, where, copy)
     stats = []
     for path, place in zip(files, where, strict=True):
         try:
@@ -196,7 +237,9 @@ def cached_extract(
         except OSError:
             raise SeqtoolError(f"{place}: audio file not found: {path}") from None
         stats.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
-    key = hashlib.sha256(json.dumps([CACHE_FORMAT, dataclasses.asdict(settings), max_seconds, stats]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, dataclasses.asdict(settings), max_seconds, copy, stats]).encode()).hexdigest()[
+        :16
+    ]
     cache_file = Path(cache_dir) / f"features-{key}.npz"
     if cache_file.is_file():
         try:
@@ -205,7 +248,7 @@ def cached_extract(
                 return Features(stored["frames"], stored["offsets"], stored["seconds"], stored["rows"], skipped)
         except (OSError, ValueError, KeyError):  # a damaged cache file is rebuilt, never trusted
             pass
-    features = extract(files, settings, max_seconds, where)
+    features = extract(files, settings, max_seconds, where, copy)
     buffer = io.BytesIO()
     np.savez(
         buffer,

@@ -39,3 +39,7 @@ class SpeechTraining(TrainingConfig):
     freq_mask_width: int = option(10, "SpecAugment: widest masked band (channels)", ge=0)
     time_masks: int = option(0, "SpecAugment: spans of frames masked per utterance in training", ge=0)
     time_mask_width: int = option(20, "SpecAugment: longest masked span (frames)", ge=0)
+    narrowband: float = option(
+        0.0, "share of training clips heard band-limited (as if recorded at 8 or 11.025 kHz) each epoch", ge=0.0, le=1.0
+    )
+    speed_perturb: float = option(0.0, "share of training clips heard 10% faster or slower each epoch", ge=0.0, le=1.0)
