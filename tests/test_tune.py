@@ -143,7 +143,8 @@ def test_two_processes_share_one_sqlite_study(job):
     config, space, folder = job
     folder.mkdir(parents=True)
     storage = f"sqlite:///{folder / 'shared.db'}"
-    command = _tune_command(config, space, folder, "--storage", storage, "--trials", "4", "--pruner", "none", "--threads", "1")
+    options = ["training.max_steps=60", "--storage", storage, "--trials", "4", "--pruner", "none", "--threads", "1"]
+    command = _tune_command(config, space, folder, *options)
     processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for process in processes:
         assert process.wait(timeout=300) == 0, process.stderr.read()
