@@ -367,7 +367,8 @@ def tune(
         return
     from seqtool.tune_report import trials_table, write_report
 
-    console.print(trials_table(job, study))
+    # A table as wide as it needs when written to a file or pipe (rich assumes 80 columns there).
+    Console(width=None if sys.stdout.isatty() else 200).print(trials_table(job, study))
     console.print(f"Wrote {', '.join(map(str, write_report(job, study)))}", highlight=False)
 
 

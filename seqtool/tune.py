@@ -293,7 +293,7 @@ def objective(job: TuneJob, trial: Any, console: Console) -> float:
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("overrides", overrides)
     trial.set_user_attr("process", f"{socket.gethostname()}:{os.getpid()}")
-    shown = " ".join(as_override(k, v) for k, v in params.items())
+    shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else as_override(k, v) for k, v in params.items())
     console.print(
         f"trial {trial.number}{'' if number == trial.number else f' (resumes trial {number})'}: {shown}", highlight=False
     )

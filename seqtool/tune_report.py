@@ -21,15 +21,16 @@ REPORT_FILES = ("best.yaml", "trials.csv", "tune.png")
 
 def trials_table(job: TuneJob, study: Any) -> Table:
     best = _best_trial(study)
-    table = Table(title=f"Study {job.name!r}: {job.metric} ({job.direction}), {job.storage}")
-    for header in ("trial", "state", job.metric, *(d.key for d in job.dimensions), "run"):
-        table.add_column(header, justify="left" if header in ("state", "run") else "right")
+    table = Table(title=f"Study {job.name!r} in {job.folder}: {job.metric} ({job.direction})")
+    for header in ("trial", "state", job.metric, *(d.key.rsplit(".", 1)[-1] for d in job.dimensions), "run"):
+        table.add_column(header, justify="left" if header in ("state", "run") else "right", no_wrap=True)
     for trial in study.get_trials(deepcopy=False):
         value = "" if trial.value is None else f"{trial.value:.5g}"
         if best is not None and trial.number == best.number:
             value = f"[bold green]{value}[/]"
         params = [_shown(trial.params.get(d.key)) for d in job.dimensions]
-        table.add_row(str(trial.number), trial.state.name.lower(), value, *params, trial.user_attrs.get("run_dir", ""))
+        run = Path(trial.user_attrs.get("run_dir", "")).name
+        table.add_row(str(trial.number), trial.state.name.lower(), value, *params, run)
     return table
 
 

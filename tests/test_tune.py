@@ -118,25 +118,45 @@ def _wait_for(path: Path, seconds: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
-def test_a_cut_trial_is_trained_on_from_its_checkpoint_by_the_rerun(job, how, run_cli, monkeypatch):
-    """The only trial is cut once it has a checkpoint; the rerun retries it in its own run
-    directory (resumed, not restarted) and completes the study."""
+def test_a_killed_trial_is_trained_on_from_its_checkpoint_by_the_rerun(job, run_cli, monkeypatch):
+    """The only trial is killed once it has a checkpoint; once its heartbeat is stale the rerun
+    retries it in its own run directory (resumed, not restarted) and completes the study."""
     config, space, folder = job
     monkeypatch.setenv("SEQTOOL_TUNE_HEARTBEAT_S", "1")
-    monkeypatch.setenv("SEQTOOL_TUNE_GRACE_S", "2")
+    monkeypatch.setenv("SEQTOOL_TUNE_GRACE_S", "1")
     options = ["training.max_steps=200", "training.eval_every=10", "--trials", "1", "--pruner", "none"]
     process = subprocess.Popen(_tune_command(config, space, folder, *options), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _wait_for(folder / "trial-000" / "last.pt")
-    process.send_signal(how)
+    process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     assert process.returncode != 0
-    time.sleep(2.5)  # past the grace period: the killed trial's heartbeat is stale
+    time.sleep(1.5)  # past the grace period: the killed trial's heartbeat is stale
     rerun = run_cli("tune", config, "--space", space, "--output", folder, *options).ok()
     assert "resumes trial 0" in rerun.out
     record = json.loads((folder / "trial-000" / "run.json").read_text())
     assert len(record["sessions"]) == 2 and record["sessions"][1]["resumed_at_step"] > 0
     assert [r["state"] for r in _trials(folder)] == ["fail", "complete"]
+
+
+def test_an_interrupted_trial_is_requeued_once_to_resume_its_run(tmp_path):
+    """Ctrl-C in a trial (TrainingInterrupted) marks it; the next `tune` enqueues its parameters
+    once, pointing at its run directory, and the retry of a retry still points at the first."""
+    from seqtool.tune import _requeue_interrupted, trial_run_number
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    _requeue_interrupted(study)
+    _requeue_interrupted(study)  # a second rerun does not queue it again
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 1
+    retry = study.ask()  # what the objective samples is the interrupted trial's parameters
+    assert trial_run_number(retry) == 0 and retry.suggest_float("x", 0, 1) == study.trials[0].params["x"]
+    retry.set_user_attr("interrupted", True)
+    study.tell(retry, state=optuna.trial.TrialState.FAIL)
+    _requeue_interrupted(study)
+    assert trial_run_number(study.ask()) == 0
 
 
 def test_two_processes_share_one_sqlite_study(job):
