@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, first_line
 
 MAGIC = b"SEQTOOL-CHECKPOINT\n"
 FORMAT_VERSION = 1
@@ -153,8 +153,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler's refusal or a damaged archive
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SeqtoolError(f"{path}: refused to load checkpoint payload ({first_line})") from None
+        raise SeqtoolError(f"{path}: refused to load checkpoint payload ({first_line(exc)})") from None
     if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
         raise SeqtoolError(f"{path}: checkpoint payload lacks config or model weights")
     return payload

@@ -10,6 +10,12 @@ class SeqtoolError(Exception):
     """A problem the user can fix; the message says what and where."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none): what a
+    one-line error says of a library's failure."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after saving a resumable checkpoint.
 

@@ -33,7 +33,7 @@ from torch import nn
 import seqtool
 from seqtool.checkpoint import MAGIC, atomic_write_bytes, resolve_checkpoint
 from seqtool.engine import load_trained
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, first_line
 from seqtool.models import model_option
 from seqtool.signature import Signature
 from seqtool.tasks import Task
@@ -275,8 +275,7 @@ def _checked_parts(task: Task, model: nn.Module, fmt: str, source: Path) -> tupl
     except SeqtoolError:
         raise
     except Exception as exc:  # an exporter or runtime failure is reported, not a traceback
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SeqtoolError(f"{fmt} export of {source} failed: {first_line}") from exc
+        raise SeqtoolError(f"{fmt} export of {source} failed: {first_line(exc)}") from exc
     diff = 0.0
     for part, outputs in produced.items():
         signature = signatures[part]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import seqtool
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, first_line
 
 INSTALL_HINT = "pip install 'seqtool[serve]'"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -104,21 +104,20 @@ class Inference:
 
     async def _answer_group(self, group: list) -> None:
         loop = asyncio.get_running_loop()
-        self.requests += len(group)
-        self.batches += 1
         try:
             answers = await loop.run_in_executor(self.executor, self._predict, [request for request, _ in group])
         except Exception as exc:
             if len(group) > 1:  # one bad request must not fail the others batched with it
-                self.batches -= 1
-                self.requests -= len(group)
                 for item in group:
                     await self._answer_group([item])
                 return
-            _settle(group[0][1], exception=exc)
-            return
+            answers, failure = [None], exc
+        else:
+            failure = None
+        self.requests += len(group)
+        self.batches += 1
         for (_, future), answer in zip(group, answers, strict=True):
-            _settle(future, answer)
+            _settle(future, answer, failure)
 
     def _predict(self, requests: list[Any]) -> list[Any]:
         import torch
@@ -143,7 +142,7 @@ class Inference:
                 loop.call_soon_threadsafe(pieces.put_nowait, ("end", None))
             except Exception as exc:
                 log.exception("generation failed")
-                loop.call_soon_threadsafe(pieces.put_nowait, ("error", _one_line(exc)))
+                loop.call_soon_threadsafe(pieces.put_nowait, ("error", first_line(exc)))
 
         async def events() -> AsyncIterator[str]:
             self.requests += 1
@@ -169,10 +168,6 @@ def _settle(future: asyncio.Future, answer: Any = None, exception: BaseException
         future.set_exception(exception)
     else:
         future.set_result(answer)
-
-
-def _one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def build_app(settings: ServeSettings) -> Any:
@@ -259,7 +254,7 @@ def _add_routes(app: Any, spec: Any, inference: Inference, info: dict[str, Any])
             return JSONResponse({"detail": str(exc)}, status_code=422)
         except Exception as exc:
             log.exception("prediction failed")
-            return JSONResponse({"detail": f"internal error: {_one_line(exc)}"}, status_code=500)
+            return JSONResponse({"detail": f"internal error: {first_line(exc)}"}, status_code=500)
 
     app.post("/predict", response_model=spec.response)(predict)
     if spec.stream is not None:

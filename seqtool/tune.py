@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 
 from seqtool.config import load_config, parse_duration
-from seqtool.errors import SeqtoolError, TrainingInterrupted
+from seqtool.errors import SeqtoolError, TrainingInterrupted, first_line
 from seqtool.metrics import VAL, MetricsLog, of_split
 from seqtool.tune_space import Dimension, as_override, check_space, read_space
 
@@ -175,15 +175,11 @@ def _storage(url: str, engine_kwargs: dict[str, Any]) -> Any:
                 )
         except (IntegrityError, OperationalError) as exc:
             if attempt == 4:
-                raise SeqtoolError(f"--storage {url}: {_first_line(exc)}") from None
+                raise SeqtoolError(f"--storage {url}: {first_line(exc)}") from None
             time.sleep(0.2 * (attempt + 1))
         except Exception as exc:  # a bad URL or an unreachable server: one line, not a traceback
-            raise SeqtoolError(f"--storage {url}: {_first_line(exc)}") from None
+            raise SeqtoolError(f"--storage {url}: {first_line(exc)}") from None
     raise AssertionError("unreachable")
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _count_finished(storage: Any, name: str) -> int:

@@ -13,12 +13,13 @@ override), and every bound and choice must be a value the schema accepts.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seqtool.config import load_config, parse_yaml
+from seqtool.config import apply_overrides, build_config, load_config, parse_yaml, read_config_file
 from seqtool.errors import SeqtoolError
 
 RANGE_KINDS = ("int", "float")
@@ -120,12 +121,14 @@ def check_space(config: Path, overrides: list[str], dimensions: list[Dimension],
     override and searched."""
     fixed = {item.partition("=")[0].strip() for item in overrides}
     load_config(config, overrides)  # the config itself first: its own errors are not the space's
+    raw = read_config_file(config)  # read once; each value is tried on a copy
     for dimension in dimensions:
         if dimension.key in fixed:
             raise SeqtoolError(f"{space}: {dimension.key} is both searched and set by an override; drop one")
         for value in dimension.extremes():
             value = int(value) if dimension.kind == "int" else value
+            tried, with_value = copy.deepcopy(raw), [*overrides, as_override(dimension.key, value)]
             try:
-                load_config(config, [*overrides, as_override(dimension.key, value)])
+                build_config(tried, str(config), apply_overrides(tried, with_value))
             except SeqtoolError as exc:
                 raise SeqtoolError(f"search space {space}: {exc}") from None

@@ -125,20 +125,15 @@ class SpeechTask(WindowedTask):
             files = {"train": data.train, "val": data.val, "test": data.test}
             return {split: (p, self._read_manifest(p)) for split, p in files.items() if p}
         frame = self._read_manifest(data.path)
-        rng = np.random.default_rng(self.config.seed)
-        if data.group_column:  # whole groups (voices) to one side each
+        # The units split at random (seeded): whole groups (voices) with group_column, else clips.
+        if data.group_column:
             csvfile.check_columns(frame, {"group_column": [data.group_column]}, data.path)
-            groups = frame[data.group_column].unique()
-            order = rng.permutation(len(groups))
-            n_val = max(1, round(len(groups) * data.val_fraction))
-            n_test = round(len(groups) * data.test_fraction)
-            side = {groups[g]: "val" if k < n_val else "test" if k < n_val + n_test else "train" for k, g in enumerate(order)}
-            labels = frame[data.group_column].map(side).to_numpy()
-        else:
-            order = rng.permutation(len(frame))
-            n_val, n_test = round(len(frame) * data.val_fraction), round(len(frame) * data.test_fraction)
-            labels = np.empty(len(frame), dtype=object)
-            labels[order[:n_val]], labels[order[n_val : n_val + n_test]], labels[order[n_val + n_test :]] = "val", "test", "train"
+        units = frame[data.group_column].to_numpy() if data.group_column else np.arange(len(frame))
+        distinct = pd.unique(units)
+        order = np.random.default_rng(self.config.seed).permutation(len(distinct))
+        n_val, n_test = max(1, round(len(distinct) * data.val_fraction)), round(len(distinct) * data.test_fraction)
+        side = {distinct[u]: "val" if k < n_val else "test" if k < n_val + n_test else "train" for k, u in enumerate(order)}
+        labels = np.array([side[u] for u in units])
         return {s: (data.path, frame[labels == s]) for s in ("train", "val", "test") if (labels == s).any()}
 
     def load_training_data(self) -> None:

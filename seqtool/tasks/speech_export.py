@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks.speech_audio import FeatureSettings
+from seqtool.tasks.speech_audio import FLOOR, STD_FLOOR, FeatureSettings
 from seqtool.tasks.speech_network import BLANK, SpeechNetwork
 
 
@@ -74,8 +74,8 @@ def metadata(settings: FeatureSettings, characters: list[str], lowercase: bool, 
             "frames": "1 + (samples - window_samples) // hop_samples (a clip shorter than one window is padded to one)",
             "n_mels": settings.n_mels,
             "mel_scale": "htk: triangular filters evenly spaced in 2595 * log10(1 + hz / 700), 0 Hz to Nyquist, unnormalised",
-            "energies": "log(mel_power + max(mel_power) * 1e-8 + 1e-30), mel_power = filters @ |stft|^2",
-            "normalisation": "per clip, each band: (x - mean) / max(std, 1.0), std with n - 1 (x - mean for a one-frame clip)",
+            "energies": f"log(mel_power + max(mel_power) * {FLOOR:g} + 1e-30), mel_power = filters @ |stft|^2",
+            "normalisation": f"per clip, each band: (x - mean) / max(std, {STD_FLOOR:g}), std with n - 1 (x - mean for a one-frame clip)",
             "reference": "seqtool.tasks.speech_audio.log_mel",
         },
         "frame_stack": frame_stack,
