@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from seqtool import engine
-from seqtool.config import load_config
-from seqtool.data import table
+from seqtool.configure import load_config
+from seqtool.tasks.classify import table
 
 VARIANTS = {
     "RNN": ["model.type=rnn", "model.bidirectional=false"],

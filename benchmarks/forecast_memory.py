@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seqtool import engine
-from seqtool.config import load_config
+from seqtool.configure import load_config
 
 
 def peak_rss_mb() -> float:

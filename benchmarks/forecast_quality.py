@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seqtool import engine
-from seqtool.config import load_config
+from seqtool.configure import load_config
 
 METRICS = ("mae", "rmse", "mape", "smape", "mase", "mse")
 BASELINES = ("naive", "seasonal_naive", "linear")

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from seqtool import engine
 from seqtool.api import load
-from seqtool.config import load_config
+from seqtool.configure import load_config
 
 WINDOW, WARM_UP = 64, 8
 SAMPLE_SEEDS = tuple(range(1, 11))  # the README's sample is seed 1; the others show how much it varies

@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from seqtool.config import load_config
+from seqtool.configure import load_config
 from seqtool.data.text import Vocabulary, read_text
 from seqtool.engine import load_trained
 from seqtool.tasks.language_model import LanguageModelTask

@@ -3,7 +3,7 @@
 Writes a text file of --size-mb (default 1024) from Tiny Shakespeare (its lines shuffled per copy),
 then, each in a fresh process so that each peak is its own:
 
-1. encode: build the token cache (`seqtool.data.corpus.load_corpus`), report MB/s;
+1. encode: build the token cache (`seqtool.tasks.language_model.corpus.load_corpus`), report MB/s;
 2. train:  `seqtool.train` a char LSTM for --steps steps on the file (the cache is reused);
 3. again:  the same training once more, to show the cache hit (no encoding).
 
@@ -56,9 +56,9 @@ def make_file(path: Path, size_mb: int) -> None:
 def child(phase: str, path: Path, work: Path, tokenizer: str, steps: int) -> None:
     import torch  # noqa: F401  (in the baseline, as in any training process)
 
-    from seqtool.config import config_from_dict
-    from seqtool.data.corpus import load_corpus
+    from seqtool.configure import config_from_dict
     from seqtool.engine import train
+    from seqtool.tasks.language_model.corpus import load_corpus
 
     baseline = rss_mb()
     start = time.perf_counter()

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seqtool import engine
-from seqtool.config import load_config
+from seqtool.configure import load_config
 from seqtool.tasks.forecast import ForecastTask
 
 RECIPE = "configs/etth2_multivariate.yaml"

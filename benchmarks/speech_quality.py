@@ -28,7 +28,7 @@ from rich.table import Table
 
 def extraction(manifest: Path) -> tuple[int, float, float]:
     """Clips, seconds to read and featurise them all (no cache), and the peak RSS in MiB."""
-    from seqtool.tasks.speech_audio import FeatureSettings, extract
+    from seqtool.tasks.speech.audio import FeatureSettings, extract
 
     frame = pd.read_csv(manifest)
     files = [manifest.parent / p for p in frame["path"]]

@@ -37,9 +37,10 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from seqtool.config import Config, load_config
+from seqtool.configure import load_config
 from seqtool.data.text import Vocabulary, batchify, read_text, split_by_position
 from seqtool.engine import train
+from seqtool.schema import Config
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 

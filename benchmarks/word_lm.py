@@ -27,8 +27,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from seqtool.config import apply_overrides, config_from_dict
+from seqtool.configure import config_from_dict
 from seqtool.engine import evaluate, load_trained, train
+from seqtool.schema import apply_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from rich.console import Console
 
-from seqtool.config import Config, load_config
+from seqtool.configure import load_config
+from seqtool.schema import Config
 
 
 def _overrides(overrides: dict[str, Any] | list[str] | None) -> list[str]:

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from seqtool.errors import SeqtoolError, first_line
+from seqtool.errors import SeqtoolError, first_line, reading_user_file
 
 MAGIC = b"SEQTOOL-CHECKPOINT\n"
 FORMAT_VERSION = 1
@@ -124,12 +124,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     import torch
 
     path = Path(path)
-    try:
+    with reading_user_file(path, what="checkpoint", expected="a checkpoint file"):
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise SeqtoolError(f"checkpoint not found: {path}") from None
-    except (IsADirectoryError, PermissionError) as exc:
-        raise SeqtoolError(f"cannot read checkpoint {path}: {exc.strerror}") from None
     if not data.startswith(MAGIC):
         raise SeqtoolError(f"{path} is not a seqtool checkpoint (missing header)")
     header_end = data.find(b"\n", len(MAGIC))

@@ -108,7 +108,7 @@ def train(
     ] = None,
 ) -> None:
     """Train a model from a YAML config; writes config, metrics, checkpoints and a summary."""
-    from seqtool.config import load_config
+    from seqtool.configure import load_config
 
     cfg = load_config(config, overrides or [])
     from seqtool import engine

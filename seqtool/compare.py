@@ -22,10 +22,11 @@ from typing import Any
 from rich.console import Console
 
 from seqtool.checkpoint import atomic_write_text
-from seqtool.config import Config, ModelType, load_config, parse_yaml
+from seqtool.configure import load_config
 from seqtool.errors import SeqtoolError
 from seqtool.metrics import TRAIN, VAL, MetricsLog, of_split
 from seqtool.runs import describe_run
+from seqtool.schema import Config, ModelType, parse_yaml
 from seqtool.tasks import MainMetric
 
 MODEL_TYPES: tuple[str, ...] = typing.get_args(ModelType)  # the cells the config schema accepts

@@ -17,10 +17,11 @@ from rich.console import Console
 
 from seqtool import rundir
 from seqtool.checkpoint import load_checkpoint, resolve_checkpoint
-from seqtool.config import Config, config_from_dict
+from seqtool.configure import config_from_dict
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.runtime import pick_device, score
+from seqtool.schema import Config, SplitData
 from seqtool.tasks import Task, evaluating, make_task, parse_options
 from seqtool.trainer import EvaluationHook, TrainResult, run_session
 
@@ -87,8 +88,7 @@ class Evaluation:
 
 def has_test_split(config: Config) -> bool:
     """Whether the run's data holds out a test part (a fraction of `data.path`, or `data.test`)."""
-    data = config.data
-    return getattr(data, "test_fraction", 0.0) > 0 or bool(getattr(data, "test", None))
+    return isinstance(config.data, SplitData) and config.data.has_test_split()
 
 
 def evaluate(

@@ -2,8 +2,15 @@
 
 Anything raised as `SeqtoolError` is a problem with the user's input (config, data, checkpoint,
 command line). The CLI prints its message as a single `Error: ...` line and exits with code 2.
-Every other exception is a bug in seqtool and keeps its traceback.
+Every other exception is a bug in seqtool and keeps its traceback. Opening a file the user named
+is the one place an OS error is the user's to fix: `reading_user_file` says so, once.
 """
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 
 
 class SeqtoolError(Exception):
@@ -14,6 +21,28 @@ def first_line(exc: BaseException) -> str:
     """An exception's message cut to its first line (its type's name when it has none): what a
     one-line error says of a library's failure."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@contextlib.contextmanager
+def reading_user_file(path: str | Path, what: str = "data", expected: str = "a file", offset: int = 0) -> Iterator[None]:
+    """Read a file the user named inside this block: a missing, unreadable or not-UTF-8 file
+    becomes one `SeqtoolError` naming it (what it is, and the byte offset of bad encoding,
+    `offset` being where the bytes decoded in the block start in the file). Only a user's path
+    goes through here, so an OS error anywhere else stays a bug with its traceback."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise SeqtoolError(f"{what} file not found: {path}") from None
+    except IsADirectoryError:
+        raise SeqtoolError(f"{what} path is a directory, not {expected}: {path}") from None
+    except PermissionError:
+        raise SeqtoolError(f"{what} file is not readable (permission denied): {path}") from None
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start] if isinstance(exc.object, (bytes, bytearray)) else None
+        shown = f"invalid byte 0x{byte:02x}" if byte is not None else "invalid byte"
+        raise SeqtoolError(f"{path}: not UTF-8 text ({shown} at byte offset {offset + exc.start})") from None
+    except OSError as exc:
+        raise SeqtoolError(f"{what} file {path} cannot be read: {exc.strerror or exc}") from None
 
 
 class TrainingInterrupted(Exception):

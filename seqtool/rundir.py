@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import seqtool
 from seqtool.checkpoint import LAST, atomic_write_text, load_checkpoint
-from seqtool.config import BUDGET_KEYS, Config, config_from_dict, dump_yaml, flatten
+from seqtool.configure import config_from_dict
 from seqtool.errors import SeqtoolError
 from seqtool.lock import run_dir_lock
 from seqtool.metrics import CONFIG_FILE, RUN_RECORD, MetricsLog, NullLog
+from seqtool.schema import BUDGET_KEYS, Config, dump_yaml, flatten
 from seqtool.tasks import kind_record
 
 if TYPE_CHECKING:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from seqtool.checkpoint import BEST, LAST, read_header
-from seqtool.config import model_label
 from seqtool.lock import lock_owner_alive, lock_path
+from seqtool.schema import model_label
 
 if TYPE_CHECKING:
     from seqtool.tasks import MainMetric

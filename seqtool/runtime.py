@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from seqtool.config import TrainingConfig, parse_duration
 from seqtool.errors import SeqtoolError
+from seqtool.schema import TrainingConfig, parse_duration
 from seqtool.tasks import evaluating
 
 if TYPE_CHECKING:
     from seqtool.tasks import Task
-    from seqtool.trainer import TrainState
 
 
 def pick_device(name: str) -> torch.device:
@@ -131,19 +130,6 @@ def budget_used(training: TrainingConfig, step: int, steps: int | None, elapsed_
     if training.max_time:
         used = max(used, elapsed_s / parse_duration(training.max_time))
     return used
-
-
-def stop_reason(state: TrainState, training: TrainingConfig, steps_per_epoch: int, elapsed_s: float) -> str:
-    if training.max_steps is not None and state.step >= training.max_steps:
-        return f"max_steps reached ({training.max_steps})"
-    if training.epochs is not None and state.step >= training.epochs * steps_per_epoch:
-        return f"epochs completed ({training.epochs})"
-    if training.max_time is not None and elapsed_s >= parse_duration(training.max_time):
-        return f"max_time reached ({training.max_time})"
-    patience = training.early_stopping_patience
-    if patience is not None and state.evals_since_best >= patience:
-        return f"early stopping (no improvement in {patience} evaluations)"
-    return ""
 
 
 @contextlib.contextmanager

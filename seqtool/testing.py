@@ -149,7 +149,7 @@ def check_config_round_trip(kind: str, folder: Path) -> None:
     """The run directory's config.yaml and the checkpoint's stored config are the config trained;
     `runs` lists the run as finished, with the kind's main metric."""
     from seqtool.checkpoint import LAST, load_checkpoint
-    from seqtool.config import config_from_dict, load_config
+    from seqtool.configure import config_from_dict, load_config
 
     job = prepare(kind, folder)
     run = job.train("run")

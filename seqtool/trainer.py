@@ -26,7 +26,6 @@ from rich.console import Console
 import seqtool
 from seqtool import rundir
 from seqtool.checkpoint import BEST, LAST, load_checkpoint, resolve_checkpoint, save_checkpoint
-from seqtool.config import Config, model_label
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError, TrainingInterrupted
 from seqtool.metrics import DIVERGED, GRAD_FLOW, SKIPPED_BATCH, TRAIN, VAL, Event, require_tensorboard, write_summary
@@ -43,9 +42,9 @@ from seqtool.runtime import (
     rng_state,
     score,
     seed_everything,
-    stop_reason,
     total_steps,
 )
+from seqtool.schema import Config, TrainingConfig, model_label, parse_duration
 from seqtool.tasks import Task, make_task
 
 # Called after each evaluation with the step and the validation metrics; a reason returned
@@ -74,6 +73,20 @@ class TrainState:
     non_finite_in_a_row: int = 0
     finished: bool = False
     stop_reason: str = ""
+
+
+def stop_reason(state: TrainState, training: TrainingConfig, steps_per_epoch: int, elapsed_s: float) -> str:
+    """Why training stops now (empty to go on): the first budget used up, or early stopping."""
+    if training.max_steps is not None and state.step >= training.max_steps:
+        return f"max_steps reached ({training.max_steps})"
+    if training.epochs is not None and state.step >= training.epochs * steps_per_epoch:
+        return f"epochs completed ({training.epochs})"
+    if training.max_time is not None and elapsed_s >= parse_duration(training.max_time):
+        return f"max_time reached ({training.max_time})"
+    patience = training.early_stopping_patience
+    if patience is not None and state.evals_since_best >= patience:
+        return f"early stopping (no improvement in {patience} evaluations)"
+    return ""
 
 
 @dataclass

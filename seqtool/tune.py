@@ -26,9 +26,10 @@ from typing import Any
 
 from rich.console import Console
 
-from seqtool.config import load_config, parse_duration
+from seqtool.configure import load_config
 from seqtool.errors import SeqtoolError, TrainingInterrupted, first_line
 from seqtool.metrics import VAL, MetricsLog, of_split
+from seqtool.schema import parse_duration
 from seqtool.tune_space import Dimension, as_override, check_space, read_space
 
 PRUNERS = ("median", "halving", "none")

@@ -12,8 +12,9 @@ from typing import Any
 from rich.table import Table
 
 from seqtool.checkpoint import atomic_write_text
-from seqtool.config import dump_yaml, load_config
+from seqtool.configure import load_config
 from seqtool.plots import pyplot, save_png
+from seqtool.schema import dump_yaml
 from seqtool.tune import TuneJob, finished_states
 
 REPORT_FILES = ("best.yaml", "trials.csv", "tune.png")

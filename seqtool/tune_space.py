@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seqtool.config import apply_overrides, build_config, load_config, parse_yaml, read_config_file
+from seqtool.configure import build_config, load_config, read_config_file
 from seqtool.errors import SeqtoolError
+from seqtool.schema import apply_overrides, parse_yaml
 
 RANGE_KINDS = ("int", "float")
 RANGE_OPTIONS = {"log", "step"}

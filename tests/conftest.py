@@ -31,6 +31,16 @@ def make_corpus(lines: int = 600, seed: int = 0) -> str:
     return "\n".join(out) + "\n"
 
 
+def load_script(name: str) -> Any:
+    """A script of `scripts/` imported as a module (the documentation generators live there)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.txt"

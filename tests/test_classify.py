@@ -12,10 +12,9 @@ import yaml
 from conftest import FILLER, assert_clean_error, classify_config, memory_frame
 
 from seqtool.api import load
-from seqtool.data import table
 from seqtool.data.text import UNK, Vocabulary
 from seqtool.models import SequenceModel
-from seqtool.tasks.classify import ClassifyModel
+from seqtool.tasks.classify import ClassifyModel, table
 
 
 @pytest.fixture
@@ -90,7 +89,7 @@ def memory_run(tmp_path_factory):
     """One trained run shared by the tests that only read it (training is the slow part)."""
     from rich.console import Console
 
-    from seqtool.config import build_config
+    from seqtool.configure import build_config
     from seqtool.engine import train
 
     folder = tmp_path_factory.mktemp("memory")
@@ -189,7 +188,7 @@ def test_bad_classification_inputs(tmp_path, write_classify_config, run_cli, mem
 
 
 def test_balanced_class_weights_follow_inverse_frequency(tmp_path):
-    from seqtool.config import build_config
+    from seqtool.configure import build_config
     from seqtool.tasks.classify import ClassifyTask
 
     frame = memory_frame(rows=400)

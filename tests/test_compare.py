@@ -108,7 +108,7 @@ def test_plot_grad_flow_needs_runs_trained_with_it(tmp_path, adding_config, run_
 
 def test_the_table_csv_and_plot_report_the_best_checkpoint_which_evaluate_scores(tmp_path):
     from seqtool.compare import Variant, aggregate, summarise, write_outputs
-    from seqtool.config import build_config
+    from seqtool.configure import build_config
     from seqtool.tasks import task_class
 
     run = tmp_path / "lstm-seed1"

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from conftest import make_corpus, tiny_config
 
-from seqtool.data import corpus as corpus_io
 from seqtool.data.text import Vocabulary, read_text, tokenize
 from seqtool.errors import SeqtoolError
+from seqtool.tasks.language_model import corpus as corpus_io
 
 
 @pytest.fixture

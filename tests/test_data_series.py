@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 from conftest import forecast_config, sine_frame
 
-from seqtool.data import series
 from seqtool.errors import SeqtoolError
 from seqtool.tasks.forecast import (
     forecast_metrics,
@@ -13,6 +12,7 @@ from seqtool.tasks.forecast import (
     mase_scale,
     naive_forecast,
     seasonal_naive_forecast,
+    series,
     z_scale,
 )
 
@@ -50,7 +50,7 @@ def test_gather_windows_allocates_only_the_selected_windows():
 
 
 def test_the_forecast_scaler_is_fitted_on_the_training_rows_only(tmp_path):
-    from seqtool.config import build_config
+    from seqtool.configure import build_config
     from seqtool.tasks.forecast import ForecastTask
 
     frame = sine_frame()

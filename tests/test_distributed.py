@@ -15,7 +15,7 @@ import yaml
 from conftest import assert_clean_error, tiny_config
 
 from seqtool.checkpoint import load_checkpoint
-from seqtool.config import load_config
+from seqtool.configure import load_config
 from seqtool.engine import train
 from seqtool.metrics import TRAIN, MetricsLog, of_split
 

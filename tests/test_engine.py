@@ -8,10 +8,11 @@ import torch
 from conftest import interrupt_on_call, raise_error, send_signal, tiny_config
 
 from seqtool.checkpoint import load_checkpoint
-from seqtool.config import TrainingConfig, build_config
+from seqtool.configure import build_config
 from seqtool.engine import train
 from seqtool.errors import SeqtoolError
 from seqtool.runtime import learning_rate
+from seqtool.schema import TrainingConfig
 from seqtool.tasks import to_device
 from seqtool.tasks.language_model import LanguageModelTask
 

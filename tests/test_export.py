@@ -17,7 +17,7 @@ from rich.console import Console
 
 import seqtool
 from seqtool.checkpoint import BEST
-from seqtool.config import build_config
+from seqtool.configure import build_config
 from seqtool.engine import load_trained, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")

@@ -11,7 +11,7 @@ import yaml
 from conftest import assert_clean_error, crash_and_resume, forecast_config, sine_frame
 
 from seqtool.checkpoint import load_checkpoint
-from seqtool.config import build_config
+from seqtool.configure import build_config
 from seqtool.engine import load_trained, train
 from seqtool.tasks.forecast import ForecastTask
 

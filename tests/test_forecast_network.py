@@ -13,12 +13,12 @@ from conftest import assert_clean_error, crash_and_resume, forecast_config, sine
 
 import seqtool
 from seqtool.checkpoint import load_checkpoint
-from seqtool.config import build_config
+from seqtool.configure import build_config
 from seqtool.engine import train
 from seqtool.models import SequenceModel
 from seqtool.tasks.forecast import ForecastTask
-from seqtool.tasks.forecast_config import ForecastModel
-from seqtool.tasks.forecast_network import ForecastNetwork
+from seqtool.tasks.forecast.config import ForecastModel
+from seqtool.tasks.forecast.network import ForecastNetwork
 
 SEGMENTED = {"segment_length": 8, "decoder": "parallel", "channels": "independent", "window_norm": "revin"}
 

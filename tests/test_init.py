@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_clean_error
 
-from seqtool.config import load_config
+from seqtool.configure import load_config
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 EXPECTED = {

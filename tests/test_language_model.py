@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import assert_clean_error, tiny_config
 
-from seqtool.config import build_config, config_from_dict
+from seqtool.configure import build_config, config_from_dict
 from seqtool.distributed import Cluster
 from seqtool.engine import load_trained, train
 from seqtool.tasks.language_model import STATE_RESET_DEFAULT, LanguageModelTask
@@ -138,7 +138,7 @@ def test_adaptive_softmax_config_errors(write_config, run_cli, tmp_path, section
 def test_generation_steps_record_no_autograd_graph(task, monkeypatch):
     """`generate` returns its loop unstarted, so the loop needs its own no_grad: a step that
     records a graph through the weights costs a quarter of a char model's generation speed."""
-    from seqtool.models import CellStepper
+    from seqtool.tasks.language_model.sampling import CellStepper
 
     model = task.build_model().eval()
     grad_enabled = []

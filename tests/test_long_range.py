@@ -7,8 +7,9 @@ import pytest
 import torch
 from conftest import assert_clean_error
 
-from seqtool.config import ModelConfig, build_config
+from seqtool.configure import build_config
 from seqtool.models import SequenceModel
+from seqtool.schema import ModelConfig
 from seqtool.tasks.long_range import LongRangeTask, generate
 
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from seqtool.config import TokenModelConfig
-from seqtool.models import CellStepper, SequenceModel, adaptive_cutoffs
+from seqtool.models import SequenceModel, adaptive_cutoffs
 from seqtool.reference import run_reference
-from seqtool.sampling import TokenSampler
+from seqtool.schema import TokenModelConfig
 from seqtool.tasks.language_model import LanguageModelModel
+from seqtool.tasks.language_model.sampling import CellStepper, TokenSampler
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,11 @@ import json
 
 from rich.console import Console
 
-from seqtool.config import build_config, model_label
+from seqtool.configure import build_config
 from seqtool.metrics import write_summary
 from seqtool.progress import BAR_UNITS, EtaEstimate, TrainingDisplay
 from seqtool.runtime import budget_used
+from seqtool.schema import model_label
 
 
 def live_display() -> TrainingDisplay:

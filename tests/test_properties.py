@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqtool.config import build_config, load_config
+from seqtool.configure import build_config, load_config
 from seqtool.data import csvfile
 from seqtool.data.text import Vocabulary, detokenize, tokenize
 from seqtool.errors import SeqtoolError

@@ -14,7 +14,7 @@ from conftest import crash_and_resume, interrupt_on_call, send_signal, tiny_conf
 
 from seqtool import checkpoint as checkpoint_module
 from seqtool.checkpoint import load_checkpoint
-from seqtool.config import build_config
+from seqtool.configure import build_config
 from seqtool.engine import train
 from seqtool.errors import SeqtoolError
 from seqtool.lock import run_dir_lock

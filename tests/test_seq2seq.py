@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from seqtool.tasks.seq2seq import Seq2SeqModel, Seq2SeqTask, edit_distance, join_tokens, sequence_metrics, tokenize
-from seqtool.tasks.seq2seq_network import EOS, Seq2SeqNetwork
+from seqtool.tasks.seq2seq.network import EOS, Seq2SeqNetwork
 
 
 def test_edit_distance_and_token_error_rate_by_hand():

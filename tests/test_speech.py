@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("soundfile", reason="the speech extra is not installed (pip install 'seqtool[speech]')")
 
-from seqtool.config import load_config
+from seqtool.configure import load_config
 from seqtool.engine import load_trained
 from seqtool.testing import prepare
 
@@ -78,7 +78,7 @@ def test_an_onnx_deployment_needs_only_the_metadata(speech_run, run_cli, tmp_pat
     """Features from the metadata's settings, the graph through onnxruntime, greedy decoding in
     numpy from the metadata's labels: the same transcripts as `seqtool predict`, frame by frame."""
     ort = pytest.importorskip("onnxruntime")
-    from seqtool.tasks.speech_audio import FeatureSettings, log_mel, read_audio
+    from seqtool.tasks.speech.audio import FeatureSettings, log_mel, read_audio
 
     run, folder = speech_run
     output = tmp_path / "asr.onnx"

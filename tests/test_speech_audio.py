@@ -9,7 +9,7 @@ import pytest
 soundfile = pytest.importorskip("soundfile", reason="the speech extra is not installed (pip install 'seqtool[speech]')")
 
 from seqtool.errors import SeqtoolError  # noqa: E402
-from seqtool.tasks.speech_audio import (  # noqa: E402
+from seqtool.tasks.speech.audio import (  # noqa: E402
     FeatureSettings,
     UnusableAudio,
     band_limited,
@@ -128,7 +128,7 @@ def test_bad_files_are_named_and_empty_or_silent_ones_are_skipped_by_reason(tmp_
 def test_features_are_cached_once_and_read_again_when_a_clip_changes(tmp_path, monkeypatch):
     import os
 
-    import seqtool.tasks.speech_audio as audio
+    import seqtool.tasks.speech.audio as audio
 
     clips = []
     for i, hz in enumerate((300.0, 600.0)):

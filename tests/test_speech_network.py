@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from seqtool.tasks.speech_audio import FeatureSettings, log_mel
-from seqtool.tasks.speech_config import SpeechModel
-from seqtool.tasks.speech_network import BLANK, SpeechNetwork, greedy_decode, prefix_beam_search, spec_augment
+from seqtool.tasks.speech.audio import FeatureSettings, log_mel
+from seqtool.tasks.speech.config import SpeechModel
+from seqtool.tasks.speech.network import BLANK, SpeechNetwork, greedy_decode, prefix_beam_search, spec_augment
 
 PITCHES = {"a": 400.0, "b": 800.0, "c": 1300.0, "d": 2000.0}
 SETTINGS = FeatureSettings(n_mels=24)

@@ -19,7 +19,7 @@ pytest.importorskip("optuna", reason="the tune extra is not installed (pip insta
 
 import optuna
 
-from seqtool.config import load_config
+from seqtool.configure import load_config
 from seqtool.testing import prepare
 
 SPACE = "model.hidden_size: {int: [4, 16], log: true}\ntraining.lr: {float: [1e-3, 3e-2], log: true}\nmodel.type: [gru, lstm]\n"

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqtool.config import TokenModelConfig, Where, check_split_fractions, option
 from seqtool.errors import SeqtoolError
 from seqtool.models import recurrent_layers
+from seqtool.schema import TokenModelConfig, Where, check_split_fractions, option
 from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, WindowedTask, to_device
 
 _SENTENCE_START = re.compile(r"(^|[.!?]\s+)([a-z])|\b(i)\b", re.MULTILINE)

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import codecs
 from pathlib import Path
 
 import pandas as pd
 
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, reading_user_file
 
 
 def read_csv(path: str | Path, strings: bool = False) -> pd.DataFrame:
     """Read a CSV (or, by its suffix, a TSV) with pandas; errors name the file (and byte offset).
     With `strings` every cell stays the text it is: "NA", "null" and "nan" are words, not missing."""
     path = Path(path)
-    if path.is_dir():
-        raise SeqtoolError(f"data path is a directory, not a CSV file: {path}")
     options: dict = {"dtype": str, "keep_default_na": False} if strings else {}
     if path.suffix.lower() == ".tsv":
         options["sep"] = "\t"  # quoted where needed, as a CSV is
     try:
-        frame = pd.read_csv(path, skipinitialspace=True, encoding="utf-8-sig", **options)  # streamed: no copy of the text
-    except FileNotFoundError:
-        raise SeqtoolError(f"data file not found: {path}") from None
-    except PermissionError:
-        raise SeqtoolError(f"data file is not readable (permission denied): {path}") from None
-    except UnicodeDecodeError:
-        raise SeqtoolError(f"{path}: not UTF-8 text ({_first_invalid_byte(path)})") from None
+        with reading_user_file(path, expected="a CSV file"):
+            try:
+                frame = pd.read_csv(path, skipinitialspace=True, encoding="utf-8-sig", **options)  # streamed: no copy
+            except UnicodeDecodeError:  # pandas decodes in chunks: find the offset in the whole file
+                path.read_bytes().decode("utf-8-sig")
+                raise
     except pd.errors.EmptyDataError:
         raise SeqtoolError(f"{path}: the file is empty") from None
     except pd.errors.ParserError as exc:
@@ -35,17 +31,6 @@ def read_csv(path: str | Path, strings: bool = False) -> pd.DataFrame:
     if frame.empty:
         raise SeqtoolError(f"{path}: the CSV has a header but no rows")
     return frame
-
-
-def _first_invalid_byte(path: Path) -> str:
-    """Where UTF-8 decoding fails (read in full, but only on this error path)."""
-    raw = path.read_bytes()
-    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try:
-        raw[skip:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"invalid byte 0x{raw[skip + exc.start]:02x} at byte offset {skip + exc.start}"
-    return "invalid bytes"
 
 
 def check_columns(frame: pd.DataFrame, wanted: dict[str, list[str]], source: str) -> None:

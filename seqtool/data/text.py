@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, reading_user_file
 
 UNK = "<unk>"
 NEWLINE = "\n"
@@ -32,18 +32,8 @@ _OPENING_BRACKETS = frozenset("([{")
 def read_text(path: str | Path) -> str:
     """Read a UTF-8 text file; errors name the file (and the byte offset for bad encodings)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SeqtoolError(f"data file not found: {path}") from None
-    except IsADirectoryError:
-        raise SeqtoolError(f"data path is a directory, not a text file: {path}") from None
-    except PermissionError:
-        raise SeqtoolError(f"data file is not readable (permission denied): {path}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SeqtoolError(f"{path}: not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at byte offset {exc.start})") from None
+    with reading_user_file(path, expected="a text file"):
+        text = path.read_bytes().decode("utf-8-sig")
     text = text.replace("\r\n", "\n")
     if not text.strip():
         raise SeqtoolError(f"{path}: the file is empty")

@@ -24,17 +24,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seqtool.config import Config, TokenModelConfig, Where, check_split_fractions, option
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel
+from seqtool.schema import Config, SplitData, TokenModelConfig, Where, option
 from seqtool.tasks import BadInput, Example, MainMetric, WindowedTask, to_device
 
 EVAL_BATCH = 1024
 
 
 @dataclass
-class LongRangeData:
+class LongRangeData(SplitData):
+    """Generated samples, split at random (seeded)."""
+
     synthetic: Literal["adding", "copy", "parity"] = option(
         "adding", "adding: sum of two marked numbers (MSE); copy: recall symbols after a delay; parity: XOR of bits"
     )
@@ -42,8 +44,6 @@ class LongRangeData:
     samples: int = option(20000, "sequences generated from the seed (train + val + test)", ge=10)
     symbols: int = option(10, "copy: symbols to remember", ge=1)
     alphabet: int = option(8, "copy: distinct symbols", ge=2)
-    val_fraction: float = option(0.1, "share of the samples held out for validation", gt=0.0, lt=1.0)
-    test_fraction: float = option(0.0, "share of the samples held out for testing", ge=0.0, lt=1.0)
 
 
 def generate(
@@ -103,7 +103,7 @@ class LongRangeTask(WindowedTask):
 
     @classmethod
     def check_config(cls, config: Config, where: Where) -> None:
-        check_split_fractions(config.data, where)
+        config.data.check(where)
 
     @classmethod
     def example(cls, folder: Path) -> Example:

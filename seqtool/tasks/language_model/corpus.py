@@ -31,7 +31,7 @@ import numpy as np
 
 from seqtool.checkpoint import atomic_write_text
 from seqtool.data.text import WORD_PATTERN, Vocabulary, read_text, smallest_dtype, split_by_position
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, reading_user_file
 
 STREAM_ABOVE_BYTES = 32 * 2**20  # files larger than this are encoded in chunks into the cache
 CHUNK_BYTES = 16 * 2**20
@@ -68,12 +68,10 @@ def _token_split(count: int, val_fraction: float, test_fraction: float) -> tuple
 
 
 def _file_size(path: Path) -> int:
-    try:
+    with reading_user_file(path, expected="a text file"):
         if path.is_dir():
-            raise SeqtoolError(f"data path is a directory, not a text file: {path}")
+            raise IsADirectoryError(path)
         return path.stat().st_size
-    except FileNotFoundError:
-        raise SeqtoolError(f"data file not found: {path}") from None
 
 
 def _key(*parts: object) -> str:
@@ -215,9 +213,5 @@ def _text_chunks(path: Path) -> Iterator[str]:
 
 
 def _decode(data: bytes, path: Path, offset: int) -> str:
-    try:
+    with reading_user_file(path, offset=offset):
         return data.decode("utf-8").replace("\r\n", "\n")
-    except UnicodeDecodeError as exc:
-        raise SeqtoolError(
-            f"{path}: not UTF-8 text (invalid byte 0x{data[exc.start]:02x} at byte offset {offset + exc.start})"
-        ) from None

@@ -2,7 +2,7 @@
 
 A CSV or TSV holds a source and a target column. Each side has its own tokenizer (`char`, `word`,
 or `whitespace` for phoneme strings) and vocabulary (or one shared). The network
-(`seq2seq_network.py`) encodes the source and decodes the target with attention, teacher-forced
+(`network.py`) encodes the source and decodes the target with attention, teacher-forced
 in training. Evaluation decodes for real (greedy, or beam search with `evaluate --beam-size`) and
 scores the outputs with sacrebleu's BLEU and chrF, exact match and token error rate (edit distance
 over target tokens: the phoneme error rate for G2P), each beside two baselines: `copy` outputs the
@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from seqtool.checkpoint import atomic_write_text
-from seqtool.config import Config, TokenModelConfig, TrainingConfig, Where, check_text_files, option
 from seqtool.data import csvfile, sniff
 from seqtool.data.text import WORD_PATTERN, detokenize
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
+from seqtool.schema import Config, FileSplitData, TokenModelConfig, TrainingConfig, Where, option, test_fraction_option
 from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Unsuitable, WindowedTask, to_device
-from seqtool.tasks.seq2seq_network import BOS, EOS, PAD, UNK, Seq2SeqNetwork
+from seqtool.tasks.seq2seq.network import BOS, EOS, PAD, UNK, Seq2SeqNetwork
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]  # ids PAD, UNK, BOS, EOS
 EVAL_BATCH = 128
@@ -37,11 +37,9 @@ Tokenizer = Literal["char", "word", "whitespace"]
 
 
 @dataclass
-class Seq2SeqData:
-    path: str | None = option(None, "one CSV/TSV of pairs, split at random (seeded) into train/val/test")
-    train: str | None = option(None, "training CSV/TSV (instead of path)")
-    val: str | None = option(None, "validation CSV/TSV (with train)")
-    test: str | None = option(None, "test CSV/TSV (with train)")
+class Seq2SeqData(FileSplitData):
+    """A CSV/TSV of pairs; `path` is split at random (seeded)."""
+
     source_column: str = option("source", "column holding the input sequence")
     target_column: str = option("target", "column holding the output sequence")
     source_tokenizer: Tokenizer = option("word", "char, word (words and punctuation) or whitespace (space-separated symbols)")
@@ -50,8 +48,7 @@ class Seq2SeqData:
     min_freq: int = option(1, "rarer tokens map to `<unk>`", ge=1)
     max_source_length: int = option(100, "longer sources are truncated (and counted)", ge=1)
     max_target_length: int = option(100, "longer targets are truncated (and counted); also the decoding limit", ge=1)
-    val_fraction: float = option(0.1, "share of `path` held out for validation", gt=0.0, lt=1.0)
-    test_fraction: float = option(0.1, "share of `path` held out for testing", ge=0.0, lt=1.0)
+    test_fraction: float = test_fraction_option(0.1)
 
 
 @dataclass
@@ -127,7 +124,7 @@ class Seq2SeqTask(WindowedTask):
 
     @classmethod
     def check_config(cls, config: Config, where: Where) -> None:
-        check_text_files(config.data, where)
+        config.data.check(where)
         model = config.model
         if model.tie_embeddings and model.embedding_size != model.hidden_size:
             raise SeqtoolError(
@@ -405,12 +402,12 @@ class Seq2SeqTask(WindowedTask):
     def export_signature(self, model: Seq2SeqNetwork, generator: torch.Generator) -> dict[str, Any]:
         """Two graphs: `encoder` (source, lengths -> memory, mask, first state) and `decoder_step`
         (token, state[, feed], memory, mask -> logits, state[, feed][, attention])."""
-        from seqtool.tasks.seq2seq_export import signatures
+        from seqtool.tasks.seq2seq.export import signatures
 
         return signatures(model, len(self.vocab["source"]), generator)
 
     def check_export(self, model: Seq2SeqNetwork, run: Any) -> str | None:
-        from seqtool.tasks.seq2seq_export import check_greedy
+        from seqtool.tasks.seq2seq.export import check_greedy
 
         return check_greedy(model, len(self.vocab["source"]), run)
 
@@ -427,7 +424,7 @@ class Seq2SeqTask(WindowedTask):
 
     def _draw_alignment(self, model: Seq2SeqNetwork, text: str, output: str, path: Path) -> None:
         """`predict --attention PNG`: where the decoder looked while writing `output` for `text`."""
-        from seqtool.tasks.seq2seq_plots import alignment_plot
+        from seqtool.tasks.seq2seq.plots import alignment_plot
 
         source, lengths, _ = self._ids([text], "source", self.data.max_source_length, end=False)
         index = self._index("target")
@@ -454,7 +451,7 @@ class Seq2SeqTask(WindowedTask):
         return frame.assign(prediction=best)
 
     def serve_spec(self) -> ServeSpec:
-        from seqtool.tasks.seq2seq_serve import spec
+        from seqtool.tasks.seq2seq.serve import spec
 
         return spec(self)
 

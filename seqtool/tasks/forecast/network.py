@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from seqtool.models import recurrent_layers, unrolled
-from seqtool.tasks.forecast_config import ForecastModel
+from seqtool.tasks.forecast.config import ForecastModel
 
 Z_80 = 1.2815515655446004  # standard normal quantile of 0.9: mean +- Z_80 sigma covers 80%
 REVIN_EPS = 1e-5  # added to a window's variance: a constant window normalises to zeros, not NaN

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks.seq2seq_network import BOS, EOS, PAD, Seq2SeqNetwork
+from seqtool.tasks.seq2seq.network import BOS, EOS, PAD, Seq2SeqNetwork
 
 Runner = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 

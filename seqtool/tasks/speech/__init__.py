@@ -2,7 +2,7 @@
 
 A manifest CSV lists audio files (paths relative to it) and their transcripts. Each clip is read
 at any rate and channel count, resampled to `data.sample_rate`, turned into normalised log-mel
-frames (`speech_audio.py`, cached beside the runs), and recognised by `speech_network.py`: frame
+frames (`audio.py`, cached beside the runs), and recognised by `network.py`: frame
 stacking, a packed recurrent stack and a CTC head over the transcripts' characters. Evaluation
 decodes for real (greedy, or prefix beam search with `--beam-size`) and scores with jiwer's CER
 and WER beside the most common training transcript, with the real-time factor of inference.
@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 
 from seqtool.checkpoint import atomic_write_text
-from seqtool.config import Config, Where, check_text_files
 from seqtool.data import csvfile, sniff
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
+from seqtool.schema import Config, Where
 from seqtool.signature import Signature
 from seqtool.tasks import (
     BadInput,
@@ -38,12 +38,12 @@ from seqtool.tasks import (
     Starter,
     Unsuitable,
     WindowedTask,
-    speech_export,
     to_device,
 )
-from seqtool.tasks.speech_audio import Features, FeatureSettings, cached_extract, log_mel, read_audio
-from seqtool.tasks.speech_config import SpeechData, SpeechModel, SpeechTraining
-from seqtool.tasks.speech_network import BLANK, SpeechNetwork, greedy_decode, prefix_beam_search, spec_augment
+from seqtool.tasks.speech import export as export_parts
+from seqtool.tasks.speech.audio import Features, FeatureSettings, cached_extract, log_mel, read_audio
+from seqtool.tasks.speech.config import SpeechData, SpeechModel, SpeechTraining
+from seqtool.tasks.speech.network import BLANK, SpeechNetwork, greedy_decode, prefix_beam_search, spec_augment
 
 EVAL_BATCH = 64
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
@@ -90,7 +90,7 @@ class SpeechTask(WindowedTask):
 
     @classmethod
     def check_config(cls, config: Config, where: Where) -> None:
-        check_text_files(config.data, where)
+        config.data.check(where)
         if config.training.narrowband + config.training.speed_perturb > 1.0:
             raise SeqtoolError(
                 f"{where('training.speed_perturb')}: narrowband + speed_perturb is a share of the clips: at most 1"
@@ -337,17 +337,17 @@ class SpeechTask(WindowedTask):
         return self.transcribe(model, features, options.get("beam_size"))
 
     def serve_spec(self) -> ServeSpec:
-        from seqtool.tasks.speech_serve import spec
+        from seqtool.tasks.speech.serve import spec
 
         return spec(self)
 
     # ---- export ----------------------------------------------------------------------------------
 
     def export_signature(self, model: SpeechNetwork, generator: torch.Generator) -> Signature:
-        return speech_export.signature(model, self.data.n_mels, generator)
+        return export_parts.signature(model, self.data.n_mels, generator)
 
     def export_metadata(self) -> dict[str, Any]:
-        return speech_export.metadata(self.settings, self.characters, self.data.lowercase, self.config.model.frame_stack)
+        return export_parts.metadata(self.settings, self.characters, self.data.lowercase, self.config.model.frame_stack)
 
     # ---- init and the conformance kit --------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks.speech_audio import FLOOR, STD_FLOOR, FeatureSettings
-from seqtool.tasks.speech_network import BLANK, SpeechNetwork
+from seqtool.tasks.speech.audio import FLOOR, STD_FLOOR, FeatureSettings
+from seqtool.tasks.speech.network import BLANK, SpeechNetwork
 
 
 def _clips(generator: torch.Generator, lengths: list[int], bands: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +76,7 @@ def metadata(settings: FeatureSettings, characters: list[str], lowercase: bool, 
             "mel_scale": "htk: triangular filters evenly spaced in 2595 * log10(1 + hz / 700), 0 Hz to Nyquist, unnormalised",
             "energies": f"log(mel_power + max(mel_power) * {FLOOR:g} + 1e-30), mel_power = filters @ |stft|^2",
             "normalisation": f"per clip, each band: (x - mean) / max(std, {STD_FLOOR:g}), std with n - 1 (x - mean for a one-frame clip)",
-            "reference": "seqtool.tasks.speech_audio.log_mel",
+            "reference": "seqtool.tasks.speech.audio.log_mel",
         },
         "frame_stack": frame_stack,
         "characters": list(characters),

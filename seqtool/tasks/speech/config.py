@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqtool.config import ModelConfig, TrainingConfig, option
+from seqtool.schema import FileSplitData, ModelConfig, TrainingConfig, option, test_fraction_option
 
 
 @dataclass
-class SpeechData:
-    path: str | None = option(None, "manifest CSV (audio paths relative to it, transcripts), split at random (seeded)")
-    train: str | None = option(None, "training manifest (instead of path)")
-    val: str | None = option(None, "validation manifest (with train)")
-    test: str | None = option(None, "test manifest (with train)")
+class SpeechData(FileSplitData):
+    """A manifest of clips and transcripts; `path` is split at random (seeded), by whole groups with `group_column`."""
+
     audio_column: str = option("path", "column holding each audio file's path")
     text_column: str = option("text", "column holding each transcript")
     group_column: str | None = option(None, "split `path` by this column (a voice, a speaker): no group on two sides")
@@ -23,8 +21,7 @@ class SpeechData:
     hop_ms: float = option(10.0, "step between feature frames (ms)", gt=0.0)
     n_mels: int = option(80, "mel bands", ge=1)
     max_duration: float = option(20.0, "longer clips are skipped (and counted), in seconds", gt=0.0)
-    val_fraction: float = option(0.1, "share of `path` held out for validation", gt=0.0, lt=1.0)
-    test_fraction: float = option(0.1, "share of `path` held out for testing", ge=0.0, lt=1.0)
+    test_fraction: float = test_fraction_option(0.1)
 
 
 @dataclass

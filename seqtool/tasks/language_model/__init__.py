@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqtool.config import Config, TokenModelConfig, TrainingConfig, Where, check_text_files, option
-from seqtool.data.corpus import load_corpus
 from seqtool.data.text import (
     NEWLINE,
     Vocabulary,
@@ -32,10 +30,12 @@ from seqtool.data.text import (
 )
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.models import CellStepper, RecurrentState, SequenceModel, adaptive_cutoffs, detach_state
-from seqtool.sampling import TokenSampler
+from seqtool.models import RecurrentState, SequenceModel, adaptive_cutoffs, detach_state
+from seqtool.schema import Config, FileSplitData, TokenModelConfig, TrainingConfig, Where, option
 from seqtool.signature import Signature, tensor_spec
 from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Task, Unsuitable, to_device
+from seqtool.tasks.language_model.corpus import load_corpus
+from seqtool.tasks.language_model.sampling import CellStepper, TokenSampler
 
 # Measured in benchmarks/fresh_state.py (docs/benchmarks.md): without resets a char LSTM meets a
 # zero state once an epoch and generates garbage from a fresh prompt.
@@ -43,14 +43,10 @@ STATE_RESET_DEFAULT = 0.3
 
 
 @dataclass
-class LanguageModelData:
-    path: str | None = option(None, "one text file, split into train/val(/test) by position")
-    train: str | None = option(None, "training text file (instead of path)")
-    val: str | None = option(None, "validation text file (with train)")
-    test: str | None = option(None, "test text file (with train)")
+class LanguageModelData(FileSplitData):
+    """Text split by position: validation (then test) is the tail of `path`."""
+
     tokenizer: Literal["char", "word"] = option("char", "char: one token per character; word: words and punctuation")
-    val_fraction: float = option(0.1, "tail of `path` held out for validation", gt=0.0, lt=1.0)
-    test_fraction: float = option(0.0, "tail of `path` held out for testing (after val)", ge=0.0, lt=1.0)
     min_freq: int = option(1, "word tokenizer: rarer words become `<unk>`", ge=1)
 
 
@@ -108,7 +104,7 @@ class LanguageModelTask(Task):
 
     @classmethod
     def check_config(cls, config: Config, where: Where) -> None:
-        check_text_files(config.data, where)
+        config.data.check(where)
         model = config.model
         if model.output == "adaptive" and model.tie_weights:
             raise SeqtoolError(
@@ -171,7 +167,7 @@ class LanguageModelTask(Task):
 
     def _load(self, path: str, val_fraction: float = 0.0, test_fraction: float = 0.0) -> dict[str, np.ndarray]:
         """A file's split ids, building the vocabulary from its training part when there is none
-        yet. Large files go through the token cache (see `seqtool.data.corpus`)."""
+        yet. Large files go through the token cache (see `seqtool.tasks.language_model.corpus`)."""
         data = self.config.data
         self.vocabulary, splits = load_corpus(
             path, data.tokenizer, data.min_freq, val_fraction, test_fraction, self.vocabulary, self.cache_dir
@@ -450,7 +446,7 @@ class LanguageModelTask(Task):
         return prompt + "".join(self.generate(model, prompt, *sampling))
 
     def serve_spec(self) -> ServeSpec:
-        from seqtool.tasks.language_model_serve import spec
+        from seqtool.tasks.language_model.serve import spec
 
         return spec(self)
 

@@ -10,14 +10,17 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from seqtool.config import Config, ModelConfig, TrainingConfig, Where, check_split_fractions, option
-from seqtool.data import series, sniff
+from seqtool.data import sniff
 from seqtool.errors import SeqtoolError
+from seqtool.schema import Config, ModelConfig, SplitData, TrainingConfig, Where, option, val_fraction_option
 from seqtool.tasks import Starter, Unsuitable
+from seqtool.tasks.forecast import series
 
 
 @dataclass
-class ForecastData:
+class ForecastData(SplitData):
+    """A CSV with one row per time step; validation (then test) is the chronological tail."""
+
     path: str | None = option(None, "CSV file with one row per time step")
     date_column: list[str] | None = option(None, "date column, or its parts such as [year, month, day, hour]")
     frequency: str | None = option(None, "pandas frequency (D, h, MS, ...); inferred from the dates if absent")
@@ -27,8 +30,7 @@ class ForecastData:
     calendar_features: bool = option(False, "add sin/cos of hour, weekday and month derived from the dates")
     context_length: int = option(24, "input window: time steps the model sees", ge=1)
     horizon: int = option(12, "time steps predicted at once (direct multi-step)", ge=1)
-    val_fraction: float = option(0.2, "chronological tail held out for validation", gt=0.0, lt=1.0)
-    test_fraction: float = option(0.0, "chronological tail held out for testing (after val)", ge=0.0, lt=1.0)
+    val_fraction: float = val_fraction_option(0.2)
     scaler: Literal["standard", "minmax", "none"] = option("standard", "per-column scaling, fitted on the training part only")
     missing: Literal["interpolate", "ffill", "drop", "error"] = option("interpolate", "what to do with empty or NA cells")
     seasonality: int | None = option(
@@ -83,7 +85,7 @@ def check_forecast_config(config: Config, where: Where) -> None:
         raise SeqtoolError(f"{where('data.path')} is missing: the CSV file to forecast")
     if not data.target:
         raise SeqtoolError(f"{where('data.target')} is missing: the column(s) to forecast")
-    check_split_fractions(data, where)
+    data.check(where)
     if training.loss == "quantile":
         qs = training.quantiles
         if len(qs) < 2 or any(not 0 < q < 1 for q in qs) or qs != sorted(set(qs)):

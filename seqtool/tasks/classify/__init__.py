@@ -20,32 +20,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqtool.checkpoint import atomic_write_text
-from seqtool.config import Config, TokenModelConfig, TrainingConfig, Where, check_text_files, option
-from seqtool.data import csvfile, sniff, table
+from seqtool.data import csvfile, sniff
 from seqtool.data.text import Vocabulary, vocabulary_metadata
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel, layer_weights, pool_over_time
+from seqtool.schema import Config, FileSplitData, TokenModelConfig, TrainingConfig, Where, option
 from seqtool.signature import Signature, tensor_spec
 from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Unsuitable, WindowedTask, to_device
+from seqtool.tasks.classify import table
 
 EVAL_BATCH = 256
 
 
 @dataclass
-class ClassifyData:
-    path: str | None = option(None, "one CSV file, split into train/val(/test) with class ratios kept")
-    train: str | None = option(None, "training CSV (instead of path)")
-    val: str | None = option(None, "validation CSV (with train)")
-    test: str | None = option(None, "test CSV (with train)")
+class ClassifyData(FileSplitData):
+    """A CSV of texts and labels; `path` is split with each class's share kept (stratified)."""
+
     text_column: str = option("text", "column holding the text")
     label_column: str = option("label", "column holding the class label (strings or integers)")
     tokenizer: Literal["word", "char"] = option("word", "word: words and punctuation marks; char: characters")
     lowercase: bool = option(True, "lower-case texts before tokenizing")
     max_length: int = option(256, "longer texts are truncated to this many tokens", ge=1)
     min_freq: int = option(2, "rarer tokens map to `<unk>`", ge=1)
-    val_fraction: float = option(0.1, "share of `path` held out for validation (stratified)", gt=0.0, lt=1.0)
-    test_fraction: float = option(0.0, "share of `path` held out for testing (stratified)", ge=0.0, lt=1.0)
 
 
 @dataclass
@@ -99,7 +96,7 @@ class ClassifyTask(WindowedTask):
 
     @classmethod
     def check_config(cls, config: Config, where: Where) -> None:
-        check_text_files(config.data, where)
+        config.data.check(where)
 
     @classmethod
     def starter(cls, path: Path, frame: Any | None) -> Starter:
@@ -368,7 +365,7 @@ class ClassifyTask(WindowedTask):
         return self.predict_frame(model, str(data))
 
     def serve_spec(self) -> ServeSpec:
-        from seqtool.tasks.classify_serve import spec
+        from seqtool.tasks.classify.serve import spec
 
         return spec(self)
 

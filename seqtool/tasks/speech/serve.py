@@ -11,7 +11,7 @@ from pydantic import Base64Bytes, BaseModel, Field
 
 from seqtool.errors import SeqtoolError
 from seqtool.tasks import ServeSpec
-from seqtool.tasks.speech_audio import log_mel, read_audio
+from seqtool.tasks.speech.audio import log_mel, read_audio
 
 
 class SpeechRequest(BaseModel):

@@ -1,7 +1,7 @@
 """Forecasting CSV time series: direct multi-step prediction from a context window.
 
 For an origin t the model reads rows [t - context_length, t) of every input column and predicts
-the target columns at rows [t, t + horizon) in one shot. The network (`forecast_network.py`)
+the target columns at rows [t, t + horizon) in one shot. The network (`network.py`)
 normalises each window itself: by default its targets are taken relative to the last observed
 value, so the network forecasts the change from "now": a series that trends beyond its training
 range (airline passengers) still looks familiar to it, and a network that learns nothing falls
@@ -24,20 +24,21 @@ import torch
 import torch.nn.functional as F
 
 from seqtool.checkpoint import atomic_write_text
-from seqtool.config import Config, Where
-from seqtool.data import csvfile, series
+from seqtool.data import csvfile
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
+from seqtool.schema import Config, Where
 from seqtool.signature import Signature, tensor_spec
 from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Unsuitable, WindowedTask, to_device
-from seqtool.tasks.forecast_config import (
+from seqtool.tasks.forecast import series
+from seqtool.tasks.forecast.config import (
     ForecastData,
     ForecastModel,
     ForecastTraining,
     check_forecast_config,
     forecast_starter,
 )
-from seqtool.tasks.forecast_network import ForecastGraph, ForecastNetwork, point_and_interval
+from seqtool.tasks.forecast.network import ForecastGraph, ForecastNetwork, point_and_interval
 
 HISTORY_TAIL = 200  # rows of target history kept in the checkpoint for plots
 
@@ -428,7 +429,7 @@ class ForecastTask(WindowedTask):
 
     def evaluation_plot(self, model: ForecastNetwork, split: str, data_path: str | None, path: Path) -> None:
         """The backtest: actual values of the split and non-overlapping forecasts across it."""
-        from seqtool.tasks.forecast_plots import backtest_plot
+        from seqtool.tasks.forecast.plots import backtest_plot
 
         setup = self._eval_setup(split, data_path)
         horizon = self.data.horizon
@@ -450,7 +451,7 @@ class ForecastTask(WindowedTask):
         else:
             out.write(text)
         if options["plot"]:
-            from seqtool.tasks.forecast_plots import forecast_plot
+            from seqtool.tasks.forecast.plots import forecast_plot
 
             forecast_plot(options["plot"], self.history(data), table, self.data.target, self.interval_level)
             Console(stderr=True).print(f"Forecast plot written to {options['plot']}")
@@ -463,7 +464,7 @@ class ForecastTask(WindowedTask):
         return self.predict_future(model, str(data) if data else None, options.get("horizon"))
 
     def serve_spec(self) -> ServeSpec:
-        from seqtool.tasks.forecast_serve import spec
+        from seqtool.tasks.forecast.serve import spec
 
         return spec(self)
 
