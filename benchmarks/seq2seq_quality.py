@@ -118,7 +118,7 @@ def seqtool_decode(run: Path, sources: list[str], beam: int | None) -> tuple[lis
 
 def joey_files(paths: dict[str, Path], folder: Path) -> Path:
     """Plain parallel files (`train.en`, `train.de`, ...), tokens joined by spaces."""
-    from seqtool.tasks.seq2seq import tokenize
+    from seqtool.tasks.seq2seq.tokens import tokenize
 
     data = folder / "joey_data"
     data.mkdir()

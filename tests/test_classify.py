@@ -14,7 +14,8 @@ from conftest import FILLER, assert_clean_error, classify_config, memory_frame
 from seqtool.api import load
 from seqtool.data.text import UNK, Vocabulary
 from seqtool.models import SequenceModel
-from seqtool.tasks.classify import ClassifyModel, table
+from seqtool.tasks.classify import table
+from seqtool.tasks.classify.config import ClassifyModel
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ import pytest
 from conftest import forecast_config, sine_frame
 
 from seqtool.errors import SeqtoolError
-from seqtool.tasks.forecast import (
+from seqtool.tasks.forecast import series
+from seqtool.tasks.forecast.metrics import (
     forecast_metrics,
     linear_forecast,
     mase_scale,
     naive_forecast,
     seasonal_naive_forecast,
-    series,
     z_scale,
 )
 

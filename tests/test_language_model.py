@@ -11,7 +11,8 @@ from conftest import assert_clean_error, tiny_config
 from seqtool.configure import build_config, config_from_dict
 from seqtool.distributed import Cluster
 from seqtool.engine import load_trained, train
-from seqtool.tasks.language_model import STATE_RESET_DEFAULT, LanguageModelTask
+from seqtool.tasks.language_model import LanguageModelTask
+from seqtool.tasks.language_model.config import STATE_RESET_DEFAULT
 
 
 @pytest.fixture

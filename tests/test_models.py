@@ -7,7 +7,7 @@ from torch import nn
 from seqtool.models import SequenceModel, adaptive_cutoffs
 from seqtool.reference import run_reference
 from seqtool.schema import TokenModelConfig
-from seqtool.tasks.language_model import LanguageModelModel
+from seqtool.tasks.language_model.config import LanguageModelModel
 from seqtool.tasks.language_model.sampling import CellStepper, TokenSampler
 
 

@@ -9,8 +9,11 @@ import pytest
 import torch
 import yaml
 
-from seqtool.tasks.seq2seq import Seq2SeqModel, Seq2SeqTask, edit_distance, join_tokens, sequence_metrics, tokenize
+from seqtool.tasks.seq2seq import Seq2SeqTask
+from seqtool.tasks.seq2seq.config import Seq2SeqModel
+from seqtool.tasks.seq2seq.metrics import edit_distance, sequence_metrics
 from seqtool.tasks.seq2seq.network import EOS, Seq2SeqNetwork
+from seqtool.tasks.seq2seq.tokens import join_tokens, tokenize
 
 
 def test_edit_distance_and_token_error_rate_by_hand():

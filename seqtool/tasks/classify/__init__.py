@@ -11,49 +11,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TextIO
+from typing import Any, ClassVar, TextIO
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from seqtool.checkpoint import atomic_write_text
 from seqtool.data import csvfile, sniff
 from seqtool.data.text import Vocabulary, vocabulary_metadata
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.models import SequenceModel, layer_weights, pool_over_time
-from seqtool.schema import Config, FileSplitData, TokenModelConfig, TrainingConfig, Where, option
+from seqtool.models import SequenceModel
+from seqtool.schema import Config, Where
 from seqtool.signature import Signature, tensor_spec
 from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Unsuitable, WindowedTask, to_device
 from seqtool.tasks.classify import table
+from seqtool.tasks.classify.config import ClassifyData, ClassifyModel, ClassifyTraining, starter_config
+from seqtool.tasks.classify.export import ClassifierGraph
+from seqtool.tasks.classify.metrics import classification_metrics
 
 EVAL_BATCH = 256
-
-
-@dataclass
-class ClassifyData(FileSplitData):
-    """A CSV of texts and labels; `path` is split with each class's share kept (stratified)."""
-
-    text_column: str = option("text", "column holding the text")
-    label_column: str = option("label", "column holding the class label (strings or integers)")
-    tokenizer: Literal["word", "char"] = option("word", "word: words and punctuation marks; char: characters")
-    lowercase: bool = option(True, "lower-case texts before tokenizing")
-    max_length: int = option(256, "longer texts are truncated to this many tokens", ge=1)
-    min_freq: int = option(2, "rarer tokens map to `<unk>`", ge=1)
-
-
-@dataclass
-class ClassifyModel(TokenModelConfig):
-    bidirectional: bool = option(False, "read the text in both directions")
-    pooling: Literal["last", "mean", "max"] = option("last", "final state, or mean/max over time steps")
-
-
-@dataclass
-class ClassifyTraining(TrainingConfig):
-    class_weights: Literal["none", "balanced"] = option("none", "balanced weighs classes by inverse frequency")
 
 
 @dataclass
@@ -105,7 +84,7 @@ class ClassifyTask(WindowedTask):
         texts = sniff.text_columns(frame)
         if not texts:
             raise Unsuitable(f"{path}: no column holds text (strings averaging over 20 characters)")
-        return _starter(path, frame, texts)
+        return starter_config(path, frame, texts)
 
     @classmethod
     def example(cls, folder: Path) -> Example:
@@ -425,57 +404,6 @@ class ClassifyTask(WindowedTask):
         }
 
 
-class ClassifierGraph(nn.Module):
-    """tokens (batch, time) int64 padded, lengths (batch,) int64 -> logits, probabilities."""
-
-    def __init__(self, model: SequenceModel):
-        super().__init__()
-        self.model = model
-        config = model.config
-        self.pooling, self.bidirectional = config.pooling, config.bidirectional
-        if self.bidirectional:
-            # One single-layer module per layer and direction, on the same weights, so the
-            # backward direction can be fed each text reversed within its own length.
-            kind = type(model.recurrent)
-            extra = {"nonlinearity": config.nonlinearity} if config.type == "rnn" else {}
-            self.layers = nn.ModuleList()
-            for k in range(config.num_layers):
-                size = config.embedding_size if k == 0 else 2 * config.hidden_size
-                for reverse in (False, True):
-                    layer = kind(size, config.hidden_size, batch_first=True, **extra)
-                    for mine, trained in zip(layer_weights(layer, 0), layer_weights(model.recurrent, k, reverse), strict=True):
-                        mine.data = trained.data
-                    self.layers.append(layer)
-
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor):
-        x = self.model.embedding(tokens)  # (batch, time, embedding_size)
-        if self.bidirectional:
-            # Position t of a text of length L reads position L - 1 - t; padding stays in place.
-            steps = torch.arange(tokens.shape[1], device=tokens.device)[None, :]  # (1, time)
-            flip = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)[:, :, None]  # (batch, time, 1)
-            for k in range(0, len(self.layers), 2):
-                forward_out, _ = self.layers[k](x)
-                reversed_in = x.gather(1, flip.expand(-1, -1, x.shape[2]))
-                backward_out, _ = self.layers[k + 1](reversed_in)
-                backward_out = backward_out.gather(1, flip.expand(-1, -1, backward_out.shape[2]))
-                x = torch.cat([forward_out, backward_out], dim=2)
-            outputs = x
-        else:
-            outputs, _ = self.model.recurrent(x)  # (batch, time, hidden * directions)
-        if self.pooling == "last":
-            size = outputs.shape[2]
-            last = (lengths - 1)[:, None, None].expand(-1, 1, size)  # (batch, 1, size)
-            final = outputs.gather(1, last)[:, 0]  # each text's last token
-            if self.bidirectional:  # forward direction at the end, backward direction at the start
-                half = size // 2
-                final = torch.cat([final[:, :half], outputs[:, 0, half:]], dim=1)
-            features = final
-        else:
-            features = pool_over_time(outputs, lengths, self.pooling)
-        logits = self.model.head(features)
-        return logits, torch.softmax(logits, dim=-1)
-
-
 def _where(column: pd.Series, position: int, source: str) -> str:
     """'row N' of the CSV file (rows keep their file index through splits), 'line N' of stdin, or
     'texts[N]' of a served request."""
@@ -491,67 +419,3 @@ def _label_strings(labels: pd.Series) -> pd.Series:
     if pd.api.types.is_float_dtype(labels) and (labels.dropna() % 1 == 0).all() and (labels.dropna().abs() < 2**53).all():
         labels = labels.astype("Int64")
     return labels.astype(str).str.strip()
-
-
-def classification_metrics(truth: np.ndarray, predicted: np.ndarray, labels: list[str]) -> dict[str, float]:
-    """Accuracy, macro-F1 and per-class precision and recall (0 where undefined)."""
-    metrics = {"accuracy": float((truth == predicted).mean())}
-    f1s = []
-    per_class = {}
-    for i, name in enumerate(labels):
-        true_positive = int(((predicted == i) & (truth == i)).sum())
-        predicted_i, actual_i = int((predicted == i).sum()), int((truth == i).sum())
-        precision = true_positive / predicted_i if predicted_i else 0.0
-        recall = true_positive / actual_i if actual_i else 0.0
-        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
-        per_class[f"precision_{name}"], per_class[f"recall_{name}"] = precision, recall
-    metrics["macro_f1"] = float(np.mean(f1s))
-    metrics.update(per_class)
-    return metrics
-
-
-def _starter(path: Path, frame: pd.DataFrame, text_columns: list[str]) -> Starter:
-    """The longest text column, and the column of fewest distinct values beside it as the label."""
-    text = max(text_columns, key=lambda c: frame[c].astype(str).str.len().mean())
-    candidates = [c for c in frame.columns if c != text and 2 <= frame[c].nunique() <= min(50, max(2, len(frame) // 10))]
-    if not candidates:
-        raise Unsuitable(f"{path}: no label column (2 to 50 distinct values) beside the text column '{text}'")
-    label = min(candidates, key=lambda c: frame[c].nunique())
-    classes = frame[label].nunique()
-    counts = frame[label].value_counts()
-    balanced = counts.min() / counts.max() > 0.5
-    reasons = [
-        f"column '{text}' holds text (mean {frame[text].astype(str).str.len().mean():.0f} characters)",
-        f"column '{label}' has {classes} distinct values: the label",
-        f"{len(frame):,} rows; classes {'balanced' if balanced else 'imbalanced: class_weights balanced'}",
-    ]
-    body = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
-task: classify
-seed: 1234
-data:
-  path: {path}
-  text_column: {text}
-  label_column: {label}
-  tokenizer: word          # or char
-  lowercase: true
-  max_length: 256          # longer texts are truncated
-  min_freq: 2              # rarer words map to <unk>
-  val_fraction: 0.1        # stratified
-model:
-  type: lstm
-  hidden_size: 128
-  num_layers: 1
-  bidirectional: true
-  pooling: max             # last | mean | max
-  embedding_size: 128
-  dropout: 0.5
-training:
-  batch_size: 64
-  epochs: 12
-  lr: 3e-3
-  weight_decay: 0.1
-  class_weights: {"none" if balanced else "balanced"}
-  eval_every: 50
-  early_stopping_patience: 6
-"""
-    return Starter(2, body, reasons)

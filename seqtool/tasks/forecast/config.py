@@ -116,7 +116,7 @@ def _check_network(data: ForecastData, model: ForecastModel, where: Where) -> No
         raise SeqtoolError(f"{where('model.revin_affine')} applies to model.window_norm: revin (got {model.window_norm})")
 
 
-def forecast_starter(path: Path, frame: pd.DataFrame) -> Starter:
+def starter_config(path: Path, frame: pd.DataFrame) -> Starter:
     """A series config: the numeric columns, with their dates, frequency and season when there are dates."""
     dates = sniff.date_columns(frame)
     numeric = [c for c in sniff.numeric_columns(frame) if c not in dates and not sniff.is_row_number(frame[c])]

@@ -9,16 +9,13 @@ sees context far longer than `seq_len` while backpropagating through only `seq_l
 
 from __future__ import annotations
 
-import codecs
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
-from torch import nn
 
 from seqtool.data.text import (
     NEWLINE,
@@ -31,43 +28,13 @@ from seqtool.data.text import (
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import RecurrentState, SequenceModel, adaptive_cutoffs, detach_state
-from seqtool.schema import Config, FileSplitData, TokenModelConfig, TrainingConfig, Where, option
+from seqtool.schema import Config, Where
 from seqtool.signature import Signature, tensor_spec
 from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Task, Unsuitable, to_device
+from seqtool.tasks.language_model.config import LanguageModelData, LanguageModelModel, LanguageModelTraining, starter_config
 from seqtool.tasks.language_model.corpus import load_corpus
+from seqtool.tasks.language_model.export import LanguageModelGraph
 from seqtool.tasks.language_model.sampling import CellStepper, TokenSampler
-
-# Measured in benchmarks/fresh_state.py (docs/benchmarks.md): without resets a char LSTM meets a
-# zero state once an epoch and generates garbage from a fresh prompt.
-STATE_RESET_DEFAULT = 0.3
-
-
-@dataclass
-class LanguageModelData(FileSplitData):
-    """Text split by position: validation (then test) is the tail of `path`."""
-
-    tokenizer: Literal["char", "word"] = option("char", "char: one token per character; word: words and punctuation")
-    min_freq: int = option(1, "word tokenizer: rarer words become `<unk>`", ge=1)
-
-
-@dataclass
-class LanguageModelModel(TokenModelConfig):
-    tie_weights: bool = option(False, "share the embedding and output matrices (needs embedding_size == hidden_size)")
-    output: Literal["full", "adaptive"] = option(
-        "full", "full softmax, or adaptive softmax (faster for vocabularies of 10k+ words)"
-    )
-
-
-@dataclass
-class LanguageModelTraining(TrainingConfig):
-    seq_len: int = option(128, "time steps per batch (truncated BPTT length)", ge=1)
-    state_reset: float = option(
-        STATE_RESET_DEFAULT,
-        "chance per row and batch that the carried hidden state restarts from zero, "
-        "so that the model also learns to read from a fresh state (a prompt)",
-        ge=0.0,
-        le=1.0,
-    )
 
 
 class LanguageModelTask(Task):
@@ -128,7 +95,7 @@ class LanguageModelTask(Task):
     def starter(cls, path: Path, frame: Any | None) -> Starter:
         if frame is not None:
             raise Unsuitable(f"{path} is a table (CSV/TSV); a language model reads a plain text file")
-        return _starter(path)
+        return starter_config(path)
 
     @classmethod
     def example(cls, folder: Path) -> Example:
@@ -484,81 +451,6 @@ class LanguageModelTask(Task):
         return {"vocabulary": vocabulary_metadata(self.vocabulary, self.config.data.tokenizer, lowercase=False)}
 
 
-class LanguageModelGraph(nn.Module):
-    """tokens (batch, time) int64, state (num_layers, batch, hidden) -> scores, new state."""
-
-    def __init__(self, model: SequenceModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
-        state = h if c is None else (h, c)
-        scores, state = self.model(tokens, state)
-        return (scores, *state) if isinstance(state, tuple) else (scores, state)
-
-
 def _continues_line(prompt: str) -> bool:
     """Generated words continue the prompt's last line (and need a space before the first)."""
     return bool(prompt) and not prompt.endswith(NEWLINE)
-
-
-MIN_CORPUS_CHARS = 1_000  # less is too little text to learn anything from
-_SAMPLE_BYTES = 1 << 20
-
-
-def _corpus_characters(path: Path) -> int:
-    """Characters in a text corpus (estimated from its size beyond the first MiB); an empty,
-    blank, binary or too short file is refused here, before any config is written."""
-    with path.open("rb") as handle:
-        head = handle.read(_SAMPLE_BYTES)
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
-    try:
-        text = decoder.decode(head, final=len(head) < _SAMPLE_BYTES)  # a cut character at the end is fine
-    except UnicodeDecodeError as exc:
-        raise SeqtoolError(
-            f"{path}: not UTF-8 text (invalid byte at offset {exc.start}); init reads text corpora and CSV files"
-        ) from None
-    if not text.strip():
-        raise SeqtoolError(f"{path}: the file is empty" + (" (only whitespace)" if head else ""))
-    characters = len(text) if len(head) < _SAMPLE_BYTES else path.stat().st_size
-    if characters < MIN_CORPUS_CHARS:
-        raise SeqtoolError(
-            f"{path}: only {characters:,} characters, too little text to train a language model on "
-            f"(at least {MIN_CORPUS_CHARS:,})"
-        )
-    return characters
-
-
-def _starter(path: Path) -> Starter:
-    """A character-level model sized by the corpus."""
-    characters = _corpus_characters(path)
-    size = path.stat().st_size
-    hidden = 128 if size < 200_000 else 256 if size < 2_000_000 else 384
-    batch_size = min(32, int(characters * 0.9) // 129)  # the training part fills the batch's rows
-    reasons = [
-        f"{path.name} is not a CSV: a text corpus for a character-level language model",
-        f"{size:,} bytes: hidden_size {hidden}" + (f", batch_size {batch_size} (a short text)" if batch_size < 32 else ""),
-    ]
-    text = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
-task: language_model
-seed: 1234
-data:
-  path: {path}
-  tokenizer: char          # or word (words, punctuation and line breaks)
-  val_fraction: 0.1        # the last 10% of the text is held out
-model:
-  type: lstm               # rnn | lstm | gru
-  hidden_size: {hidden}
-  num_layers: 2
-  dropout: 0.0
-  embedding_size: 64
-training:
-  batch_size: {batch_size}
-  seq_len: 128             # truncated-BPTT length
-  epochs: 20
-  max_time: 10m            # the first budget reached stops training
-  lr: 3e-3
-  warmup_steps: 50
-  eval_every: 200
-"""
-    return Starter(2, text, reasons)

@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
@@ -24,56 +24,17 @@ import torch.nn.functional as F
 
 from seqtool.checkpoint import atomic_write_text
 from seqtool.data import csvfile, sniff
-from seqtool.data.text import WORD_PATTERN, detokenize
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.schema import Config, FileSplitData, TokenModelConfig, TrainingConfig, Where, option, test_fraction_option
+from seqtool.schema import Config, Where
 from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Unsuitable, WindowedTask, to_device
+from seqtool.tasks.seq2seq.config import PAIR_NAMES, Seq2SeqData, Seq2SeqModel, Seq2SeqTraining, starter_config
+from seqtool.tasks.seq2seq.metrics import sequence_metrics
 from seqtool.tasks.seq2seq.network import BOS, EOS, PAD, UNK, Seq2SeqNetwork
+from seqtool.tasks.seq2seq.tokens import join_tokens, tokenize
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]  # ids PAD, UNK, BOS, EOS
 EVAL_BATCH = 128
-Tokenizer = Literal["char", "word", "whitespace"]
-
-
-@dataclass
-class Seq2SeqData(FileSplitData):
-    """A CSV/TSV of pairs; `path` is split at random (seeded)."""
-
-    source_column: str = option("source", "column holding the input sequence")
-    target_column: str = option("target", "column holding the output sequence")
-    source_tokenizer: Tokenizer = option("word", "char, word (words and punctuation) or whitespace (space-separated symbols)")
-    target_tokenizer: Tokenizer = option("word", "as source_tokenizer, for the target side")
-    share_vocabulary: bool = option(False, "one vocabulary (and embedding) for both sides")
-    min_freq: int = option(1, "rarer tokens map to `<unk>`", ge=1)
-    max_source_length: int = option(100, "longer sources are truncated (and counted)", ge=1)
-    max_target_length: int = option(100, "longer targets are truncated (and counted); also the decoding limit", ge=1)
-    test_fraction: float = test_fraction_option(0.1)
-
-
-@dataclass
-class Seq2SeqModel(TokenModelConfig):
-    bidirectional: bool = option(True, "the encoder reads the source in both directions")
-    attention: Literal["dot", "general", "bahdanau", "none"] = option(
-        "general", "Luong dot or general (bilinear), Bahdanau additive, or none (the final state alone)"
-    )
-    input_feeding: bool = option(True, "feed each step's attentional state into the next step (Luong)")
-    tie_embeddings: bool = option(False, "share the decoder's input embedding and output matrix (embedding_size == hidden_size)")
-
-
-@dataclass
-class Seq2SeqTraining(TrainingConfig):
-    label_smoothing: float = option(0.1, "share of each target's probability spread over the vocabulary", ge=0.0, lt=1.0)
-
-
-def tokenize(text: str, tokenizer: str) -> list[str]:
-    if tokenizer == "char":
-        return list(text)
-    return WORD_PATTERN.findall(text) if tokenizer == "word" else text.split()
-
-
-def join_tokens(tokens: list[str], tokenizer: str) -> str:
-    return " ".join(tokens) if tokenizer == "whitespace" else detokenize(tokens, tokenizer)
 
 
 @dataclass
@@ -470,7 +431,7 @@ class Seq2SeqTask(WindowedTask):
         distinct = frame[target].nunique() / len(frame)
         if named is None and distinct < 0.5:
             raise Unsuitable(f"{path}: column '{target}' repeats its values (labels, not sequences to write)")
-        return _starter(path, frame, source, target, fit=3 if named else 1)
+        return starter_config(path, frame, source, target, fit=3 if named else 1)
 
     @classmethod
     def example(cls, folder: Path) -> Example:
@@ -505,98 +466,3 @@ class Seq2SeqTask(WindowedTask):
             ),
         )
         return Example(config, ("--data", str(folder / "new.csv")), "three one four\nnine\n", bad)
-
-
-MAX_STARTER_LENGTH = 200  # longer sequences are truncated by a starter config (and counted)
-PAIR_NAMES = (("source", "target"), ("src", "tgt"), ("input", "output"), ("question", "answer"))
-
-
-def _tokenizer_for(values: pd.Series) -> Tokenizer | None:
-    """whitespace for space-separated symbols (phonemes), word for prose, None for single words
-    (spelled out by characters, or words when the other side is prose: decided by the caller)."""
-    sample = values.astype(str).head(2000)
-    if not sample.str.contains(" ").mean() > 0.5:
-        return None
-    symbols = sample.str.split().explode()
-    return "whitespace" if symbols.str.fullmatch(r"[A-Z]{1,3}[0-9]?").mean() > 0.9 else "word"
-
-
-def _starter(path: Path, frame: pd.DataFrame, source: str, target: str, fit: int) -> Starter:
-    guessed = {column: _tokenizer_for(frame[column]) for column in (source, target)}
-    prose = "word" in guessed.values()  # single words beside prose (answers, glossaries) are words
-    tokenizers = {column: tokenizer or ("word" if prose else "char") for column, tokenizer in guessed.items()}
-    longest = {column: max(len(tokenize(str(t), tokenizers[column])) for t in frame[column]) for column in (source, target)}
-    lengths = {column: min(n, MAX_STARTER_LENGTH) for column, n in longest.items()}
-    cut = [f"{c} at {MAX_STARTER_LENGTH} tokens (the longest has {n})" for c, n in longest.items() if n > MAX_STARTER_LENGTH]
-    reasons = [
-        f"columns '{source}' and '{target}' hold the source and target sequences ({len(frame):,} pairs)",
-        f"tokenizers: {tokenizers[source]} for the source, {tokenizers[target]} for the target",
-        f"maximum lengths {lengths[source]} / {lengths[target]} tokens" + (f": truncates {', '.join(cut)}" if cut else ""),
-    ]
-    body = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
-task: seq2seq
-seed: 1
-data:
-  path: {path}
-  source_column: {source}
-  target_column: {target}
-  source_tokenizer: {tokenizers[source]}   # char | word | whitespace
-  target_tokenizer: {tokenizers[target]}
-  min_freq: {2 if len(frame) > 5000 else 1}   # rarer tokens map to <unk>
-  max_source_length: {lengths[source]}
-  max_target_length: {lengths[target]}
-  val_fraction: 0.05
-  test_fraction: 0.05
-model:
-  type: lstm
-  hidden_size: 256
-  num_layers: 1
-  embedding_size: 128
-  dropout: 0.2
-  bidirectional: true
-  attention: general           # dot | general | bahdanau | none
-  input_feeding: false
-training:
-  batch_size: 64
-  epochs: null
-  max_time: 10m
-  lr: 3e-3
-  eval_every: 400
-  label_smoothing: 0.1
-"""
-    return Starter(fit, body, reasons)
-
-
-def edit_distance(a: list[str], b: list[str]) -> int:
-    """Levenshtein distance between two token lists (substitutions, insertions, deletions)."""
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        current = [i]
-        for j, y in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
-
-
-def sequence_metrics(hypotheses: list[list[str]], references: list[list[str]], tokenizer: str) -> dict[str, float]:
-    """BLEU and chrF (sacrebleu, on the joined strings), exact match, and token error rate.
-
-    BLEU uses sacrebleu's effective order: it equals standard corpus BLEU whenever every n-gram
-    order up to 4 has a match (always, on real translation test sets), and stays meaningful when
-    outputs are shorter than 4 tokens (one-word answers), where standard BLEU is 0 by definition."""
-    try:
-        import sacrebleu
-        from sacrebleu.metrics import BLEU
-    except ImportError:
-        raise SeqtoolError("seq2seq evaluation needs sacrebleu, not installed: pip install 'seqtool[seq2seq]'") from None
-    joined = [join_tokens(h, tokenizer) for h in hypotheses]
-    truth = [join_tokens(r, tokenizer) for r in references]
-    errors = sum(edit_distance(h, r) for h, r in zip(hypotheses, references, strict=True))
-    return {
-        "bleu": BLEU(tokenize="none" if tokenizer == "whitespace" else "13a", effective_order=True)
-        .corpus_score(joined, [truth])
-        .score,
-        "chrf": sacrebleu.corpus_chrf(joined, [truth]).score,
-        "exact_match": float(np.mean([h == r for h, r in zip(hypotheses, references, strict=True)])),
-        "token_error_rate": errors / max(1, sum(len(r) for r in references)),
-    }

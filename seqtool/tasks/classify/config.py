@@ -1,0 +1,82 @@
+"""The classifier's config sections, and the starter config `seqtool init` proposes for a CSV of texts and labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from seqtool.schema import FileSplitData, TokenModelConfig, TrainingConfig, option
+from seqtool.tasks import Starter, Unsuitable
+
+
+@dataclass
+class ClassifyData(FileSplitData):
+    """A CSV of texts and labels; `path` is split with each class's share kept (stratified)."""
+
+    text_column: str = option("text", "column holding the text")
+    label_column: str = option("label", "column holding the class label (strings or integers)")
+    tokenizer: Literal["word", "char"] = option("word", "word: words and punctuation marks; char: characters")
+    lowercase: bool = option(True, "lower-case texts before tokenizing")
+    max_length: int = option(256, "longer texts are truncated to this many tokens", ge=1)
+    min_freq: int = option(2, "rarer tokens map to `<unk>`", ge=1)
+
+
+@dataclass
+class ClassifyModel(TokenModelConfig):
+    bidirectional: bool = option(False, "read the text in both directions")
+    pooling: Literal["last", "mean", "max"] = option("last", "final state, or mean/max over time steps")
+
+
+@dataclass
+class ClassifyTraining(TrainingConfig):
+    class_weights: Literal["none", "balanced"] = option("none", "balanced weighs classes by inverse frequency")
+
+
+def starter_config(path: Path, frame: pd.DataFrame, text_columns: list[str]) -> Starter:
+    """The longest text column, and the column of fewest distinct values beside it as the label."""
+    text = max(text_columns, key=lambda c: frame[c].astype(str).str.len().mean())
+    candidates = [c for c in frame.columns if c != text and 2 <= frame[c].nunique() <= min(50, max(2, len(frame) // 10))]
+    if not candidates:
+        raise Unsuitable(f"{path}: no label column (2 to 50 distinct values) beside the text column '{text}'")
+    label = min(candidates, key=lambda c: frame[c].nunique())
+    classes = frame[label].nunique()
+    counts = frame[label].value_counts()
+    balanced = counts.min() / counts.max() > 0.5
+    reasons = [
+        f"column '{text}' holds text (mean {frame[text].astype(str).str.len().mean():.0f} characters)",
+        f"column '{label}' has {classes} distinct values: the label",
+        f"{len(frame):,} rows; classes {'balanced' if balanced else 'imbalanced: class_weights balanced'}",
+    ]
+    body = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
+task: classify
+seed: 1234
+data:
+  path: {path}
+  text_column: {text}
+  label_column: {label}
+  tokenizer: word          # or char
+  lowercase: true
+  max_length: 256          # longer texts are truncated
+  min_freq: 2              # rarer words map to <unk>
+  val_fraction: 0.1        # stratified
+model:
+  type: lstm
+  hidden_size: 128
+  num_layers: 1
+  bidirectional: true
+  pooling: max             # last | mean | max
+  embedding_size: 128
+  dropout: 0.5
+training:
+  batch_size: 64
+  epochs: 12
+  lr: 3e-3
+  weight_decay: 0.1
+  class_weights: {"none" if balanced else "balanced"}
+  eval_every: 50
+  early_stopping_patience: 6
+"""
+    return Starter(2, body, reasons)

@@ -1,0 +1,84 @@
+"""How forecasts are scored, and the baselines they stand beside: naive, seasonal naive and the linear map from context to horizon."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seqtool.tasks.forecast import series
+
+
+def mase_scale(history: np.ndarray, m: int) -> np.ndarray:
+    """Mean absolute error of the in-sample seasonal-naive forecast, per target: the yardstick MASE
+    divides by (Hyndman & Koehler, 2006). Falls back to lag 1 when the history is too short."""
+    lag = m if len(history) > m else 1
+    # column by column: the temporary differences stay one column long, however many targets
+    scale = np.array([np.abs(history[lag:, j] - history[:-lag, j]).mean() for j in range(history.shape[1])])
+    return np.where(scale > 1e-12, scale, 1.0)
+
+
+def z_scale(history: np.ndarray) -> np.ndarray:
+    """Per-target standard deviation of the training rows (population, as scikit-learn's
+    StandardScaler): the unit of the published long-horizon tables' MSE. 1 for a constant column."""
+    std = np.array([history[:, j].std() for j in range(history.shape[1])])
+    return np.where(std > 1e-12, std, 1.0)
+
+
+def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, scale: np.ndarray, z: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, MAPE and sMAPE (in %) and MASE over (origins, horizon, targets), averaged over
+    targets; and `mse`, the mean squared error over origins, steps and targets with every target
+    z-scored by its training rows (`z`), as published tables report it."""
+    error = predicted - actual
+    absolute = np.abs(error)
+    nonzero = np.abs(actual) > 1e-12
+    mape = [
+        100 * (absolute[..., j][nonzero[..., j]] / np.abs(actual[..., j][nonzero[..., j]])).mean()
+        for j in range(actual.shape[-1])
+    ]
+    denominator = np.abs(actual) + np.abs(predicted)
+    smape = np.where(denominator > 1e-12, 2 * absolute / np.where(denominator > 1e-12, denominator, 1), 0.0)
+    per_target_mae = absolute.reshape(-1, actual.shape[-1]).mean(axis=0)
+    return {
+        "mae": float(per_target_mae.mean()),
+        "rmse": float(np.sqrt((error**2).reshape(-1, actual.shape[-1]).mean(axis=0)).mean()),
+        "mape": float(np.nanmean(mape)) if np.isfinite(mape).any() else float("nan"),
+        "smape": float(100 * smape.mean()),
+        "mase": float((per_target_mae / scale).mean()),
+        "mse": float(((error / z) ** 2).mean()),
+    }
+
+
+def naive_forecast(values: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
+    """The last observed value, repeated over the horizon: (origins, horizon, targets)."""
+    return np.repeat(values[origins - 1][:, None, :], horizon, axis=1)
+
+
+def seasonal_naive_forecast(values: np.ndarray, origins: np.ndarray, horizon: int, m: int) -> np.ndarray:
+    """The value one season earlier: step h (0-based) after origin t copies row t + h - m * (h // m + 1)."""
+    steps = np.arange(horizon)
+    rows = origins[:, None] + steps[None, :] - m * (steps[None, :] // m + 1)
+    return values[np.clip(rows, 0, None)]
+
+
+def linear_forecast(values: np.ndarray, train_end: int, origins: np.ndarray, context: int, horizon: int) -> np.ndarray:
+    """Least squares from the context window straight to the horizon, one map per target, fitted
+    on the training windows only. The normal equations are accumulated over chunks of windows,
+    so memory stays small however long the series."""
+    train_origins = series.window_origins(0, train_end, context, horizon)
+    forecast = np.empty((len(origins), horizon, values.shape[1]))
+    for j in range(values.shape[1]):
+        column = values[:, j : j + 1].astype(np.float64)
+        gram = np.zeros((context + 1, context + 1))
+        cross = np.zeros((context + 1, horizon))
+        for start in range(0, len(train_origins), 8192):
+            chunk = train_origins[start : start + 8192]
+            x = _with_bias(series.gather_windows(column, chunk, -context, context)[..., 0])  # (windows, context + 1)
+            gram += x.T @ x
+            cross += x.T @ series.gather_windows(column, chunk, 0, horizon)[..., 0]
+        ridge = 1e-9 * np.trace(gram) / (context + 1)  # keeps a rank-deficient fit (few windows) solvable
+        weights = np.linalg.solve(gram + ridge * np.eye(context + 1), cross)
+        forecast[:, :, j] = _with_bias(series.gather_windows(column, origins, -context, context)[..., 0]) @ weights
+    return forecast
+
+
+def _with_bias(x: np.ndarray) -> np.ndarray:
+    return np.hstack([x, np.ones((len(x), 1))])

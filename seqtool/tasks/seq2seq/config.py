@@ -1,0 +1,105 @@
+"""The seq2seq config sections, and the starter config `seqtool init` proposes for a table of pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from seqtool.schema import FileSplitData, TokenModelConfig, TrainingConfig, option, test_fraction_option
+from seqtool.tasks import Starter
+from seqtool.tasks.seq2seq.tokens import Tokenizer, tokenize
+
+
+@dataclass
+class Seq2SeqData(FileSplitData):
+    """A CSV/TSV of pairs; `path` is split at random (seeded)."""
+
+    source_column: str = option("source", "column holding the input sequence")
+    target_column: str = option("target", "column holding the output sequence")
+    source_tokenizer: Tokenizer = option("word", "char, word (words and punctuation) or whitespace (space-separated symbols)")
+    target_tokenizer: Tokenizer = option("word", "as source_tokenizer, for the target side")
+    share_vocabulary: bool = option(False, "one vocabulary (and embedding) for both sides")
+    min_freq: int = option(1, "rarer tokens map to `<unk>`", ge=1)
+    max_source_length: int = option(100, "longer sources are truncated (and counted)", ge=1)
+    max_target_length: int = option(100, "longer targets are truncated (and counted); also the decoding limit", ge=1)
+    test_fraction: float = test_fraction_option(0.1)
+
+
+@dataclass
+class Seq2SeqModel(TokenModelConfig):
+    bidirectional: bool = option(True, "the encoder reads the source in both directions")
+    attention: Literal["dot", "general", "bahdanau", "none"] = option(
+        "general", "Luong dot or general (bilinear), Bahdanau additive, or none (the final state alone)"
+    )
+    input_feeding: bool = option(True, "feed each step's attentional state into the next step (Luong)")
+    tie_embeddings: bool = option(False, "share the decoder's input embedding and output matrix (embedding_size == hidden_size)")
+
+
+@dataclass
+class Seq2SeqTraining(TrainingConfig):
+    label_smoothing: float = option(0.1, "share of each target's probability spread over the vocabulary", ge=0.0, lt=1.0)
+
+
+MAX_STARTER_LENGTH = 200  # longer sequences are truncated by a starter config (and counted)
+
+
+PAIR_NAMES = (("source", "target"), ("src", "tgt"), ("input", "output"), ("question", "answer"))
+
+
+def _tokenizer_for(values: pd.Series) -> Tokenizer | None:
+    """whitespace for space-separated symbols (phonemes), word for prose, None for single words
+    (spelled out by characters, or words when the other side is prose: decided by the caller)."""
+    sample = values.astype(str).head(2000)
+    if not sample.str.contains(" ").mean() > 0.5:
+        return None
+    symbols = sample.str.split().explode()
+    return "whitespace" if symbols.str.fullmatch(r"[A-Z]{1,3}[0-9]?").mean() > 0.9 else "word"
+
+
+def starter_config(path: Path, frame: pd.DataFrame, source: str, target: str, fit: int) -> Starter:
+    guessed = {column: _tokenizer_for(frame[column]) for column in (source, target)}
+    prose = "word" in guessed.values()  # single words beside prose (answers, glossaries) are words
+    tokenizers = {column: tokenizer or ("word" if prose else "char") for column, tokenizer in guessed.items()}
+    longest = {column: max(len(tokenize(str(t), tokenizers[column])) for t in frame[column]) for column in (source, target)}
+    lengths = {column: min(n, MAX_STARTER_LENGTH) for column, n in longest.items()}
+    cut = [f"{c} at {MAX_STARTER_LENGTH} tokens (the longest has {n})" for c, n in longest.items() if n > MAX_STARTER_LENGTH]
+    reasons = [
+        f"columns '{source}' and '{target}' hold the source and target sequences ({len(frame):,} pairs)",
+        f"tokenizers: {tokenizers[source]} for the source, {tokenizers[target]} for the target",
+        f"maximum lengths {lengths[source]} / {lengths[target]} tokens" + (f": truncates {', '.join(cut)}" if cut else ""),
+    ]
+    body = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
+task: seq2seq
+seed: 1
+data:
+  path: {path}
+  source_column: {source}
+  target_column: {target}
+  source_tokenizer: {tokenizers[source]}   # char | word | whitespace
+  target_tokenizer: {tokenizers[target]}
+  min_freq: {2 if len(frame) > 5000 else 1}   # rarer tokens map to <unk>
+  max_source_length: {lengths[source]}
+  max_target_length: {lengths[target]}
+  val_fraction: 0.05
+  test_fraction: 0.05
+model:
+  type: lstm
+  hidden_size: 256
+  num_layers: 1
+  embedding_size: 128
+  dropout: 0.2
+  bidirectional: true
+  attention: general           # dot | general | bahdanau | none
+  input_feeding: false
+training:
+  batch_size: 64
+  epochs: null
+  max_time: 10m
+  lr: 3e-3
+  eval_every: 400
+  label_smoothing: 0.1
+"""
+    return Starter(fit, body, reasons)
