@@ -106,14 +106,14 @@ def main() -> None:
         model = task.build_model().eval()
         source = "fresh weights"
     generator = torch.Generator().manual_seed(0)
-    list(task.generate(model, "ROMEO:", 100, 0.8, None, generator))  # warm-up
+    list(task.generate(model, "ROMEO:", 100, 0.8, None, generator)[0])  # warm-up
     single, batched = [], []
     for _ in range(args.rounds):
         start = time.perf_counter()
-        text = "".join(task.generate(model, "ROMEO:", args.length, 0.8, None, generator))
+        text = "".join(task.generate(model, "ROMEO:", args.length, 0.8, None, generator)[0])
         single.append(args.length / (time.perf_counter() - start))
         start = time.perf_counter()
-        task.generate_many(model, "ROMEO:", args.length, 0.8, None, generator, args.num_samples)
+        ["".join(s) for s in task.generate(model, "ROMEO:", args.length, 0.8, None, generator, args.num_samples)]
         batched.append(args.num_samples * args.length / (time.perf_counter() - start))
     ours, many = statistics.median(single), statistics.median(batched)
     fused = fused_per_step(model, min(args.length, 500), generator)

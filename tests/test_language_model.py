@@ -151,5 +151,5 @@ def test_generation_steps_record_no_autograd_graph(task, monkeypatch):
 
     monkeypatch.setattr(CellStepper, "step", spy)
     assert torch.is_grad_enabled()  # iterated where gradients are on, as the CLI does
-    text = "".join(task.generate(model, "ROMEO:", 5, 1.0, None, torch.Generator().manual_seed(0)))
+    text = "".join(task.generate(model, "ROMEO:", 5, 1.0, None, torch.Generator().manual_seed(0))[0])
     assert len(text) == 5 and grad_enabled == [False] * 5

@@ -9,6 +9,7 @@ sees context far longer than `seq_len` while backpropagating through only `seq_l
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,33 +313,23 @@ class LanguageModelTask(Task):
         temperature: float,
         top_k: int | None,
         generator: torch.Generator,
-    ) -> Iterator[str]:
-        """Text pieces continuing `prompt`, one token at a time (for streaming output). The prompt
-        is checked and read in one fused call before anything is yielded; then the state is
-        carried through the per-layer cells, never re-reading the prompt."""
-        ids = self._sample_ids(model, prompt, length, 1, TokenSampler(1, len(self.vocabulary), temperature, top_k, generator))
-        tokens = self.vocabulary.tokens
-        pieces = (tokens[int(step)] for step in ids)  # a one-element tensor converts without indexing
-        return detokenize_pieces(pieces, self.vocabulary.tokenizer, _continues_line(prompt))
-
-    @torch.no_grad()
-    def generate_many(
-        self,
-        model: SequenceModel,
-        prompt: str,
-        length: int,
-        temperature: float,
-        top_k: int | None,
-        generator: torch.Generator,
-        num_samples: int,
-    ) -> list[str]:
-        """`num_samples` independent continuations of `prompt`, generated as one batch: a step of
-        a small recurrent net costs about the same for a few streams as for one."""
+        num_samples: int = 1,
+    ) -> list[Iterator[str]]:
+        """`num_samples` continuations of `prompt`, generated as one batch (a step of a small
+        recurrent net costs about the same for a few streams as for one): for each, its text
+        pieces as they come, one token at a time, for streaming. The prompt is checked and read in
+        one fused call before this returns; then the state is carried through the per-layer cells,
+        never re-reading the prompt. The samples may be read in any order (steps are kept until
+        every sample has read them)."""
         sampler = TokenSampler(num_samples, len(self.vocabulary), temperature, top_k, generator)
-        steps = list(self._sample_ids(model, prompt, length, num_samples, sampler))
-        ids = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(num_samples)]  # (samples, length)
+        steps = (step.tolist() for step in self._sample_ids(model, prompt, length, num_samples, sampler))
         tokens, continues_line = self.vocabulary.tokens, _continues_line(prompt)
-        return ["".join(detokenize_pieces((tokens[i] for i in row), self.vocabulary.tokenizer, continues_line)) for row in ids]
+
+        def sample(index: int, steps: Iterator[list[int]]) -> Iterator[str]:
+            pieces = (tokens[ids[index]] for ids in steps)
+            return detokenize_pieces(pieces, self.vocabulary.tokenizer, continues_line)
+
+        return [sample(index, copy) for index, copy in enumerate(itertools.tee(steps, num_samples))]
 
     def _sample_ids(
         self, model: SequenceModel, prompt: str, length: int, streams: int, sampler: TokenSampler
@@ -386,7 +377,7 @@ class LanguageModelTask(Task):
             generator,
         )
         if num_samples == 1:
-            pieces = self.generate(model, prompt, *sampling)  # checks the prompt first
+            (pieces,) = self.generate(model, prompt, *sampling)  # checks the prompt first
             out.write(prompt)
             for piece in pieces:
                 out.write(piece)
@@ -394,7 +385,8 @@ class LanguageModelTask(Task):
             out.write("\n")
             out.flush()
             return
-        for sample, text in enumerate(self.generate_many(model, prompt, *sampling, num_samples)):
+        for sample, pieces in enumerate(self.generate(model, prompt, *sampling, num_samples)):
+            text = "".join(pieces)
             out.write(f"{'' if sample == 0 else chr(10)}--- sample {sample + 1} of {num_samples} ---\n{prompt}{text}\n")
         out.flush()
 
@@ -409,8 +401,8 @@ class LanguageModelTask(Task):
         prompt, num_samples = options.get("prompt") or "", options.get("num_samples")
         sampling = (options.get("length") or 200, options.get("temperature", 1.0), options.get("top_k"), generator)
         if num_samples is not None:
-            return [prompt + text for text in self.generate_many(model, prompt, *sampling, num_samples)]
-        return prompt + "".join(self.generate(model, prompt, *sampling))
+            return [prompt + "".join(pieces) for pieces in self.generate(model, prompt, *sampling, num_samples)]
+        return prompt + "".join(self.generate(model, prompt, *sampling)[0])
 
     def serve_spec(self) -> ServeSpec:
         from seqtool.tasks.language_model.serve import spec

@@ -27,7 +27,7 @@ class GenerateResponse(BaseModel):
 
 def _pieces(task: Any, model: torch.nn.Module, request: GenerateRequest) -> Iterator[str]:
     generator = torch.Generator().manual_seed(request.seed)
-    return task.generate(model, request.prompt, request.length, request.temperature, request.top_k, generator)
+    return task.generate(model, request.prompt, request.length, request.temperature, request.top_k, generator)[0]
 
 
 def spec(task: Any) -> ServeSpec:

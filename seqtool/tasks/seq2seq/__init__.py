@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from seqtool.checkpoint import atomic_write_text
-from seqtool.data import csvfile, sniff
+from seqtool.data import csvfile, sniff, splits
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.schema import Config, Where
@@ -109,20 +109,8 @@ class Seq2SeqTask(WindowedTask):
                 raise SeqtoolError(f"{path}: row {csvfile.csv_row(int(empty[0]))}: empty cell in column '{column}'")
         return frame
 
-    def _frames(self) -> dict[str, tuple[str, pd.DataFrame]]:
-        """split -> (source file, rows): one file split at random with the seed, or separate files."""
-        data = self.data
-        if data.train:
-            files = {"train": data.train, "val": data.val, "test": data.test}
-            return {split: (path, self._read(path)) for split, path in files.items() if path}
-        frame = self._read(data.path)
-        order = np.random.default_rng(self.config.seed).permutation(len(frame))
-        n_val, n_test = round(len(frame) * data.val_fraction), round(len(frame) * data.test_fraction)
-        parts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
-        return {split: (data.path, frame.iloc[np.sort(rows)]) for split, rows in parts.items() if len(rows)}
-
     def load_training_data(self) -> None:
-        frames = self._frames()
+        frames = splits.file_parts(self.data, self._read, self.config.seed)
         source, train = frames["train"]
         if len(train) < 2 or "val" not in frames:
             raise SeqtoolError(f"{source}: {len(train)} training pairs and no validation pairs; give more pairs")

@@ -9,8 +9,9 @@
   takes their weighted sum c, and predicts from the attentional state tanh(W_c [c; h]). With
   input feeding (Luong) that attentional state is also fed to the next step's input.
 
-Training is teacher-forced (`forward`); decoding (`greedy`) runs the same `step`, batched over
-sentences; `align` gives the attention weights of any output, for the alignment plot.
+Training is teacher-forced (`teacher_forced`, which `forward` and `align` share); decoding
+(`greedy`, `beam_search`) runs the same `step`, batched over sentences; `align` gives the
+attention weights of any output, for the alignment plot.
 """
 
 from __future__ import annotations
@@ -99,20 +100,27 @@ class Seq2SeqNetwork(nn.Module):
         context = torch.bmm(weights, memory)  # (batch, T, m)
         return torch.tanh(self.combine(torch.cat([context, query], dim=-1))), weights
 
-    def forward(self, source: torch.Tensor, lengths: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: scores (batch, T, V) for target_in = <s> y_1 ... y_{T-1}. Without input
-        feeding the decoder reads all T tokens in one fused call and attends for all at once."""
+    def teacher_forced(self, source: torch.Tensor, lengths: torch.Tensor, target_in: torch.Tensor):
+        """The decoder reading target_in = <s> y_1 ... y_{T-1}, whatever it would have chosen:
+        scores (batch, T, V) and the attention weights (batch, T, S), None without attention.
+        Without input feeding it reads all T tokens in one fused call and attends for all at once;
+        with it, each step needs the last one's attentional state, so it steps."""
         memory, mask, state = self.encode(source, lengths)
         if not self.feeding:
             out, _ = self.decoder(self.dropout(self.target_embedding(target_in)), state)
-            attended, _ = self._attend(out, memory, mask)
-            return self.output(self.dropout(attended))
+            attended, weights = self._attend(out, memory, mask)
+            return self.output(self.dropout(attended)), weights
         feed = memory.new_zeros(source.shape[0], self.config.hidden_size)
-        scores = []
+        scores, alignments = [], []
         for t in range(target_in.shape[1]):
-            step_scores, state, feed, _ = self.step(target_in[:, t], state, feed, memory, mask)
+            step_scores, state, feed, weights = self.step(target_in[:, t], state, feed, memory, mask)
             scores.append(step_scores)
-        return torch.stack(scores, dim=1)
+            alignments.append(weights)
+        return torch.stack(scores, dim=1), None if self.attention == "none" else torch.stack(alignments, dim=1)
+
+    def forward(self, source: torch.Tensor, lengths: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
+        """Training: the teacher-forced scores (batch, T, V)."""
+        return self.teacher_forced(source, lengths, target_in)[0]
 
     @torch.no_grad()
     def align(self, source: torch.Tensor, lengths: torch.Tensor, output: torch.Tensor) -> torch.Tensor | None:
@@ -120,14 +128,8 @@ class Seq2SeqNetwork(nn.Module):
         (batch, T - 1) of any decoding, greedy or beam: row t is where it looked to choose token t."""
         if self.attention == "none":
             return None
-        memory, mask, state = self.encode(source, lengths)
-        feed = memory.new_zeros(source.shape[0], self.config.hidden_size)
         target_in = torch.cat([output.new_full((output.shape[0], 1), BOS), output], dim=1)
-        alignments = []
-        for t in range(target_in.shape[1]):
-            _, state, feed, weights = self.step(target_in[:, t], state, feed, memory, mask)
-            alignments.append(weights)
-        return torch.stack(alignments, dim=1)
+        return self.teacher_forced(source, lengths, target_in)[1]
 
     @torch.no_grad()
     def greedy(self, source: torch.Tensor, lengths: torch.Tensor, max_length: int):

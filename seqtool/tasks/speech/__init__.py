@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from seqtool.checkpoint import atomic_write_text
-from seqtool.data import csvfile, sniff
+from seqtool.data import csvfile, sniff, splits
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.schema import Config, Where
@@ -119,25 +119,8 @@ class SpeechTask(WindowedTask):
         texts = frame[self.data.text_column].iloc[features.rows].tolist()
         return Utterances(features, [t.lower() if self.data.lowercase else t for t in texts], path, kept)
 
-    def _frames(self) -> dict[str, tuple[str, pd.DataFrame]]:
-        data = self.data
-        if data.train:
-            files = {"train": data.train, "val": data.val, "test": data.test}
-            return {split: (p, self._read_manifest(p)) for split, p in files.items() if p}
-        frame = self._read_manifest(data.path)
-        # The units split at random (seeded): whole groups (voices) with group_column, else clips.
-        if data.group_column:
-            csvfile.check_columns(frame, {"group_column": [data.group_column]}, data.path)
-        units = frame[data.group_column].to_numpy() if data.group_column else np.arange(len(frame))
-        distinct = pd.unique(units)
-        order = np.random.default_rng(self.config.seed).permutation(len(distinct))
-        n_val, n_test = max(1, round(len(distinct) * data.val_fraction)), round(len(distinct) * data.test_fraction)
-        side = {distinct[u]: "val" if k < n_val else "test" if k < n_val + n_test else "train" for k, u in enumerate(order)}
-        labels = np.array([side[u] for u in units])
-        return {s: (data.path, frame[labels == s]) for s in ("train", "val", "test") if (labels == s).any()}
-
     def load_training_data(self) -> None:
-        frames = self._frames()
+        frames = splits.file_parts(self.data, self._read_manifest, self.config.seed, self.data.group_column)
         if "val" not in frames or len(frames.get("train", ("", []))[1]) < 2:
             raise SeqtoolError(f"{self.data.path or self.data.train}: too few clips for a training and a validation part")
         training = self.config.training
