@@ -62,14 +62,14 @@ class CliResult:
 def run_cli(*args: Any, stdin: str | None = None) -> CliResult:
     """`seqtool ARGS` in this process, through the real entry point (exit codes included); with
     `stdin`, that text is what the command reads (else sys.stdin as it is)."""
-    from seqtool import cli
+    from seqtool import cli, report
 
     out, err = io.StringIO(), io.StringIO()
     saved = sys.argv, sys.stdin
     sys.argv = ["seqtool", *map(str, args)]
     if stdin is not None:
         sys.stdin = io.StringIO(stdin)
-    cli._debug["on"] = False
+    report.debug["on"] = False
     code = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
