@@ -151,9 +151,12 @@ def test_bad_checkpoint_inputs(tmp_path, write_config, run_cli):
     assert_clean_error(run_cli("predict", run / "last.pt", "--prompt", "Ωmega"), "never saw", "Ω")
 
 
-def test_usage_errors_exit_2(run_cli):
+def test_usage_errors_exit_2(tmp_path, write_config, run_cli):
     assert run_cli("train").code == 2
-    assert run_cli("predict", "x", "--length", "zero").code == 2
+    run = tmp_path / "run"
+    run_cli("train", write_config(training={"max_steps": 2}), "--run-dir", run).ok()
+    assert_clean_error(run_cli("predict", run, "--length", "zero"), "--length must be an integer, got 'zero'")
+    assert_clean_error(run_cli("predict", run, "--length", "0"), "--length must be at least 1")
 
 
 def test_debug_shows_the_traceback(tmp_path, run_cli):
@@ -222,7 +225,20 @@ def test_an_unseen_prompt_character_is_refused_before_anything_is_written(tmp_pa
     assert result.out == ""
 
 
-@pytest.mark.parametrize("command", ["init", "train", "evaluate", "predict", "runs", "compare", "plot", "export"])
+# The options of each command that take a value (flags take none); predict's are its kinds', listed apart.
+VALUED_OPTIONS = {
+    "init": {"--task"},
+    "train": {"--run-dir", "--init-from"},
+    "evaluate": {"--data", "--split", "--plot"},
+    "predict": set(),
+    "runs": set(),
+    "compare": {"--models", "--seeds", "--sweep", "--output"},
+    "plot": {"--output"},
+    "export": {"--format", "--output"},
+}
+
+
+@pytest.mark.parametrize("command", sorted(VALUED_OPTIONS))
 def test_every_option_that_takes_a_value_shows_its_default(run_cli, monkeypatch, command):
     rows: list[str] = []
     for line in _help(run_cli, monkeypatch, command).splitlines():
@@ -230,5 +246,6 @@ def test_every_option_that_takes_a_value_shows_its_default(run_cli, monkeypatch,
             rows.append(line)
         elif rows and line.startswith("│ ") and not rows[-1].endswith("╯"):
             rows[-1] += line  # a help text wrapped onto the next line
-    valued = [row for row in rows if re.match(r"│ +--[\w-]+ +<", row)]
-    assert all("[default: " in row for row in valued), [row for row in valued if "[default: " not in row]
+    valued = {re.match(r"│ +(--[\w-]+) +<", row).group(1): row for row in rows if re.match(r"│ +--[\w-]+ +<", row)}
+    assert set(valued) == VALUED_OPTIONS[command], sorted(valued)  # the parse found every one
+    assert all("[default: " in row for row in valued.values()), [row for row in valued.values() if "[default: " not in row]

@@ -1,5 +1,6 @@
-"""The conformance kit (`seqtool.testing`) for every built-in kind and for the example plug-in,
-which is installed into a temporary folder the way its README says, with seqtool/ untouched."""
+"""The conformance kit (`seqtool.testing`) for every kind the registry finds (seqtool's own, and any
+plug-in installed beside it) and for the example plug-in, which is installed into a temporary
+folder the way its README says, with seqtool/ untouched."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def one_kill_trial_per_kind(monkeypatch):
     monkeypatch.setenv("SEQTOOL_KILL_TRIALS", os.environ.get("SEQTOOL_KILL_TRIALS", "1"))
 
 
-@parametrize_with_checks(["language_model", "forecast", "classify", "long_range", "seq2seq", "speech"])
-def test_built_in_kind(kind, check, tmp_path):
+@parametrize_with_checks(tasks.names())  # every installed kind: a new one is checked with no edit here
+def test_installed_kind(kind, check, tmp_path):
     check(kind, tmp_path)
 
 
@@ -81,5 +82,6 @@ def test_the_kit_lists_every_check_the_issue_asks_for():
         "bad_inputs",
         "cli_predict",
         "export",
+        "serve",
         "two_processes_equal_one",
     }

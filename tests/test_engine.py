@@ -171,6 +171,7 @@ def test_batches_stay_where_they_are_on_the_cpu():
     assert to_device(batch, torch.device("cpu")) is batch  # no copy on the host
 
 
+@pytest.mark.slow
 def test_compiled_training_computes_what_eager_training_does(tmp_path, corpus):
     losses = {}
     for compiled in (False, True):

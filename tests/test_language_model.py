@@ -11,6 +11,7 @@ from conftest import assert_clean_error, tiny_config
 from seqtool.configure import build_config, config_from_dict
 from seqtool.distributed import Cluster
 from seqtool.engine import load_trained, train
+from seqtool.metrics import MetricsLog
 from seqtool.tasks.language_model import LanguageModelTask
 from seqtool.tasks.language_model.config import STATE_RESET_DEFAULT
 
@@ -99,9 +100,15 @@ def test_evaluation_metrics_are_consistent(task):
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path, corpus):
-    config = build_config(tiny_config(corpus, training={"max_steps": 10, "precision": "bf16"}), "test")
-    result = train(config, tmp_path / "run")
-    assert result.state.best_val_loss is not None and math.isfinite(result.state.best_val_loss)
+    """bf16 really runs (its losses are not fp32's, bit for bit) and learns as fp32 does."""
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        config = build_config(tiny_config(corpus, training={"max_steps": 10, "precision": precision}), "test")
+        result = train(config, tmp_path / precision)
+        losses[precision] = [e.loss for e in MetricsLog(tmp_path / precision).read() if e.split == "train"]
+        assert result.state.best_val_loss is not None and math.isfinite(result.state.best_val_loss)
+    assert losses["bf16"] != losses["fp32"], "precision: bf16 trained exactly as fp32: autocast did not run"
+    assert losses["bf16"][-1] < losses["bf16"][0] and abs(losses["bf16"][-1] - losses["fp32"][-1]) < 0.1
 
 
 def test_adaptive_softmax_word_model_learns_round_trips_and_generates(tmp_path, corpus, write_config, run_cli):

@@ -107,6 +107,7 @@ class Example:
     predict_args: tuple[str, ...] = ()
     predict_stdin: str | None = None
     bad_inputs: tuple[BadInput, ...] = ()
+    serve_request: dict[str, Any] | None = None  # a JSON body for `POST /predict`, for a kind that serves
 
 
 class Task:
@@ -246,6 +247,10 @@ class Task:
     @classmethod
     def draws_evaluation_plot(cls) -> bool:
         return cls.evaluation_plot is not Task.evaluation_plot
+
+    @classmethod
+    def serves(cls) -> bool:
+        return cls.serve_spec is not Task.serve_spec
 
     @classmethod
     def exports(cls) -> bool:

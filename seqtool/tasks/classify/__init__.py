@@ -115,7 +115,8 @@ class ClassifyTask(WindowedTask):
             BadInput("one label only", "single label", files={"reviews.csv": frame.assign(sentiment="pos").to_csv(index=False)}),
             BadInput("empty file", "empty", files={"reviews.csv": ""}),
         )
-        return Example(config, ("--data", str(folder / "unlabelled.csv")), "good the a of and\nbad it was\n", bad)
+        serve = {"texts": ["good the a of and", "bad it was"]}
+        return Example(config, ("--data", str(folder / "unlabelled.csv")), "good the a of and\nbad it was\n", bad, serve)
 
     # ---- data --------------------------------------------------------------------------------
 

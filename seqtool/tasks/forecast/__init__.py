@@ -136,7 +136,7 @@ class ForecastTask(WindowedTask):
             BadInput("series shorter than a window", "fewer than data.context_length", overrides=("data.context_length=400",)),
             BadInput("segment not dividing the context", "not a multiple of", overrides=("model.segment_length=7",)),
         )
-        return Example(config, ("--horizon", "5"), None, bad)
+        return Example(config, ("--horizon", "5"), None, bad, serve_request={"horizon": 5})
 
     # ---- data ----------------------------------------------------------------------------------
 

@@ -129,7 +129,8 @@ class LanguageModelTask(Task):
                 overrides=("model.tie_weights=true",),
             ),
         )
-        return Example(config, ("--prompt", "ROMEO:", "--length", "40", "--seed", "1"), None, bad)
+        serve = {"prompt": "ROMEO:", "length": 40, "seed": 1}
+        return Example(config, ("--prompt", "ROMEO:", "--length", "40", "--seed", "1"), None, bad, serve)
 
     # ---- data --------------------------------------------------------------------------------
 

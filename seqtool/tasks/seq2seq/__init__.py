@@ -453,4 +453,5 @@ class Seq2SeqTask(WindowedTask):
                 overrides=("model.tie_embeddings=true",),
             ),
         )
-        return Example(config, ("--data", str(folder / "new.csv")), "three one four\nnine\n", bad)
+        serve = {"sources": ["three one four", "nine"]}
+        return Example(config, ("--data", str(folder / "new.csv")), "three one four\nnine\n", bad, serve)

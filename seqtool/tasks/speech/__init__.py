@@ -10,6 +10,7 @@ and WER beside the most common training transcript, with the real-time factor of
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import random
 import sys
@@ -408,7 +409,9 @@ training:
             BadInput("not an audio file", "row 41: ", files={"manifest.csv": broken.to_csv(index=False)}),
             BadInput("empty manifest", "empty", files={"manifest.csv": ""}),
         )
-        return Example(config, ("--data", str(folder / "new.csv")), f"{folder / 'clip0.wav'}\n{folder / 'clip1.wav'}\n", bad)
+        serve = {"audio": base64.b64encode((folder / "clip0.wav").read_bytes()).decode("ascii")}
+        clips = f"{folder / 'clip0.wav'}\n{folder / 'clip1.wav'}\n"
+        return Example(config, ("--data", str(folder / "new.csv")), clips, bad, serve)
 
 
 def _padded(clips: list[np.ndarray], bands: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
