@@ -19,12 +19,19 @@ class Signature:
     """The graph, example inputs to trace it with, a check batch of other shapes, and names."""
 
     graph: nn.Module
+    """The module to trace: inputs as tensors in, outputs as a tuple of tensors out."""
     example: tuple[torch.Tensor, ...]
+    """Inputs to trace it with."""
     check: tuple[torch.Tensor, ...]
-    expected: tuple[torch.Tensor, ...]  # seqtool's own inference code on the check batch
+    """Inputs of other shapes (batch, length) to run the exported file on."""
+    expected: tuple[torch.Tensor, ...]
+    """seqtool's own inference code (what `predict` runs) on the check inputs."""
     inputs: list[dict[str, Any]]
+    """One `tensor_spec` per input, in order: the metadata JSON lists them."""
     outputs: list[dict[str, Any]]
+    """One `tensor_spec` per output, in order."""
     dynamic_axes: dict[str, dict[int, str]]
+    """For each input and output name, its axes that vary: `{"tokens": {0: "batch", 1: "time"}}`."""
 
 
 def tensor_spec(name: str, dtype: str, shape: list[str], meaning: str) -> dict[str, Any]:

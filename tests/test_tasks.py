@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -92,3 +93,46 @@ def test_help_of_the_whole_tool_reads_no_kind():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_protocol_reference_in_docs_is_generated_from_the_task_class():
+    """docs/tasks.md's reference is what `scripts/tasks_reference.py` writes from the protocol's
+    docstrings, and it names every public attribute and method of `Task` and `WindowedTask`."""
+    from conftest import load_script
+
+    from seqtool.tasks import WindowedTask
+
+    page = (PACKAGE.parent / "docs" / "tasks.md").read_text(encoding="utf-8")
+    assert load_script("tasks_reference").updated_page(page) == page, (
+        "docs/tasks.md is stale: run python scripts/tasks_reference.py"
+    )
+    reference = page[page.index("## Protocol reference") :]
+    for cls in (Task, WindowedTask):
+        members = [name for name in vars(cls) if not name.startswith("_")] + list(cls.__annotations__)
+        missing = [name for name in members if f"`{name}" not in reference]
+        assert not missing, f"{cls.__name__}: {missing} not in the reference"
+
+
+@pytest.mark.slow
+def test_a_new_kind_is_conformance_and_serve_tested_without_editing_a_test(tmp_path):
+    """The second plug-in (tests/fixtures/plugin_palindrome, written from docs/tasks.md alone),
+    installed beside seqtool as a user would, and the conformance tests run as they stand: the
+    registry puts the new kind in their lists, and it passes every check, serve included."""
+    from seqtool.testing import CHECKS
+
+    target = tmp_path / "site-packages"
+    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target)]
+    subprocess.run([*install, str(PACKAGE.parent / "tests" / "fixtures" / "plugin_palindrome")], check=True, capture_output=True)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
+    selection = ["tests/test_conformance.py", "-k", "palindrome", "-m", "not slow", "-rA", "-p", "no:cacheprovider"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *selection],
+        cwd=PACKAGE.parent,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    passed = set(re.findall(r"PASSED tests/test_conformance.py::test_installed_kind\[palindrome-(\w+)\]", result.stdout))
+    assert passed == {check.name for check in CHECKS if not check.slow}, result.stdout[-3000:]

@@ -31,9 +31,13 @@ class MainMetric:
     `runs`, `compare` and `plot`. `reference` draws a line (such as chance) in compare plots."""
 
     name: str
+    """The metric's name in `evaluate --json` (`mase`)."""
     short: str
+    """Its label in narrow tables (`MASE`)."""
     reference: float | None = None
+    """A value to draw as a line in compare plots (chance accuracy), if any."""
     reference_label: str = ""
+    """The line's label."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,18 @@ class ServeSpec:
     answers each alone. `stream`, for kinds that generate, yields the text pieces of `POST
     /generate` as they come."""
 
-    request: type  # pydantic model of POST /predict's JSON body
-    response: type  # pydantic model of its answer
+    request: type
+    """The pydantic model of `POST /predict`'s JSON body."""
+    response: type
+    """The pydantic model of its answer."""
     predict: Callable[[torch.nn.Module, list[Any]], list[Any]]
+    """`predict(model, requests) -> responses`, one per request, in order."""
     batch_key: Callable[[Any], Any] | None = None
-    stream_request: type | None = None  # pydantic model of POST /generate's body
+    """Requests with equal keys may share one `predict` call; None: each is answered alone."""
+    stream_request: type | None = None
+    """The pydantic model of `POST /generate`'s body, for a kind that generates."""
     stream: Callable[[torch.nn.Module, Any], Iterator[str]] | None = None
+    """`stream(model, request)`: the text pieces of `POST /generate`, as they come."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +66,16 @@ class PredictOption:
     """One `seqtool predict` (or `seqtool evaluate`) option of a kind. Left out, its value is
     None, so the kind can tell an option given from one left out and apply its own default."""
 
-    flag: str  # "--horizon"
-    type: type  # int, float, str or Path
+    flag: str
+    """The option as typed: `--horizon`."""
+    type: type
+    """`int`, `float`, `str` or `Path`: the value is converted to it (an error says so when it cannot be)."""
     help: str
-    default: str  # what happens when it is left out, for the help
+    """One line for `--help`."""
+    default: str
+    """What happens when it is left out, for the help (the value is None then)."""
     min: float | None = None
+    """The smallest value accepted, if any."""
 
     @property
     def name(self) -> str:
@@ -75,8 +90,11 @@ class Starter:
     1: it could be read so)."""
 
     fit: int
+    """3: its column names say it is for the kind; 2: the file looks made for it; 1: it could be read so."""
     text: str
+    """The config file's text, commented."""
     reasons: list[str]
+    """What was guessed and why, one line each (printed by `seqtool init`)."""
 
 
 class Unsuitable(SeqtoolError):
@@ -91,9 +109,13 @@ class BadInput:
     into the example's folder first (name -> text or bytes)."""
 
     what: str
+    """What the mistake is, for the kit's failure message."""
     message: str
+    """A fragment the one `Error:` line must contain."""
     overrides: tuple[str, ...] = ()
+    """`KEY=VALUE` overrides on the example config."""
     files: dict[str, str | bytes] = dataclasses.field(default_factory=dict)
+    """Files written into the example's folder first: name -> text or bytes."""
 
 
 @dataclass(frozen=True)
@@ -104,58 +126,110 @@ class Example:
     bad inputs it must refuse."""
 
     config: dict[str, Any]
+    """The config, as a mapping; the kit sets its budget (`max_steps`, evaluation every 2 steps)."""
     predict_args: tuple[str, ...] = ()
+    """The arguments `seqtool predict RUN` takes for the example."""
     predict_stdin: str | None = None
+    """Lines for predict to read from stdin, for a kind that reads any: as many lines must come out."""
     bad_inputs: tuple[BadInput, ...] = ()
-    serve_request: dict[str, Any] | None = None  # a JSON body for `POST /predict`, for a kind that serves
+    """The mistakes the kind must refuse in one line, leaving an existing run untouched."""
+    serve_request: dict[str, Any] | None = None
+    """A JSON body for `POST /predict`, for a kind that serves."""
 
 
 class Task:
-    """What the engine needs from a task kind. Subclass it, fill in the class attributes, and
-    implement the methods without a default; those with one are optional."""
+    """What the engine needs from a task kind. Subclass it (or `WindowedTask`), fill in the class
+    attributes, and implement the methods marked required; the others have defaults.
+
+    One object serves one run. The engine makes it with `Task(config, artifacts, cluster)` and
+    then, to train, calls `load_training_data`, `build_model`, `steps_per_epoch` and, per step,
+    `start_epoch` (at each epoch's start) and `training_loss`; to validate, `evaluate`. To use a
+    trained model (`evaluate`, `predict`, `export`, `serve`, the Python API) it makes the object
+    from the checkpoint's config and artifacts and never calls `load_training_data`: those
+    commands read only the data they score or the input they are given.
+    """
 
     # ---- declared by each kind -----------------------------------------------------------------
-    name: ClassVar[str]  # as in `task: NAME` and the entry point's name
-    description: ClassVar[str]  # one line, for `seqtool tasks`
-    data_schema: ClassVar[type]  # dataclass of the `data` section (built with `seqtool.schema.option`)
-    model_schema: ClassVar[type] = ModelConfig  # a subclass adds the kind's own model keys
-    training_schema: ClassVar[type] = TrainingConfig  # likewise for training keys
-    reads: ClassVar[str]  # what its data is, said when a key of another kind is given to it
+
+    name: ClassVar[str]
+    """The kind's name, as in `task: NAME`; it must equal the entry point's name."""
+    description: ClassVar[str]
+    """One line, for `seqtool tasks` and the served app's title."""
+    data_schema: ClassVar[type]
+    """The dataclass of the `data` section, its fields made with `seqtool.schema.option(default,
+    help, ge=..., gt=..., le=..., lt=...)`. Subclass `seqtool.schema.SplitData` (fractions) or
+    `FileSplitData` (one `path` split by fractions, or `train`/`val`/`test` files) to get the
+    fraction checks and `evaluate`'s default split: the test part when `has_test_split()`."""
+    model_schema: ClassVar[type] = ModelConfig
+    """The `model` section: `ModelConfig` (cell type, sizes, dropout), `TokenModelConfig` (adds
+    `embedding_size`), or a subclass adding the kind's own keys."""
+    training_schema: ClassVar[type] = TrainingConfig
+    """The `training` section: `TrainingConfig`, or a subclass adding the kind's own keys."""
+    reads: ClassVar[str]
+    """What its data is, in the error for a key of another kind ("it reads windows of a CSV")."""
     main_metric: ClassVar[MainMetric | None] = None
-    unit: ClassVar[str] = "samples"  # what throughput counts: "tok" or "samples"
-    baselines: ClassVar[tuple[str, ...]] = ()  # names prefixing baseline metrics in `evaluate`
-    timing_metrics: ClassVar[tuple[str, ...]] = ()  # metrics of speed: they differ run to run (the kit skips them)
+    """The metric shown beside the validation loss in training, `runs`, `compare` and `plot`."""
+    unit: ClassVar[str] = "samples"
+    """What throughput counts (`{unit}_per_s` in metrics.jsonl, the bar's rate): "tok" or "samples"."""
+    baselines: ClassVar[tuple[str, ...]] = ()
+    """Names prefixing the baselines' metrics in `evaluate`: `naive` for `naive_mase` beside
+    `mase`. The table puts each beside the model's metric of the same name."""
+    timing_metrics: ClassVar[tuple[str, ...]] = ()
+    """Metrics of speed (`real_time_factor`): they differ run to run, so the kit's equality checks
+    leave them out."""
     predict_options: ClassVar[tuple[PredictOption, ...]] = ()
-    evaluate_options: ClassVar[tuple[PredictOption, ...]] = ()  # `seqtool evaluate` options after the checkpoint
-    predict_arguments: ClassVar[str | None] = None  # name of the list of plain arguments predict takes (speech: "paths")
-    predict_hint: ClassVar[str | None] = None  # typical predict options, for the "Next:" line after training
-    not_predictable: ClassVar[str | None] = None  # why `predict` does not apply, if it does not
+    """The options `seqtool predict RUN` takes after the checkpoint (listed by `predict --help`)."""
+    evaluate_options: ClassVar[tuple[PredictOption, ...]] = ()
+    """The options `seqtool evaluate RUN` takes after the checkpoint (`--beam-size`); their values
+    are in `self.evaluation_options` when `evaluate` runs, all None during training."""
+    predict_arguments: ClassVar[str | None] = None
+    """The name under which `predict` receives plain arguments after the checkpoint, as a list
+    (speech: "paths", for `seqtool predict RUN a.wav b.wav`); None: it takes none."""
+    predict_hint: ClassVar[str | None] = None
+    """Typical predict options, for the "Next:" line printed after training (`--horizon 12`)."""
+    not_predictable: ClassVar[str | None] = None
+    """Why `predict` does not apply, when it does not (the refusal names it)."""
     not_exportable: ClassVar[str] = "it defines no export signature"
-    not_read: ClassVar[dict[str, str]] = {}  # keys of the shared model/training schema it ignores, and why
+    """Why `export` does not apply, for a kind without `export_signature`."""
+    not_read: ClassVar[dict[str, str]] = {}
+    """Keys of the shared `model`/`training` sections the kind ignores, and why: giving one is an
+    error, never a silent no-op (`unread_keys` when it depends on the data section)."""
 
     config: Config
-    cluster: Cluster  # which shard of each global batch this process trains on
-    cache_dir: Path | None = None  # where derived data (token files of large corpora) may be cached
+    """The run's validated config."""
+    cluster: Cluster
+    """Which share of each global batch this process trains on (all of it without torchrun)."""
+    cache_dir: Path | None = None
+    """A folder for derived data worth keeping between runs (token files of large corpora,
+    audio features), set by the engine beside the run directory; None when there is none."""
+
+    # ---- making one ---------------------------------------------------------------------------
 
     def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
+        """`artifacts` are what `artifacts()` returned when the checkpoint was written: None for a
+        fresh run, the checkpoint's for `--resume`, `--init-from` and every use of a trained model.
+        Restore them here (vocabulary, labels, scaler) and keep them: a resumed or fine-tuned run
+        must map data to the same ids the weights were trained on, so `load_training_data` builds
+        them only when there are none. A subclass calls `super().__init__(config, artifacts, cluster)`."""
         from seqtool.distributed import Cluster
 
         self.config = config
         self.cluster = cluster or Cluster()
-        # `seqtool evaluate`'s values of `evaluate_options` (all None in training's validation).
         self.evaluation_options: dict[str, Any] = {o.name: None for o in self.evaluate_options}
 
     # ---- config --------------------------------------------------------------------------------
 
     @classmethod
     def unread_keys(cls, config: dict[str, Any]) -> dict[str, str]:
-        """Dotted keys of its schemas that this config mapping does not read, and why (a key may
-        depend on the data section: `model.embedding_size` for real-valued inputs)."""
+        """Dotted keys of the shared sections that this config mapping does not read, and why (a
+        key may depend on the data section: `model.embedding_size` for real-valued inputs)."""
         return dict(cls.not_read)
 
     @classmethod
     def check_config(cls, config: Config, where: Where) -> None:
-        """Rules that involve more than one key of this kind's sections."""
+        """Rules that involve more than one key, checked before any data is read; raise
+        `SeqtoolError` naming the key with `where("data.path")` (the file or override it came
+        from). A data schema built on `SplitData` checks itself with `config.data.check(where)`."""
 
     @classmethod
     def migrate_stored(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -165,62 +239,86 @@ class Task:
 
     @classmethod
     def starter(cls, path: Path, frame: Any | None) -> Starter:
-        """A starter config for a data file (`frame`: the CSV read, None for other files); raises
+        """A starter config for `seqtool init` (`frame`: the CSV read, None for other files); raise
         `Unsuitable` saying why when the file does not suit this kind."""
         raise Unsuitable(f"seqtool init cannot propose a {cls.name} config; write one by hand (docs/tasks.md)")
 
     @classmethod
     def example(cls, folder: Path) -> Example:
-        """Write a small job's data into `folder` and describe it (the conformance kit runs it)."""
+        """Write a small job's data into `folder` and describe it: the conformance kit runs it."""
         raise NotImplementedError(f"task kind {cls.name} defines no example() for the conformance checks")
 
     # ---- training --------------------------------------------------------------------------------
 
     def load_training_data(self) -> None:
-        """Read and encode the train and validation data (building vocabularies or scalers)."""
+        """Read and encode the training and validation data (and the test part, if
+        any), building the artifacts (vocabulary, scaler) when `__init__` got none. Fit anything
+        learnt from data on the training part only. Called only to train."""
         raise NotImplementedError
 
     def artifacts(self) -> dict[str, Any]:
-        """Everything besides weights that predicting needs (vocabulary, scalers), as plain data."""
+        """Everything besides weights that using the model needs (vocabulary, labels, scaler), as
+        plain data: lists, dicts, strings and numbers (checkpoints never hold code)."""
         return {}
 
     def build_model(self) -> torch.nn.Module:
+        """The network, from the config and the artifacts (vocabulary sizes).
+        `seqtool.models.recurrent_layers(config.model, input_size)` builds the RNN/LSTM/GRU stack a
+        model section describes. To log the gradient flow (`training.log_grad_flow`) the model
+        has a `probe` attribute: None, or a list the forward pass appends each step's state to."""
         raise NotImplementedError
 
     def steps_per_epoch(self) -> int:
+        """Optimiser steps in one pass over the training data, the same in every process: the
+        epoch budget and the progress display count with it (`WindowedTask` defines it)."""
         raise NotImplementedError
 
     def units_per_step(self) -> int:
+        """How many `unit`s one step trains on, over all processes (the throughput figure)."""
         return self.config.training.batch_size
 
     def start_epoch(self, epoch: int) -> None:
-        """Reset per-epoch state (the carried hidden state; shuffling order)."""
+        """Called before the first step of each epoch (and on resume, before the carried state
+        is restored): reset per-epoch state, draw the epoch's order from seed and epoch only."""
 
     def training_loss(self, model: torch.nn.Module, batch_index: int, device: torch.device) -> torch.Tensor:
+        """The loss of global batch `batch_index` of the epoch, as this process sees it.
+        Gradients are averaged over processes, so return this process's share of the global
+        batch's loss: the mean over its rows times the share `batch_rows` gives (1.0 in one
+        process). A loss summed over tokens is divided by the global batch's count
+        (`global_rows`) and multiplied by `cluster.world_size`, so that two processes take the
+        step one process takes. `WindowedTask` defines `steps_per_epoch`, `start_epoch` and the
+        rows of each batch."""
         raise NotImplementedError
 
     def evaluate(
         self, model: torch.nn.Module, split: str, device: torch.device, data_path: str | None = None
     ) -> dict[str, float]:
-        """Metrics of the model and of the kind's baselines on a split; `loss` is the one minimised.
-        The engine calls it with the model in eval mode and gradients off."""
+        """Metrics of the model and the kind's baselines on `split` ("val" or "test"), or on
+        the file `data_path` (`evaluate --data`: read it as the run's data was read, with the
+        stored artifacts). `loss` is the one training minimises and checkpoints choose by;
+        `<baseline>_<metric>` stand beside `<metric>`. Values are numbers; an integer is a count
+        (shown in the table's title, "2,000 utterances"). Runs in eval mode without gradients, at
+        the run's precision; in `seqtool evaluate`, without `load_training_data` having run."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        """Training state beyond model and optimiser that a resumed run needs (carried hidden state)."""
+        """Training state beyond the model and optimiser that a resumed run needs (the carried
+        hidden state), as tensors and plain data; each process saves its own."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what `state_dict` returned (loaded on the CPU)."""
 
     def move_state(self, device: torch.device) -> None:
-        """Move restored training state (loaded on CPU) to the training device."""
+        """Move state restored by `load_state_dict` to the training device."""
 
     # ---- using a trained model -----------------------------------------------------------------
 
     def predict(self, model: torch.nn.Module, options: dict[str, Any], out: TextIO) -> None:
-        """`seqtool predict`: `options` maps each of `predict_options` (by name without dashes,
-        `top_k` for `--top-k`) to its value or None; results go to `out` (stdout)."""
+        """`seqtool predict`: `options` maps each of `predict_options` by `PredictOption.name` to its
+        value, None when left out (and `predict_arguments`, if declared, to a list); results go to
+        `out` (stdout). Runs in eval mode without gradients."""
         raise SeqtoolError(f"predict does not apply to a {self.name} model")
 
     def predict_api(self, model: torch.nn.Module, data: Any, options: dict[str, Any]) -> Any:
@@ -229,11 +327,13 @@ class Task:
 
     def serve_spec(self) -> ServeSpec:
         """How `seqtool serve` offers the kind: its request and response schemas (pydantic) and
-        how it answers a batch of requests. Only the server calls it (pydantic comes with fastapi)."""
+        how it answers a batch of requests. Only the server calls it (pydantic comes with fastapi,
+        so import it in the kind's serve module, not at the top of the kind's package)."""
         raise SeqtoolError(f"serve does not apply to a {self.name} model: the kind defines no request schema")
 
     def shown_apart(self, metric: str) -> bool:
-        """Whether a metric stays out of `evaluate`'s table (shown in `evaluation_notes` instead)."""
+        """Whether a metric stays out of `evaluate`'s table (shown in `evaluation_notes` instead);
+        by default those with a "/" in the name (`precision/pos`)."""
         return "/" in metric
 
     def evaluation_notes(self, metrics: dict[str, float]) -> list[Any]:
@@ -246,18 +346,21 @@ class Task:
 
     @classmethod
     def draws_evaluation_plot(cls) -> bool:
+        """Whether the kind defines `evaluation_plot` (compare draws one per variant then)."""
         return cls.evaluation_plot is not Task.evaluation_plot
 
     @classmethod
     def serves(cls) -> bool:
+        """Whether the kind defines `serve_spec` (the kit's serve check, `seqtool serve`)."""
         return cls.serve_spec is not Task.serve_spec
 
     @classmethod
     def exports(cls) -> bool:
+        """Whether the kind defines `export_signature` (the kit's export check, `seqtool export`)."""
         return cls.export_signature is not Task.export_signature
 
     def export_signature(self, model: torch.nn.Module, generator: torch.Generator) -> Any:
-        """The inference graph, sample batches and names (`seqtool.signature.Signature`), or a
+        """The inference graph with sample batches and names (`seqtool.signature.Signature`), or a
         dict of them when a deployment calls several graphs (part name -> Signature)."""
         raise SeqtoolError(f"export does not apply to a {self.name} model: {self.not_exportable}")
 
@@ -273,19 +376,23 @@ class Task:
 
 
 class WindowedTask(Task):
-    """Base for kinds whose batches are independent windows or texts, drawn in a fresh order
-    each epoch: no state is carried from one batch to the next."""
+    """Base for kinds whose samples are independent (windows, texts, pairs, clips), drawn in a
+    fresh order each epoch: no state is carried from one batch to the next. It cuts the epoch's
+    order into global batches and gives each process its contiguous share of every batch."""
 
-    order: Any  # this epoch's sample order, set by `start_epoch`
+    order: Any
+    """This epoch's sample order (an array of sample indices), set by `start_epoch`."""
 
     def sample_count(self) -> int:
         """Training samples in one epoch."""
         raise NotImplementedError
 
     def steps_per_epoch(self) -> int:
+        """Global batches per epoch; a last batch too small to give every process a row is dropped."""
         return self.cluster.usable_batches(self.sample_count(), self.config.training.batch_size)
 
     def start_epoch(self, epoch: int) -> None:
+        """Draws the epoch's order (`epoch_order`)."""
         self.order = self.epoch_order(epoch)
 
     def epoch_order(self, epoch: int) -> Any:
@@ -313,12 +420,14 @@ class WindowedTask(Task):
         return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
     def global_rows(self, batch_index: int) -> Any:
-        """Every row of global batch `batch_index`, all processes' (for a loss weighted over it)."""
+        """Every sample of global batch `batch_index`, all processes' (for a loss weighted over
+        the whole batch: class weights, a sum over tokens)."""
         size = self.config.training.batch_size
         return self.order[batch_index * size : (batch_index + 1) * size]
 
     def batch_rows(self, batch_index: int) -> tuple[Any, float]:
-        """This process's rows of global batch `batch_index`, and its share of the batch."""
+        """This process's samples of global batch `batch_index`, and its share: multiply the mean
+        loss over these samples by it (see `training_loss`)."""
         return self.cluster.own_rows(self.global_rows(batch_index))
 
 
