@@ -20,7 +20,7 @@ from seqtool.checkpoint import load_checkpoint, resolve_checkpoint
 from seqtool.configure import config_from_dict
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.runtime import pick_device, score
+from seqtool.runtime import callers_random_state_kept, pick_device, score
 from seqtool.schema import Config, SplitData
 from seqtool.tasks import Task, evaluating, make_task, parse_options
 from seqtool.trainer import EvaluationHook, TrainResult, run_session
@@ -47,7 +47,7 @@ def train(
     try:
         # Under torchrun rank 0 alone locks, writes and draws progress.
         console = (console or Console()) if cluster.is_main else Console(quiet=True)
-        with rundir.held(run_dir, cluster):
+        with rundir.held(run_dir, cluster), callers_random_state_kept():
             result = run_session(config, run_dir, resume, force, init_from, console, command, cluster, device, on_evaluation)
         # No process tears the group down while another still uses it: a rank that left early
         # aborted now and then ("terminate called without an active exception") at exit.
@@ -67,7 +67,8 @@ def load_trained(target: str | Path, device: str = "cpu") -> tuple[Task, torch.n
     config = config_from_dict(payload["config"], source=f"{path} (stored config)")
     task = make_task(config, payload["artifacts"])
     task.cache_dir = path.parent.parent / rundir.CACHE_DIR  # the run directory's parent, as in training
-    model = task.build_model()
+    with callers_random_state_kept():  # initial weights draw from the global generator; they are replaced
+        model = task.build_model()
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError:

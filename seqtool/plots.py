@@ -1,4 +1,6 @@
-"""PNG figures. matplotlib is imported only here, and only when a plot is asked for."""
+"""PNG figures. matplotlib is imported only when a plot is asked for, and each figure is drawn
+on an Agg canvas of its own: matplotlib's process-wide backend (a notebook's, say) is never set
+or read, and no figure is registered with pyplot, so none needs closing."""
 
 from __future__ import annotations
 
@@ -10,14 +12,21 @@ from seqtool.checkpoint import atomic_write_bytes
 from seqtool.metrics import TRAIN, VAL, Event, of_split
 
 
-def pyplot():
-    """matplotlib's pyplot, drawing to files only."""
-    import matplotlib
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.8), **options: Any) -> tuple[Any, Any]:
+    """A new figure and its axes (as `pyplot.subplots` gives them), on its own Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
+    figure = Figure(figsize=figsize)
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(nrows, ncols, **options)
 
-    return plt
+
+def colour_cycle() -> list[str]:
+    """The colours matplotlib's style gives lines, in order."""
+    from matplotlib import rcParams
+
+    return rcParams["axes.prop_cycle"].by_key()["color"]
 
 
 def save_png(figure, path: str | Path) -> None:
@@ -45,9 +54,8 @@ def compare_plot(
 ) -> None:
     """Validation-loss curves of every variant on one axis (one colour per model, one line per
     seed); with a sweep, a second panel: the main metric against the swept value per model."""
-    plt = pyplot()
     panels = 2 if sweep_key else 1
-    figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
+    figure, axes = subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
     curve_axis = axes[0, 0]
     labelled = set()
     for result in results:
@@ -88,18 +96,16 @@ def compare_plot(
         axis.set_xticks(range(len(values)), values)
         label_axis(axis, sweep_key, f"{metric} (best checkpoint)", f"{metric} by {sweep_key}")
     save_png(figure, path)
-    plt.close(figure)
 
 
 def curves_plot(path: str | Path, runs: dict[str, tuple[list[Event], str | None]]) -> None:
     """Training and validation loss of each run against the step (log scale), and beside them
     the runs' main validation metric: `runs` maps a run's name to (metrics.jsonl events, metric)."""
-    plt = pyplot()
     metrics = {metric for _, metric in runs.values() if metric}
     panels = 1 + len(metrics)
-    figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
+    figure, axes = subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
     loss_axis = axes[0, 0]
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = colour_cycle()
     for n, (name, (events, metric)) in enumerate(runs.items()):
         colour = colours[n % len(colours)]
         train, val = of_split(events, TRAIN), of_split(events, VAL)
@@ -113,16 +119,14 @@ def curves_plot(path: str | Path, runs: dict[str, tuple[list[Event], str | None]
     for axis, metric in zip(axes[0, 1:], sorted(metrics), strict=True):
         label_axis(axis, "step", metric, f"validation {metric}")
     save_png(figure, path)
-    plt.close(figure)
 
 
 def grad_flow_plot(path: str | Path, runs: dict[str, list[Event]]) -> None:
     """|dL/dh_t| against t (log scale) for each run: its first logged evaluation dashed, its last
     solid. A vanilla RNN's curve falls by orders of magnitude towards early t (vanishing
     gradient); an LSTM's stays flat, which is what lets it learn long-range dependencies."""
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(8, 4.5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    figure, axis = subplots(figsize=(8, 4.5))
+    colours = colour_cycle()
     for n, (name, events) in enumerate(runs.items()):
         colour = colours[n % len(colours)]
         shown = [events[0], events[-1]] if len(events) > 1 else events[-1:]
@@ -137,4 +141,3 @@ def grad_flow_plot(path: str | Path, runs: dict[str, list[Event]]) -> None:
         log_y=True,
     )
     save_png(figure, path)
-    plt.close(figure)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from seqtool.checkpoint import BEST, LAST, read_header
-from seqtool.lock import lock_owner_alive, lock_path
+from seqtool.lock import is_locked
 from seqtool.schema import model_label
 
 if TYPE_CHECKING:
@@ -98,8 +98,7 @@ def _status(path: Path, events: list[Event], summary: dict | None, headers: dict
     """running, damaged (a checkpoint cut short or without its header: a size check only, no
     torch and no read of the payload; evaluate and --resume verify the checksum), diverged,
     finished or interrupted."""
-    lock = lock_path(path)
-    if lock.exists() and lock_owner_alive(lock.read_text(errors="replace").strip()):
+    if is_locked(path):
         return "running"
     if any(header is None or not header["intact"] for header in headers.values()):
         return "damaged"

@@ -60,6 +60,21 @@ def compile_errors(compiling: bool) -> Iterator[None]:
         raise SeqtoolError(f"training.compile: torch.compile failed ({first.strip()}); set training.compile: false") from exc
 
 
+@contextlib.contextmanager
+def callers_random_state_kept() -> Iterator[None]:
+    """Training seeds and draws from the process's global generators (dropout draws from
+    torch's); the caller's states of Python's, numpy's and torch's generators come back when it
+    ends, so training from a notebook leaves the notebook's random streams where they were."""
+    python, numpy = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(numpy)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from seqtool.checkpoint import atomic_write_text
 from seqtool.configure import load_config
-from seqtool.plots import pyplot, save_png
+from seqtool.plots import save_png, subplots
 from seqtool.schema import dump_yaml
 from seqtool.tune import TuneJob, finished_states
 
@@ -83,8 +83,7 @@ def _figure(job: TuneJob, study: Any):
     """Left: each finished trial's value and the best so far; right: parameter importances."""
     from optuna.trial import TrialState
 
-    plt = pyplot()
-    figure, (history, importance) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    figure, (history, importance) = subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     history.scatter([t.number for t in done], [t.value for t in done], label="completed", color="tab:blue", zorder=3)

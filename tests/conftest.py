@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +122,23 @@ def crash_and_resume(monkeypatch, task_class: type, config, run_dir: Path, crash
         train(config, run_dir)
     monkeypatch.setattr(task_class, "training_loss", original)
     train(config, run_dir, resume=True)
+
+
+@contextlib.contextmanager
+def lock_held_by_another_process(run_dir: Path):
+    """A separate process holding the run directory's lock (as a training run does) for the
+    block: yields its PID."""
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom seqtool.lock import run_dir_lock\n"
+        "with run_dir_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def raise_error(error: BaseException):

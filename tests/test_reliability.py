@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import crash_and_resume, interrupt_on_call, send_signal, tiny_config
+from conftest import crash_and_resume, interrupt_on_call, lock_held_by_another_process, send_signal, tiny_config
 
 from seqtool import checkpoint as checkpoint_module
 from seqtool.checkpoint import load_checkpoint
@@ -63,21 +63,54 @@ def test_skip_batch_policy_skips_and_finishes(tmp_path, corpus, monkeypatch):
     assert all(torch.isfinite(t).all() for t in weights.values())
 
 
-def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, write_config, run_cli):
+def test_a_second_writer_is_refused_and_a_left_lock_file_taken_over(tmp_path, write_config, run_cli):
     run = tmp_path / "run"
     lock = tmp_path / ".run.lock"
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        lock.write_text(f"{socket.gethostname()} {sleeper.pid}\n")  # a live process holds the run
+    with lock_held_by_another_process(run) as holder:
         result = run_cli("train", write_config(training={"max_steps": 5}), "--run-dir", run, "--resume")
-        assert result.code == 2 and f"in use by process {sleeper.pid}" in result.err
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    # the holder is gone: its lock is stale and is taken over
-    result = run_cli("train", write_config(training={"max_steps": 5}), "--run-dir", run)
-    assert result.code == 0, result
+        result.clean_error(f"in use by process {holder}")
+    # a lock file whose holder died (the kernel released its lock) is no obstacle, whatever it says
+    lock.write_text(f"{socket.gethostname()} {2**22 + 1}\n")
+    run_cli("train", write_config(training={"max_steps": 5}), "--run-dir", run).ok()
     assert not lock.exists()  # released at the end
+
+
+def test_a_lock_file_just_made_and_still_empty_is_not_taken_for_a_stale_one(tmp_path, write_config, run_cli):
+    """The moment between a holder making the lock file and writing its PID: the file is empty,
+    but held. A second writer must refuse (the old lock guessed "stale" from the empty file)."""
+    lock = tmp_path / ".run.lock"
+    code = (
+        "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = run_cli("train", write_config(training={"max_steps": 5}), "--run-dir", tmp_path / "run")
+        result.clean_error("is in use by process")
+        assert not (tmp_path / "run").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.slow
+def test_two_writers_started_together_one_trains_and_the_other_names_it(tmp_path, write_config):
+    """20 times, two `seqtool train` processes on one run directory at the same instant: exactly
+    one trains, the other exits 2 naming the holder's PID (an empty lock file just created is
+    not taken for a stale one)."""
+    config = write_config(training={"max_steps": 2, "eval_every": 2})
+    for trial in range(20):
+        run = tmp_path / f"run{trial}"
+        command = [sys.executable, "-m", "seqtool", "train", str(config), "--run-dir", str(run)]
+        processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [(p.wait(timeout=120), p.stderr.read(), p.pid) for p in processes]
+        codes = sorted(code for code, _, _ in results)
+        assert codes == [0, 2], (trial, results)
+        (winner,) = [pid for code, _, pid in results if code == 0]
+        (refusal,) = [err for code, err, _ in results if code == 2]
+        assert f"in use by process {winner}" in refusal and refusal.count("Error:") == 1, (trial, refusal)
+        assert (run / "last.pt").is_file()
 
 
 def test_lock_is_released_after_a_failure(tmp_path):

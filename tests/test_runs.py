@@ -3,11 +3,10 @@
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 
-from conftest import assert_clean_error, interrupt_on_call, send_signal
+from conftest import assert_clean_error, interrupt_on_call, lock_held_by_another_process, send_signal
 
 from seqtool.checkpoint import load_checkpoint
 from seqtool.tasks.language_model import LanguageModelTask
@@ -30,13 +29,8 @@ def test_runs_lists_each_status(tmp_path, write_config, run_cli, monkeypatch):
 
     (runs / "busy").mkdir()
     (runs / "busy" / "config.yaml").write_text("task: forecast\nmodel: {type: gru, num_layers: 1, hidden_size: 8}\n")
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (runs / ".busy.lock").write_text(f"{socket.gethostname()} {sleeper.pid}\n")
+    with lock_held_by_another_process(runs / "busy"):
         listed = {run["name"]: run for run in json.loads(run_cli("runs", runs, "--json").out)}
-    finally:
-        sleeper.kill()
-        sleeper.wait()
     assert {name: run["status"] for name, run in listed.items()} == {
         "done": "finished",
         "stopped": "interrupted",

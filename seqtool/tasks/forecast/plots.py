@@ -7,15 +7,14 @@ from typing import Any
 
 import pandas as pd
 
-from seqtool.plots import pyplot, save_png
+from seqtool.plots import save_png, subplots
 
 
 def forecast_plot(
     path: str | Path, history: pd.DataFrame | None, forecast: pd.DataFrame, targets: list[str], level: float | None
 ) -> None:
     """History (its recent part), the forecast and its interval, one panel per target."""
-    plt = pyplot()
-    figure, axes = plt.subplots(len(targets), 1, figsize=(10, 3.2 * len(targets)), squeeze=False)
+    figure, axes = subplots(len(targets), 1, figsize=(10, 3.2 * len(targets)), squeeze=False)
     if forecast.columns[0] == "step":  # no dates: steps after the last history row
         x_future = forecast["step"] + (history.index[-1] if history is not None else 0)
     else:
@@ -39,18 +38,16 @@ def forecast_plot(
         axis.grid(alpha=0.3)
     figure.autofmt_xdate()
     save_png(figure, path)
-    plt.close(figure)
 
 
 def backtest_plot(path: str | Path, backtest: dict[str, Any], level: float | None, split: str) -> None:
     """Actual values around the held-out part and the forecasts made from origins across it."""
-    plt = pyplot()
     prepared, origins, predicted, targets = backtest["prepared"], backtest["origins"], backtest["predicted"], backtest["targets"]
     horizon = predicted["point"].shape[1]
     index = prepared.index
     start = max(0, int(origins[0]) - 3 * horizon)
     stop = min(len(index), int(origins[-1]) + horizon)
-    figure, axes = plt.subplots(len(targets), 1, figsize=(11, 3.2 * len(targets)), squeeze=False)
+    figure, axes = subplots(len(targets), 1, figsize=(11, 3.2 * len(targets)), squeeze=False)
     for j, (axis, name) in enumerate(zip(axes[:, 0], targets, strict=True)):
         axis.plot(index[start:stop], prepared.values[start:stop, j], color="black", linewidth=1.2, label="actual")
         for n, origin in enumerate(origins):
@@ -77,4 +74,3 @@ def backtest_plot(path: str | Path, backtest: dict[str, Any], level: float | Non
         axis.grid(alpha=0.3)
     figure.autofmt_xdate()
     save_png(figure, path)
-    plt.close(figure)

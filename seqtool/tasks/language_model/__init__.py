@@ -54,7 +54,7 @@ class LanguageModelTask(Task):
         PredictOption("--length", int, "tokens to generate", "500", min=1),
         PredictOption("--temperature", float, "sampling temperature, 0 = greedy", "1.0", min=0.0),
         PredictOption("--top-k", int, "sample among the k likeliest tokens only", "all tokens", min=1),
-        PredictOption("--seed", int, "seed for sampling", "random"),
+        PredictOption("--seed", int, "seed for sampling: the same seed gives the same text", "random: each call differs"),
         PredictOption("--num-samples", int, "independent samples to draw", "1", min=1),
     )
 
@@ -369,8 +369,7 @@ class LanguageModelTask(Task):
     def predict(self, model: SequenceModel, options: dict[str, Any], out: TextIO) -> None:
         """Stream one sample as it is generated, or print `--num-samples` generated as a batch."""
         prompt, num_samples = options["prompt"] or "", options["num_samples"] or 1
-        generator = torch.Generator()
-        generator.manual_seed(options["seed"] if options["seed"] is not None else torch.seed())
+        generator = _sampling_generator(options["seed"])
         sampling = (
             options["length"] or 500,
             1.0 if options["temperature"] is None else options["temperature"],
@@ -392,13 +391,14 @@ class LanguageModelTask(Task):
         out.flush()
 
     def predict_api(self, model: SequenceModel, data: Any, options: dict[str, Any]) -> str | list[str]:
-        """`predict(prompt=..., length=200, temperature=1.0, top_k=None, seed=0)` returns the text;
-        with `num_samples=N`, a list of N texts generated as one batch."""
+        """`predict(prompt=..., length=200, temperature=1.0, top_k=None, seed=None)` returns the
+        text; with `num_samples=N`, a list of N texts generated as one batch. Without a seed each
+        call differs, as on the command line."""
         unknown = sorted(set(options) - {"prompt", "length", "temperature", "top_k", "seed", "num_samples"})
         if data is not None or unknown:
             given = unknown or ["data"]
             raise SeqtoolError(f"predict() options {given} do not apply to a language model (it takes prompt, length, ...)")
-        generator = torch.Generator().manual_seed(options.get("seed") or 0)
+        generator = _sampling_generator(options.get("seed"))
         prompt, num_samples = options.get("prompt") or "", options.get("num_samples")
         sampling = (options.get("length") or 200, options.get("temperature", 1.0), options.get("top_k"), generator)
         if num_samples is not None:
@@ -442,6 +442,17 @@ class LanguageModelTask(Task):
 
     def export_metadata(self) -> dict[str, Any]:
         return {"vocabulary": vocabulary_metadata(self.vocabulary, self.config.data.tokenizer, lowercase=False)}
+
+
+def _sampling_generator(seed: int | None) -> torch.Generator:
+    """A generator of sampling's own, seeded by `seed`, or from the operating system's entropy
+    when there is none: the process's global generator is neither read nor reseeded."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
 
 
 def _continues_line(prompt: str) -> bool:

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from seqtool.plots import pyplot, save_png
+from seqtool.plots import save_png, subplots
 
 
 def alignment_plot(path: str | Path, weights: np.ndarray, source: list[str], output: list[str]) -> None:
     """A heat map of the attention weights (output tokens down, source tokens across): a good
     translation of similar word order shows a near-diagonal band."""
-    plt = pyplot()
     width, height = max(4.0, 0.45 * len(source) + 2.0), max(3.0, 0.38 * len(output) + 1.8)
-    figure, axis = plt.subplots(figsize=(min(width, 24.0), min(height, 24.0)))
+    figure, axis = subplots(figsize=(min(width, 24.0), min(height, 24.0)))
     image = axis.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
     axis.set_xticks(range(len(source)), source, rotation=60, ha="right", fontsize=9)
     axis.set_yticks(range(len(output)), output, fontsize=9)
