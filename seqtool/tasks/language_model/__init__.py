@@ -54,7 +54,7 @@ class LanguageModelTask(Task):
         PredictOption("--length", int, "tokens to generate", "500", min=1),
         PredictOption("--temperature", float, "sampling temperature, 0 = greedy", "1.0", min=0.0),
         PredictOption("--top-k", int, "sample among the k likeliest tokens only", "all tokens", min=1),
-        PredictOption("--seed", int, "seed for sampling: the same seed gives the same text", "random: each call differs"),
+        PredictOption("--seed", int, "seed for sampling: the same seed, the same text; without one, each call differs", "random"),
         PredictOption("--num-samples", int, "independent samples to draw", "1", min=1),
     )
 
