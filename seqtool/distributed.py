@@ -39,6 +39,13 @@ def launcher_prefix() -> list[str]:
     return ["torchrun", f"--nproc-per-node={per_node}", "-m", "seqtool"]
 
 
+def backend(device: torch.device) -> str:
+    """The process group's engines: gloo on the CPU, and for a CUDA run NCCL on the GPUs beside
+    it. NCCL alone refuses CPU tensors, and the control values broadcast each step (elapsed
+    time, stop flags) and the gathered checkpoint state are CPU tensors."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 @dataclass
 class Cluster:
     rank: int = 0
@@ -57,13 +64,13 @@ class Cluster:
 
     @classmethod
     def from_environment(cls, device: torch.device) -> Cluster:
-        """Join the process group torchrun prepared: NCCL for CUDA, gloo otherwise."""
+        """Join the process group torchrun prepared (`backend` says which engine serves which device)."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
             return cls()
         cluster = cls(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group(backend(device))
         return cluster
 
     def device(self, device: torch.device) -> torch.device:

@@ -20,7 +20,7 @@ from seqtool.checkpoint import load_checkpoint, resolve_checkpoint
 from seqtool.configure import config_from_dict
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.runtime import callers_random_state_kept, pick_device, score
+from seqtool.runtime import callers_random_state_kept, deterministic_algorithms, pick_device, score
 from seqtool.schema import Config, SplitData
 from seqtool.tasks import Task, evaluating, make_task, parse_options
 from seqtool.trainer import EvaluationHook, TrainResult, run_session
@@ -47,7 +47,7 @@ def train(
     try:
         # Under torchrun rank 0 alone locks, writes and draws progress.
         console = (console or Console()) if cluster.is_main else Console(quiet=True)
-        with rundir.held(run_dir, cluster), callers_random_state_kept():
+        with rundir.held(run_dir, cluster), callers_random_state_kept(), deterministic_algorithms(config.training.deterministic):
             result = run_session(config, run_dir, resume, force, init_from, console, command, cluster, device, on_evaluation)
         # No process tears the group down while another still uses it: a rank that left early
         # aborted now and then ("terminate called without an active exception") at exit.

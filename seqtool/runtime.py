@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import signal
 import threading
@@ -35,6 +36,13 @@ def pick_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise SeqtoolError("training.device=mps but MPS is not available on this machine (use auto or cpu)")
     return torch.device(name)
+
+
+def precision_note(device: torch.device, precision: str) -> str | None:
+    """What to tell the user when the precision asked for is not what runs (one warning line)."""
+    if precision == "bf16" and device.type not in ("cuda", "cpu"):
+        return f"training.precision: bf16 has no autocast on {device.type} here; training in fp32"
+    return None
 
 
 def autocast(device: torch.device, precision: str):
@@ -75,6 +83,28 @@ def callers_random_state_kept() -> Iterator[None]:
             np.random.set_state(numpy)
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """`training.deterministic`: deterministic kernels for the block (cuBLAS needs a fixed
+    workspace for them, set when unset), and the process's settings as they were afterwards."""
+    if not enabled:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if workspace is None:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -91,6 +121,8 @@ def rng_state() -> dict[str, Any]:
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -100,6 +132,8 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
 
 
 def make_optimizer(model: torch.nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:

@@ -85,6 +85,12 @@ class TrainingConfig:
         ["jsonl"], "metric sinks: metrics.jsonl always, plus csv and tensorboard"
     )
     on_nan: Literal["stop", "skip_batch"] = option("stop", "a non-finite loss or gradient stops training, or skips that batch")
+    deterministic: bool = option(
+        False,
+        "deterministic algorithms (torch.use_deterministic_algorithms, deterministic cuDNN): reruns on a GPU give the "
+        "same weights bit for bit, at a cost in speed; an operation without a deterministic kernel is an error. "
+        "CPU runs are deterministic either way",
+    )
 
 
 @dataclass

@@ -38,6 +38,7 @@ from seqtool.runtime import (
     compile_errors,
     learning_rate,
     make_optimizer,
+    precision_note,
     restore_rng,
     rng_state,
     score,
@@ -73,6 +74,20 @@ class TrainState:
     non_finite_in_a_row: int = 0
     finished: bool = False
     stop_reason: str = ""
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any], source: str) -> TrainState:
+        """The state a checkpoint stored, from any earlier format: a field added since takes its
+        default, which is what that run had (nothing clipped, skipped or counted yet); a field this
+        version does not know means a newer seqtool wrote the checkpoint, said in one line."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(stored) - known)
+        if unknown:
+            raise SeqtoolError(
+                f"{source}: its training state has fields this seqtool does not know ({', '.join(unknown)}): "
+                "it was written by a newer release; upgrade seqtool to resume it"
+            )
+        return cls(**stored)
 
 
 def stop_reason(state: TrainState, training: TrainingConfig, steps_per_epoch: int, elapsed_s: float) -> str:
@@ -174,7 +189,7 @@ class Trainer:
         """The full state of a checkpoint: weights, optimiser, step, batch order, carried state, RNG."""
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.state = TrainState(**payload["train_state"])
+        self.state = TrainState.from_stored(payload["train_state"], str(self.run_dir / LAST))
         self.state.finished, self.state.stop_reason = False, ""
         self.task.start_epoch(self.state.epoch)  # the epoch's batch order; then the carried state on top
         self.task.load_state_dict(rundir.own_part(payload, "task_state", self.cluster))
@@ -362,6 +377,9 @@ class Trainer:
             f"Training {model_label(self.config.to_dict()['model'])} "
             f"({self.parameters:,} parameters) on {where}, {self.steps_per_epoch} steps per epoch -> {self.run_dir}"
         )
+        note = precision_note(self.device, self.training.precision)
+        if note:
+            self.console.print(f"[yellow]Warning:[/] {note}", highlight=False)
         self.display = TrainingDisplay(self.console, self.task.unit)
         self.display.val_loss = state.best_val_loss
         self.display.start(self.steps, state.step)

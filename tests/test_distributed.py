@@ -63,3 +63,34 @@ def test_a_torchrun_run_resumes_under_torchrun_and_only_with_as_many_processes(t
 
     result = run_cli("train", config, "--run-dir", tmp_path / "resumed", "--resume", "training.max_steps=20")
     assert_clean_error(result, "trained by 2 process(es)", "--nproc-per-node")
+
+
+def test_every_collective_of_a_cuda_run_has_an_engine_for_its_tensors_device(monkeypatch):
+    """A fake process group at the boundary: the group a CUDA run creates, and the devices of the
+    tensors each collective is handed. NCCL alone serves CUDA tensors only, so a CPU tensor
+    broadcast over an NCCL-only group fails at step 1 ("No backend type associated with device
+    type cpu"); every device a collective sees must have an engine in the group."""
+    import torch.distributed as dist
+
+    from seqtool.distributed import Cluster
+
+    created, seen = [], []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **_: created.append(backend))
+    for name in ("all_reduce", "broadcast"):
+        monkeypatch.setattr(dist, name, lambda tensor, *a, _name=name, **k: seen.append((_name, tensor.device.type)))
+    monkeypatch.setattr(dist, "gather_object", lambda obj, gathered, dst=0: seen.append(("gather_object", "cpu")))
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: seen.append(("barrier", "cpu")))
+    cluster = Cluster.from_environment(torch.device("cuda"))
+    (group,) = created
+    engines = dict(part.split(":") for part in group.split(",")) if ":" in group else {"cuda": group}
+    cluster.from_main([1.0, 0.0])  # elapsed time and stop flag, every step
+    cluster.mean(torch.tensor(2.0))  # the logged loss
+    cluster.gather({"state": 1})  # the carried state, at each checkpoint
+    cluster.barrier()
+    assert {name for name, _ in seen} == {"broadcast", "all_reduce", "gather_object", "barrier"}
+    missing = sorted({(name, device) for name, device in seen if device not in engines})
+    assert not missing, f"group {group!r} has no engine for {missing}"
+    assert engines == {"cpu": "gloo", "cuda": "nccl"}

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from conftest import crash_and_resume, interrupt_on_call, lock_held_by_another_process, send_signal, tiny_config
 
 from seqtool import checkpoint as checkpoint_module
@@ -205,3 +206,63 @@ def test_tensorboard_sink_without_the_package_says_how_to_install(tmp_path, corp
     with pytest.raises(SeqtoolError, match=r"pip install 'seqtool\[tensorboard\]'"):
         train(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_a_checkpoint_of_an_earlier_format_resumes_and_a_newer_one_is_named(tmp_path, corpus, run_cli):
+    """TrainState as checkpoints stored it before clipping, skipped batches and the NaN run were
+    counted (seqtool's first release) resumes; fields only a newer release knows are one line."""
+    from seqtool.checkpoint import LAST, save_checkpoint
+
+    config = build_config(tiny_config(corpus, training={"max_steps": 6, "eval_every": 3}), "test")
+    run = tmp_path / "run"
+    train(config, run)
+    payload = load_checkpoint(run / LAST)
+    for field in ("clipped_since_log", "skipped_batches", "non_finite_in_a_row"):  # added after the first release
+        del payload["train_state"][field]
+    payload["train_state"].update(finished=False)
+    save_checkpoint(run / LAST, payload)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config(corpus, training={"max_steps": 8, "eval_every": 3})))
+    run_cli("train", tmp_path / "c.yaml", "--run-dir", run, "--resume").ok()
+    assert load_checkpoint(run / LAST)["train_state"]["step"] == 8
+    payload = load_checkpoint(run / LAST)
+    payload["train_state"]["ema_decay"] = 0.99  # a field a newer seqtool might add
+    save_checkpoint(run / LAST, payload)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config(corpus, training={"max_steps": 10, "eval_every": 3})))
+    run_cli("train", tmp_path / "c.yaml", "--run-dir", run, "--resume").clean_error("ema_decay", "newer release")
+
+
+def test_deterministic_algorithms_are_on_while_training_asks_for_them_and_off_after(tmp_path, corpus, monkeypatch):
+    seen = []
+    original = LanguageModelTask.training_loss
+
+    def spy(self, *args, **kwargs):
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LanguageModelTask, "training_loss", spy)
+    config = build_config(tiny_config(corpus, training={"max_steps": 3, "deterministic": True}), "test")
+    train(config, tmp_path / "run")
+    assert seen == [(True, True)] * 3
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
+def test_bf16_where_it_cannot_run_is_said_and_the_mps_generator_is_saved(monkeypatch):
+    from seqtool import runtime
+
+    assert (
+        runtime.precision_note(torch.device("mps"), "bf16")
+        == "training.precision: bf16 has no autocast on mps here; training in fp32"
+    )
+    assert (
+        runtime.precision_note(torch.device("cpu"), "bf16") is None
+        and runtime.precision_note(torch.device("mps"), "fp32") is None
+    )
+    stored = {}
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: torch.tensor([7], dtype=torch.uint8))
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda state: stored.update(mps=state))
+    state = runtime.rng_state()
+    assert torch.equal(state["mps"], torch.tensor([7], dtype=torch.uint8))
+    runtime.restore_rng(state)
+    assert torch.equal(stored["mps"], torch.tensor([7], dtype=torch.uint8))
