@@ -19,7 +19,9 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import secrets
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +146,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise SeqtoolError(f"{path} is corrupt (checksum mismatch)")
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
-    except Exception as exc:  # the unpickler's refusal or a damaged archive
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # refused or damaged
         raise SeqtoolError(f"{path}: refused to load checkpoint payload ({first_line(exc)})") from None
     if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
         raise SeqtoolError(f"{path}: checkpoint payload lacks config or model weights")

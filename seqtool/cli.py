@@ -5,6 +5,7 @@ tune, serve, export), and prints. Nothing here imports torch at module level, so
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shlex
 import sys
@@ -55,6 +56,8 @@ def _root(
     ] = False,
 ) -> None:
     report.debug["on"] = report.debug["on"] or debug
+    if debug:  # what seqtool logs (the exporters' silenced notices, say) goes to stderr
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 
 def train(
@@ -424,8 +427,7 @@ def main() -> None:
     """Entry point: a user's error is exit code 2, an interruption 130 or 143 (`seqtool.report`)."""
     try:
         app(args=report.debug_first(sys.argv[1:]), prog_name="seqtool")
-    except (SeqtoolError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-        # A file a task kind (a plug-in's, say) could not open is bad input like any other.
+    except SeqtoolError as exc:  # an OS error anywhere else is a bug, and keeps its traceback
         report.user_error(exc)
     except TrainingInterrupted as exc:
         report.interrupted(exc)

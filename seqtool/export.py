@@ -17,11 +17,13 @@ seqtool's own inference code.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,30 @@ FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4  # largest accepted |exported - PyTorch| on the check batch
 ONNX_OPSET = 17
 INSTALL_HINT = "pip install 'seqtool[export]'"
+# What an exporter or a runtime raises when a graph cannot be exported or run: reported in one
+# line. Anything else (a KeyError, a TypeError) is a bug in seqtool or the kind, and keeps its traceback.
+EXPORT_FAILURES: tuple[type[BaseException], ...] = (
+    RuntimeError,
+    ValueError,
+    NotImplementedError,
+    torch.onnx.errors.OnnxExporterError,
+)
+
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def exporter_notices(what: str) -> Iterator[None]:
+    """The warnings the exporters and TorchScript give on every call (deprecation notices,
+    tracer warnings about Python values frozen into the graph) are kept off the terminal, and
+    logged one line each (`seqtool --debug export` shows them). The check that follows every
+    export is what says whether the graph is right."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for notice in caught:
+        log.info("%s: %s: %s", what, notice.category.__name__, str(notice.message).splitlines()[0])
 
 
 # ---- metadata ------------------------------------------------------------------------------
@@ -82,8 +108,7 @@ def _require_onnx() -> None:
 
 def _onnx_bytes(signature: Signature) -> bytes:
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notices
+    with exporter_notices("torch.onnx.export"):
         torch.onnx.export(
             signature.graph,
             signature.example,
@@ -95,6 +120,17 @@ def _onnx_bytes(signature: Signature) -> bytes:
             dynamo=False,  # torch.export cannot trace nn.LSTM/GRU in torch 2.x; the TorchScript exporter can
         )
     return buffer.getvalue()
+
+
+def _onnxruntime_failures() -> tuple[type[BaseException], ...]:
+    """onnxruntime's own exception types (not RuntimeError's), when it is installed."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+    except ImportError:
+        return ()
+    return tuple(
+        getattr(state, name) for name in ("Fail", "InvalidArgument", "InvalidGraph", "RuntimeException") if hasattr(state, name)
+    )
 
 
 def _onnx_session(data: bytes) -> Any:
@@ -114,22 +150,19 @@ def _run_onnx(data: bytes, signature: Signature) -> list[np.ndarray]:
 def _torchscript_bytes(signature: Signature) -> bytes:
     signature.graph.requires_grad_(False)  # a deployed module's outputs should not track gradients
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript is deprecated upstream and says so on every call
+    with exporter_notices("torch.jit.trace"):
         traced = torch.jit.trace(signature.graph, signature.example, check_trace=False)
         torch.jit.save(traced, buffer)
     return buffer.getvalue()
 
 
 def _torchscript_module(data: bytes) -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with exporter_notices("torch.jit.load"):
         return torch.jit.load(io.BytesIO(data), map_location="cpu")
 
 
 def _run_torchscript(data: bytes, signature: Signature) -> list[np.ndarray]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with exporter_notices("TorchScript"):
         with torch.no_grad():
             result = _torchscript_module(data)(*signature.check)
     result = result if isinstance(result, tuple) else (result,)
@@ -272,9 +305,7 @@ def _checked_parts(task: Task, model: nn.Module, fmt: str, source: Path) -> tupl
             p: _run_onnx(d, signatures[p]) if fmt == "onnx" else _run_torchscript(d, signatures[p]) for p, d in files.items()
         }
         mismatch = task.check_export(model, _runner(files, signatures, fmt)) if len(files) > 1 else None
-    except SeqtoolError:
-        raise
-    except Exception as exc:  # an exporter or runtime failure is reported, not a traceback
+    except EXPORT_FAILURES + _onnxruntime_failures() as exc:  # reported in one line; other errors are bugs
         raise SeqtoolError(f"{fmt} export of {source} failed: {first_line(exc)}") from exc
     diff = 0.0
     for part, outputs in produced.items():

@@ -28,13 +28,12 @@ def debug_first(args: list[str]) -> list[str]:
     return ["--debug"] + [a for a in args if a != "--debug"] if "--debug" in args else args
 
 
-def user_error(exc: Exception) -> NoReturn:
+def user_error(exc: SeqtoolError) -> NoReturn:
     """One `Error:` line on stderr (the traceback first with --debug), exit 2."""
     if debug["on"]:
         traceback.print_exc()
     hint = "" if debug["on"] else " (run with --debug for the traceback)"
-    message = str(exc) if isinstance(exc, SeqtoolError) else f"{getattr(exc, 'strerror', exc)}: {getattr(exc, 'filename', '')}"
-    print(f"Error: {message}{hint}", file=sys.stderr)
+    print(f"Error: {exc}{hint}", file=sys.stderr)
     sys.exit(EXIT_USAGE)
 
 

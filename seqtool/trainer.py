@@ -74,6 +74,7 @@ class TrainState:
     non_finite_in_a_row: int = 0
     finished: bool = False
     stop_reason: str = ""
+    stopped_by_hook: bool = False  # the evaluation hook (a search's pruner) ended it, not a budget
 
     @classmethod
     def from_stored(cls, stored: dict[str, Any], source: str) -> TrainState:
@@ -355,6 +356,7 @@ class Trainer:
             self.display.stop()
             self.log.close()
         state.finished, state.stop_reason = True, reason
+        state.stopped_by_hook = bool(self.stop_asked) and reason == self.stop_asked
         self.checkpoint(LAST)
         return self._result(reason)
 

@@ -161,7 +161,7 @@ def _storage(url: str, engine_kwargs: dict[str, Any]) -> Any:
 
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RDBStorage
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
     for attempt in range(5):
         try:
@@ -178,7 +178,7 @@ def _storage(url: str, engine_kwargs: dict[str, Any]) -> Any:
             if attempt == 4:
                 raise SeqtoolError(f"--storage {url}: {first_line(exc)}") from None
             time.sleep(0.2 * (attempt + 1))
-        except Exception as exc:  # a bad URL or an unreachable server: one line, not a traceback
+        except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:  # a bad URL, a missing driver, no server
             raise SeqtoolError(f"--storage {url}: {first_line(exc)}") from None
     raise AssertionError("unreachable")
 
@@ -314,7 +314,7 @@ def objective(job: TuneJob, trial: Any, console: Console) -> float:
         console.print(f"trial {trial.number} failed: {exc}", highlight=False)
         raise TrialFailed(str(exc)) from None
     seconds = time.perf_counter() - start
-    if result.state.stop_reason.startswith(PRUNED):
+    if result.state.stopped_by_hook:  # the pruner's hook is the only one a trial has
         console.print(f"trial {trial.number}: pruned at step {result.state.step} ({seconds:.0f} s)", highlight=False)
         raise optuna.TrialPruned(result.state.stop_reason)
     value = best_value(run_dir, job.metric)

@@ -249,3 +249,20 @@ def test_every_option_that_takes_a_value_shows_its_default(run_cli, monkeypatch,
     valued = {re.match(r"│ +(--[\w-]+) +<", row).group(1): row for row in rows if re.match(r"│ +--[\w-]+ +<", row)}
     assert set(valued) == VALUED_OPTIONS[command], sorted(valued)  # the parse found every one
     assert all("[default: " in row for row in valued.values()), [row for row in valued.values() if "[default: " not in row]
+
+
+def test_an_os_error_inside_seqtool_is_a_bug_with_its_traceback_not_a_users_error(tmp_path, write_config, run_cli, monkeypatch):
+    """Only a path the user named becomes one Error: line (seqtool.errors.reading_user_file);
+    a FileNotFoundError from seqtool's own code is a bug and keeps its traceback."""
+    from seqtool import engine
+
+    run = tmp_path / "run"
+    run_cli("train", write_config(training={"max_steps": 2}), "--run-dir", run).ok()
+    assert_clean_error(run_cli("evaluate", run, "--data", tmp_path / "absent.txt"), "absent.txt", "not found")
+
+    def broken(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "/internal/cache/file")
+
+    monkeypatch.setattr(engine, "evaluate", broken)
+    with pytest.raises(FileNotFoundError):
+        run_cli("evaluate", run)

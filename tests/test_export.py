@@ -257,3 +257,37 @@ def test_a_new_folder_ending_in_a_slash_is_made_with_the_model_inside(tmp_path, 
     assert folder.is_dir() and (folder / f"model.{SUFFIX}").is_file() and (folder / f"model.{SUFFIX}.json").is_file()
     failed = run_cli("export", lm_run, "--format", "tflite", "--output", f"{tmp_path / 'never'}/")
     assert failed.code == 2 and not (tmp_path / "never").exists()  # nothing made before the checks pass
+
+
+def test_a_bug_in_an_export_keeps_its_traceback_and_exporter_notices_are_logged(tmp_path, run_cli, lm_run, monkeypatch, caplog):
+    """An exporter's failure is one line, but a KeyError is a bug and surfaces; the warnings the
+    exporters give on every call are logged (shown with --debug), not thrown away."""
+    import logging
+    import warnings
+
+    import seqtool.export
+
+    real = torch.jit.trace
+
+    def warns(*args, **kwargs):
+        warnings.warn("a Python value was frozen into the trace", torch.jit.TracerWarning, stacklevel=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.jit, "trace", warns)
+    with caplog.at_level(logging.INFO, logger="seqtool.export"):
+        run_cli("export", lm_run, "--format", "torchscript", "--output", tmp_path / "m.pt").ok()
+    assert any("TracerWarning: a Python value was frozen" in record.getMessage() for record in caplog.records)
+    monkeypatch.undo()
+
+    def runtime_failure(*_):
+        raise RuntimeError("the exporter could not trace this")
+
+    monkeypatch.setattr(seqtool.export, "_torchscript_bytes", runtime_failure)
+    assert_clean_error(run_cli("export", lm_run, "--format", "torchscript", "--output", tmp_path / "n.pt"), "could not trace")
+
+    def bug(*_):
+        raise KeyError("a missing signature field")
+
+    monkeypatch.setattr(seqtool.export, "_torchscript_bytes", bug)
+    with pytest.raises(KeyError):
+        run_cli("export", lm_run, "--format", "torchscript", "--output", tmp_path / "o.pt")

@@ -104,12 +104,15 @@ def test_pruning_stops_a_run_cleanly_at_an_evaluation(tmp_path):
 
     def hook(step, metrics):
         seen.append((step, metrics["loss"]))
-        return "pruned by the search (test)" if step == 20 else None
+        return "the search stopped it (test)" if step == 20 else None
 
     result = engine.train(load_config(job.config_path), tmp_path / "run", on_evaluation=hook)
     assert [s for s, _ in seen] == [10, 20] and result.state.step == 20
-    assert result.state.stop_reason == "pruned by the search (test)"
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stopped_because"].startswith("pruned")
+    assert result.state.stop_reason == "the search stopped it (test)"
+    assert result.state.stopped_by_hook  # a typed field says the hook ended it, whatever its words
+    budget = engine.train(load_config(job.config_path), tmp_path / "budget", on_evaluation=lambda step, metrics: None)
+    assert budget.state.step == 40 and not budget.state.stopped_by_hook
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stopped_because"].startswith("the search stopped it")
 
 
 def _wait_for(path: Path, seconds: float = 60.0) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from seqtool.data.text import read_text
 from seqtool.errors import SeqtoolError
 from seqtool.models import recurrent_layers
 from seqtool.schema import TokenModelConfig, Where, check_split_fractions, option
@@ -95,10 +96,7 @@ class TruecaseTask(WindowedTask):
 
     def _read(self) -> str:
         data = self.config.data
-        try:
-            text = Path(data.path).read_text(encoding="utf-8")[: data.max_chars]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SeqtoolError(f"data.path {data.path}: cannot read the text ({exc})") from None
+        text = read_text(data.path)[: data.max_chars]
         if len(text) < 20 * data.window:
             raise SeqtoolError(f"{data.path}: {len(text):,} characters, fewer than 20 windows of data.window={data.window}")
         return text
@@ -144,7 +142,7 @@ class TruecaseTask(WindowedTask):
     def evaluate(self, model: Truecaser, split: str, device: torch.device, data_path: str | None = None) -> dict[str, float]:
         if not self.splits:
             self.load_training_data()
-        text = Path(data_path).read_text(encoding="utf-8") if data_path else self.splits.get(split, "")
+        text = read_text(data_path) if data_path else self.splits.get(split, "")
         if not text:
             raise SeqtoolError(f"no {split} text in this run's data (set data.test_fraction)")
         lower, truth = text.lower(), np.array([c != c.lower() for c in text])
@@ -162,10 +160,7 @@ class TruecaseTask(WindowedTask):
 
     def predict(self, model: Truecaser, options: dict[str, Any], out: TextIO) -> None:
         if options["data"] is not None:
-            try:
-                out.write(self.truecase(model, Path(options["data"]).read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError) as exc:
-                raise SeqtoolError(f"--data {options['data']}: cannot read the text ({exc})") from None
+            out.write(self.truecase(model, read_text(options["data"])))  # a file it cannot read is one Error: line
             return
         if sys.stdin.isatty():
             raise SeqtoolError("give --data FILE, or pipe text on stdin: echo 'where art thou' | seqtool predict RUN")
@@ -193,8 +188,8 @@ class TruecaseTask(WindowedTask):
             "training": {"batch_size": 8, "epochs": None, "max_steps": 30, "lr": 0.01, "eval_every": 10, "device": "cpu"},
         }
         bad = (
-            BadInput("missing text file", "cannot read the text", overrides=(f"data.path={folder / 'none.txt'}",)),
+            BadInput("missing text file", "data file not found", overrides=(f"data.path={folder / 'none.txt'}",)),
             BadInput("too short a text", "fewer than 20 windows", files={"plays.txt": "Too short.\n"}),
-            BadInput("not UTF-8", "cannot read the text", files={"plays.txt": b"\xff\xfe" * 2000}),
+            BadInput("not UTF-8", "not UTF-8 text", files={"plays.txt": b"\xff\xfe" * 2000}),
         )
         return Example(config, ("--data", str(folder / "notes.txt")), "juliet met romeo\n", bad)
