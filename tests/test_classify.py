@@ -13,6 +13,7 @@ from conftest import FILLER, assert_clean_error, classify_config, memory_frame
 
 from seqtool.api import load
 from seqtool.data.text import UNK, Vocabulary
+from seqtool.metrics import MetricsLog
 from seqtool.models import SequenceModel
 from seqtool.tasks.classify import table
 from seqtool.tasks.classify.config import ClassifyModel
@@ -203,3 +204,25 @@ def test_balanced_class_weights_follow_inverse_frequency(tmp_path):
     assert torch.allclose(task.class_weights, torch.tensor(expected, dtype=torch.float32))
     assert task.class_weights[task.labels.index("pos")] > task.class_weights[task.labels.index("neg")]
     assert task.majority == task.labels.index("neg")
+
+
+def test_with_class_weights_validation_scores_the_weighted_objective_training_minimises(tmp_path, run_cli):
+    """The checkpoint is chosen on the loss training minimises: with balanced class weights the
+    validation `loss` (and evaluate's) is the weighted cross-entropy, on skewed data unlike the plain one."""
+    frame = memory_frame(rows=400)
+    frame = pd.concat([frame[frame.sentiment == "pos"], frame[frame.sentiment == "neg"].iloc[:60]])  # skewed
+    frame.to_csv(tmp_path / "texts.csv", index=False)
+    config = classify_config(tmp_path / "texts.csv", training={"epochs": 2, "class_weights": "balanced"})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_cli("train", tmp_path / "c.yaml", "--run-dir", tmp_path / "run").ok()
+    model = load(tmp_path / "run")
+    task, network = model.task, model.network
+    metrics = json.loads(run_cli("evaluate", tmp_path / "run", "--split", "val", "--json").ok().out)
+    encoded = task._eval_data("val", None)
+    probabilities = task.probabilities(network, encoded, torch.device("cpu"))
+    nll = -np.log(probabilities[np.arange(len(encoded.labels)), encoded.labels])
+    weights = task.class_weights.numpy()[encoded.labels]
+    assert metrics["loss"] == pytest.approx(float((weights * nll).sum() / weights.sum()), rel=1e-6)
+    assert abs(metrics["loss"] - float(nll.mean())) > 1e-3
+    logged = [e.loss for e in MetricsLog(tmp_path / "run").read() if e.split == "val"]
+    assert min(logged) == pytest.approx(metrics["loss"], rel=1e-6)  # the best checkpoint's, as training scored it

@@ -71,7 +71,8 @@ class ClassifyTask(WindowedTask):
         self.train: EncodedTexts | None = None
         self.val: EncodedTexts | None = None
         self.order = np.empty(0, dtype=np.int64)
-        self.class_weights: torch.Tensor | None = None
+        stored_weights = (artifacts or {}).get("class_weights")  # absent from runs of earlier versions
+        self.class_weights: torch.Tensor | None = None if stored_weights is None else torch.tensor(stored_weights)
 
     @classmethod
     def check_config(cls, config: Config, where: Where) -> None:
@@ -198,12 +199,20 @@ class ClassifyTask(WindowedTask):
         counts = np.bincount(self.train.labels, minlength=len(self.labels))
         if self.majority is None:
             self.majority = int(counts.argmax())
-        if self.config.training.class_weights == "balanced":
+        if self.config.training.class_weights == "balanced" and self.class_weights is None:
             weights = len(self.train.labels) / (len(self.labels) * np.maximum(counts, 1))
             self.class_weights = torch.tensor(weights, dtype=torch.float32)
 
     def artifacts(self) -> dict[str, Any]:
-        return {"vocabulary": self.vocabulary.to_dict(), "labels": self.labels, "majority": self.majority}
+        """The vocabulary, labels and majority class, and the class weights training used (so that
+        `seqtool evaluate` scores the same weighted loss that chose the checkpoint)."""
+        weights = None if self.class_weights is None else self.class_weights.tolist()
+        return {
+            "vocabulary": self.vocabulary.to_dict(),
+            "labels": self.labels,
+            "majority": self.majority,
+            "class_weights": weights,
+        }
 
     # ---- model and training ------------------------------------------------------------------
 
@@ -270,7 +279,11 @@ class ClassifyTask(WindowedTask):
         encoded = self._eval_data(split, data_path)
         probabilities = self.probabilities(model, encoded, device)
         truth = encoded.labels
-        loss = float(-np.log(np.maximum(probabilities[np.arange(len(truth)), truth], 1e-12)).mean())
+        nll = -np.log(np.maximum(probabilities[np.arange(len(truth)), truth], 1e-12))
+        # The objective training minimises, so the best checkpoint is chosen on it: with class
+        # weights, the weighted mean (as torch's weighted cross-entropy), else the plain mean.
+        weights = np.ones(len(self.labels)) if self.class_weights is None else self.class_weights.numpy().astype(np.float64)
+        loss = float((weights[truth] * nll).sum() / weights[truth].sum())
         predicted = probabilities.argmax(axis=1)
         metrics: dict[str, float] = {"loss": loss}
         metrics.update(classification_metrics(truth, predicted, self.labels))
