@@ -196,6 +196,8 @@ def _summary_row(key: str, value: Any) -> tuple[str, str]:
         hours, minutes = divmod(minutes, 60)
         return "wall time", f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
     label = key.replace("_", " ")
+    if isinstance(value, dict):  # counts by name: "data  3 missing timestamps filled, ..."
+        return label, ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in value.items() if v) or "-"
     if isinstance(value, bool) or value is None:
         return label, "-" if value is None else str(value)
     if isinstance(value, int):

@@ -379,6 +379,10 @@ class Trainer:
             f"Training {model_label(self.config.to_dict()['model'])} "
             f"({self.parameters:,} parameters) on {where}, {self.steps_per_epoch} steps per epoch -> {self.run_dir}"
         )
+        repaired = {name: count for name, count in self.task.data_report().items() if count}
+        if repaired:
+            said = ", ".join(f"{name.replace('_', ' ')} {count:,}" for name, count in repaired.items())
+            self.console.print(f"[yellow]Data:[/] {said} (summary.json: data)", highlight=False)
         note = precision_note(self.device, self.training.precision)
         if note:
             self.console.print(f"[yellow]Warning:[/] {note}", highlight=False)
@@ -411,6 +415,7 @@ class Trainer:
             "best_step": state.best_step,
             "final_val_loss": self.last_metrics.get("loss"),
             "best_checkpoint": str(self.run_dir / BEST),
+            "data": self.task.data_report(),
         }
         return TrainResult(self.run_dir, state, write_summary(self.run_dir, summary))
 

@@ -109,12 +109,17 @@ def test_newest_first_files_are_put_in_time_order():
 
 
 @pytest.mark.parametrize(
-    "policy, expected",
-    [("interpolate", [1.0, 2.0, 3.0, 3.0]), ("ffill", [1.0, 1.0, 3.0, 3.0]), ("drop", [1.0, 3.0])],
+    "policy, expected, report",
+    [
+        ("interpolate", [1.0, 2.0, 3.0, 3.0], {"v_interpolated": 1, "v_edges_filled": 1}),
+        ("ffill", [1.0, 1.0, 3.0, 3.0], {"v_carried_forward": 1, "v_edges_filled": 1}),
+        ("drop", [1.0, 3.0], {"rows_dropped": 2}),
+    ],
 )
-def test_missing_value_policies(policy, expected):
-    values = pd.DataFrame({"v": [1.0, np.nan, 3.0, np.nan]})
-    assert series.fill_missing(values, policy, "x.csv")["v"].tolist() == expected
+def test_missing_value_policies_say_what_they_did(policy, expected, report):
+    values = pd.DataFrame({"v": [1.0, np.nan, 3.0, np.nan], "w": [1.0, 2.0, 3.0, 4.0]})
+    filled, said = series.fill_missing(values, policy, "x.csv")
+    assert filled["v"].tolist() == expected and said == report
 
 
 def test_missing_value_error_policy_names_the_column():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import assert_clean_error, crash_and_resume, forecast_config, sine_frame
+from conftest import REPO, assert_clean_error, crash_and_resume, forecast_config, sine_frame
 
 from seqtool.checkpoint import load_checkpoint
 from seqtool.configure import build_config
@@ -206,6 +206,14 @@ def test_bad_forecast_inputs(tmp_path, write_forecast_config, run_cli, sine_csv)
     duplicated = good.copy()
     duplicated.loc[20, "Date"] = duplicated.loc[19, "Date"]
     assert_clean_error(train_on(duplicated, "t6"), "duplicate timestamp", "rows 21 and 22")
+    shuffled = good.sample(frac=1.0, random_state=0).reset_index(drop=True)  # out of time order, two months repeated
+    shuffled.loc[len(shuffled)] = shuffled.loc[50]
+    shuffled.loc[len(shuffled)] = shuffled.loc[3]
+    first_copy = shuffled["Date"].duplicated(keep=False).idxmax()  # the first repeated row in the file
+    copies = shuffled.index[shuffled["Date"] == shuffled.loc[first_copy, "Date"]] + 2  # their file lines
+    assert_clean_error(
+        train_on(shuffled, "t6b"), f"duplicate timestamp {shuffled.loc[first_copy, 'Date']}", f"rows {copies[0]} and {copies[1]}"
+    )
     assert_clean_error(train_on("Date,Value\n", "t7"), "header but no rows")
     assert_clean_error(train_on("", "t8"), "empty")
     config = write_forecast_config("t9.yaml", data={"scaler": "robust"})
@@ -287,3 +295,17 @@ def test_evaluate_scores_the_held_out_test_split_by_default_with_mse_on_the_z_sc
     std = setup["prepared"].values[:train_end, 0].std()
     expected = (((setup["baselines"]["naive"] - setup["actual"]) / std) ** 2).mean()
     assert test["naive_mse"] == pytest.approx(expected) and set(test) >= {"mse", "seasonal_naive_mse", "linear_mse"}
+
+
+def test_filled_days_and_gaps_are_said_in_the_output_and_summary(tmp_path, run_cli):
+    """Nothing is repaired silently: the two days missing from the temperatures file, and a
+    leading gap, are counted per column in the training output and summary.json."""
+    frame = pd.read_csv(REPO / "data" / "daily-min-temperatures.csv")
+    frame.loc[:2, "Temp"] = None  # a leading gap of three cells
+    frame.to_csv(tmp_path / "temps.csv", index=False)
+    config = forecast_config(tmp_path / "temps.csv", data={"date_column": "Date", "target": "Temp"}, training={"max_steps": 2})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    out = run_cli("train", tmp_path / "c.yaml", "--run-dir", tmp_path / "run").ok().out
+    assert "missing timestamps filled 2, Temp interpolated 2, Temp edges filled 3" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["data"] == {"missing_timestamps_filled": 2, "Temp_interpolated": 2, "Temp_edges_filled": 3}

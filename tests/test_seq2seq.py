@@ -4,7 +4,9 @@ attention that is a distribution over the real source tokens, and a model that l
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -286,3 +288,36 @@ def test_onnx_export_decodes_like_predict_with_only_the_metadata(tmp_path, run_c
     exported = [" ".join(target[t] for t in (o[: o.index(ids["eos"])] if ids["eos"] in o else o)) for o in outputs]
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("\n".join(sentences) + "\n"))
     assert run_cli("predict", run).out.splitlines() == exported
+
+
+def _pairs_config(tmp_path, sources: list[str], **data) -> Path:
+    pd.DataFrame({"source": sources, "target": [s.split()[0] for s in sources]}).to_csv(
+        tmp_path / "pairs.tsv", sep="\t", index=False
+    )
+    config = {
+        "task": "seq2seq",
+        "data": {"path": str(tmp_path / "pairs.tsv"), "val_fraction": 0.2, "test_fraction": 0.0, **data},
+        "model": {"hidden_size": 8, "num_layers": 1, "embedding_size": 8},
+        "training": {"max_steps": 2, "batch_size": 8, "device": "cpu"},
+    }
+    (tmp_path / "pairs.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path / "pairs.yaml"
+
+
+def test_cut_sources_are_counted_and_mostly_cut_data_is_refused(tmp_path, run_cli):
+    """Cutting a source to data.max_source_length is said (output, summary.json); a file whose
+    pairs are nearly all cut is a config mistake, refused naming the longest length."""
+    words = "alpha beta gamma delta".split()
+    long = " ".join(words[i % 4] for i in range(300))
+    config = _pairs_config(tmp_path, [long] * 50, max_source_length=40)
+    run_cli("train", config, "--run-dir", tmp_path / "cut").clean_error(
+        "40 of 40 training pairs", "data.max_source_length=40", "the longest has 300"
+    )
+    assert not (tmp_path / "cut").exists()
+    sources = [long if i % 10 == 0 else " ".join(words[: 1 + i % 4]) for i in range(60)]
+    config = _pairs_config(tmp_path, sources, max_source_length=40)
+    out = run_cli("train", config, "--run-dir", tmp_path / "some").ok().out
+    train_cut = sum(1 for i in range(60) if i % 10 == 0)  # at most 6; the split decides how many are in training
+    summary = json.loads((tmp_path / "some" / "summary.json").read_text())
+    assert 1 <= summary["data"]["source_truncated_pairs"] <= train_cut and summary["data"]["target_truncated_pairs"] == 0
+    assert f"source truncated pairs {summary['data']['source_truncated_pairs']}" in out

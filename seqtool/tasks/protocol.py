@@ -256,6 +256,13 @@ class Task:
         learnt from data on the training part only. Called only to train."""
         raise NotImplementedError
 
+    def data_report(self) -> dict[str, int]:
+        """What reading the training data repaired, filled, cut or dropped, as counts by name
+        (`missing_timestamps_filled`, `source_truncated_pairs`): the trainer prints each count
+        that is not zero once the data is read, and keeps them all in summary.json under `data`,
+        so that nothing is changed silently."""
+        return {}
+
     def artifacts(self) -> dict[str, Any]:
         """Everything besides weights that using the model needs (vocabulary, labels, scaler), as
         plain data: lists, dicts, strings and numbers (checkpoints never hold code)."""

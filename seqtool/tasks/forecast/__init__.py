@@ -61,7 +61,7 @@ class PreparedSeries:
     index: pd.Index  # DatetimeIndex, or a RangeIndex when the CSV has no date column
     frequency: str | None
     source: str
-    filled_gaps: int
+    repairs: dict[str, int]  # what was filled or dropped, by name (`ForecastTask.data_report`)
 
 
 class ForecastTask(WindowedTask):
@@ -168,7 +168,7 @@ class ForecastTask(WindowedTask):
             frame = frame.iloc[: data.max_rows]
         positions = np.nan_to_num(frame["_row"].to_numpy(), nan=0).astype(np.int64)
         numeric = series.numeric_columns(frame, data.target + data.features, source, positions)
-        numeric = series.fill_missing(numeric, data.missing, source)
+        numeric, filled = series.fill_missing(numeric, data.missing, source)
         parts = [numeric]
         categories = dict(self.artifacts_["categories"]) if self.artifacts_ else {}
         for column in data.categorical:
@@ -181,7 +181,13 @@ class ForecastTask(WindowedTask):
             parts.append(series.calendar_features(pd.DatetimeIndex(numeric.index), frequency))
         table = pd.concat(parts, axis=1)
         self._categories = categories
-        return PreparedSeries(table.to_numpy(np.float64), list(table.columns), table.index, frequency, source, gaps)
+        repairs = {"missing_timestamps_filled": gaps, **filled}
+        return PreparedSeries(table.to_numpy(np.float64), list(table.columns), table.index, frequency, source, repairs)
+
+    def data_report(self) -> dict[str, int]:
+        """Timestamps missing from the file (rows inserted), and cells filled or rows dropped by
+        `data.missing`, per column, in the training file."""
+        return dict(getattr(self, "repairs", {}))
 
     def _model_inputs(self, values: np.ndarray) -> np.ndarray:
         """Scaled values as float32, the precision the model computes in (half the memory)."""
@@ -196,6 +202,7 @@ class ForecastTask(WindowedTask):
     def load_training_data(self) -> None:
         data = self.data
         prepared = self._prepare(data.path)
+        self.repairs = prepared.repairs
         train_end, _ = self._split_bounds(len(prepared.values))
         needed = data.context_length + data.horizon
         if train_end < needed:

@@ -50,10 +50,13 @@ def parse_dates(frame: pd.DataFrame, date_columns: list[str], source: str) -> pd
 def order_by_time(frame: pd.DataFrame, dates: pd.Series, source: str) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
     """Rows in time order (newest-first files, common for stock prices, are reversed); duplicate
     timestamps are an error naming both rows."""
-    duplicated = dates.duplicated(keep=False)
+    duplicated = dates.duplicated(keep=False).to_numpy()
     if duplicated.any():
-        rows = [csv_row(i) for i in np.flatnonzero(duplicated.to_numpy())[:2]]
-        raise SeqtoolError(f"{source}: duplicate timestamp {dates[duplicated].iloc[0]} at rows {rows[0]} and {rows[1]}")
+        # The first repeated timestamp in the file, and the lines of its copies (not the first
+        # two flagged rows: in a file out of time order those may be copies of two timestamps).
+        value = dates.iloc[int(np.flatnonzero(duplicated)[0])]
+        lines = [csv_row(i) for i in np.flatnonzero((dates == value).to_numpy())[:2]]
+        raise SeqtoolError(f"{source}: duplicate timestamp {value} at rows {lines[0]} and {lines[1]}")
     order = np.argsort(dates.to_numpy(), kind="stable")
     frame = frame.iloc[order].reset_index(drop=True)
     return frame, pd.DatetimeIndex(dates.to_numpy()[order])
@@ -122,21 +125,32 @@ def numeric_columns(frame: pd.DataFrame, columns: list[str], source: str, positi
     return pd.DataFrame(out, index=frame.index)
 
 
-def fill_missing(values: pd.DataFrame, policy: str, source: str) -> pd.DataFrame:
-    """Fill NaN cells: interpolate in time, carry forward, drop the rows, or refuse."""
-    if not values.isna().any().any():
-        return values
+def fill_missing(values: pd.DataFrame, policy: str, source: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Fill NaN cells: interpolate in time, carry forward, drop the rows, or refuse; and what was
+    done, by column: `<column>_interpolated` (cells between two values), `<column>_edges_filled`
+    (cells before the first value or after the last, which take the nearest one), `rows_dropped`."""
+    missing = values.isna()
+    if not missing.any().any():
+        return values, {}
     if policy == "error":
-        column = values.columns[values.isna().any()][0]
+        column = values.columns[missing.any()][0]
         when = values.index[values[column].isna()][0]
         raise SeqtoolError(f"{source}: missing value in column '{column}' at {when} (data.missing: error)")
     if policy == "drop":
-        return values.dropna()
+        kept = values.dropna()
+        return kept, {"rows_dropped": len(values) - len(kept)}
     filled = values.interpolate(method="linear", limit_direction="both") if policy == "interpolate" else values.ffill().bfill()
     empty = filled.columns[filled.isna().all()]
     if len(empty):
         raise SeqtoolError(f"{source}: column '{empty[0]}' has no values at all")
-    return filled
+    report: dict[str, int] = {}
+    for column in values.columns[missing.any()]:
+        present = np.flatnonzero(~missing[column].to_numpy())
+        edges = int(present[0] + (len(values) - 1 - present[-1]))
+        interior = int(missing[column].sum()) - edges
+        word = "interpolated" if policy == "interpolate" else "carried_forward"
+        report.update({f"{column}_{word}": interior, f"{column}_edges_filled": edges})
+    return filled, report
 
 
 def one_hot(frame: pd.DataFrame, column: str, categories: list[str]) -> pd.DataFrame:

@@ -47,7 +47,9 @@ class Encoded:
     target_lengths: np.ndarray
     sources: list[str]  # the texts, for the copy baseline and BLEU
     targets: list[str]
-    truncated: int
+    truncated: int  # pairs cut on either side (at least)
+    cut: dict[str, int]  # side -> texts longer than its max_*_length, cut to it
+    longest: dict[str, int]  # side -> the longest text, in tokens
 
 
 class Seq2SeqTask(WindowedTask):
@@ -118,6 +120,21 @@ class Seq2SeqTask(WindowedTask):
             self.vocab = self._build_vocabulary(train)
             self.majority = str(train[self.data.target_column].value_counts().index[0])
         self.splits = {split: self._encode(frame) for split, (_, frame) in frames.items()}
+        self._refuse_mostly_cut(self.splits["train"], source)
+
+    def _refuse_mostly_cut(self, train: Encoded, source: str) -> None:
+        """Training on the first tokens of most pairs is a config mistake, not data to learn."""
+        for side, limit in (("source", self.data.max_source_length), ("target", self.data.max_target_length)):
+            if train.cut[side] * 2 > len(train.sources):
+                raise SeqtoolError(
+                    f"{source}: {train.cut[side]:,} of {len(train.sources):,} training pairs have a {side} longer than "
+                    f"data.max_{side}_length={limit} tokens (the longest has {train.longest[side]}); raise it"
+                )
+
+    def data_report(self) -> dict[str, int]:
+        """Training pairs cut to `data.max_source_length` / `max_target_length`, per side."""
+        train = getattr(self, "splits", {}).get("train")
+        return {} if train is None else {f"{side}_truncated_pairs": count for side, count in train.cut.items()}
 
     def _build_vocabulary(self, frame: pd.DataFrame) -> dict[str, list[str]]:
         data = self.data
@@ -141,26 +158,30 @@ class Seq2SeqTask(WindowedTask):
             self._indexes[side] = {t: i for i, t in enumerate(self.vocab[side])}
         return self._indexes[side]
 
-    def _ids(self, texts: list[str], side: str, limit: int, end: bool) -> tuple[np.ndarray, np.ndarray, int]:
-        """Padded ids (texts, limit [+1 for </s>]), lengths, and how many texts were cut."""
+    def _ids(self, texts: list[str], side: str, limit: int, end: bool) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Padded ids (texts, limit [+1 for </s>]), lengths, how many texts were cut, and the
+        longest text's length in tokens."""
         index = self._index(side)
         tokenizer = self.data.source_tokenizer if side == "source" else self.data.target_tokenizer
         ids = np.full((len(texts), limit + end), PAD, dtype=np.int64)
-        lengths, cut = np.zeros(len(texts), dtype=np.int64), 0
+        lengths, cut, longest = np.zeros(len(texts), dtype=np.int64), 0, 0
         for row, text in enumerate(texts):
             tokens = [index.get(t, UNK) for t in tokenize(text, tokenizer)] or [UNK]
             cut += len(tokens) > limit
+            longest = max(longest, len(tokens))
             tokens = tokens[:limit] + ([EOS] if end else [])
             ids[row, : len(tokens)] = tokens
             lengths[row] = len(tokens)
-        return ids, lengths, cut
+        return ids, lengths, cut, longest
 
     def _encode(self, frame: pd.DataFrame) -> Encoded:
         data = self.data
         sources, targets = frame[data.source_column].tolist(), frame[data.target_column].tolist()
-        source, source_lengths, cut_source = self._ids(sources, "source", data.max_source_length, end=False)
-        target, target_lengths, cut_target = self._ids(targets, "target", data.max_target_length, end=True)
-        return Encoded(source, source_lengths, target, target_lengths, sources, targets, max(cut_source, cut_target))
+        source, source_lengths, cut_source, longest_source = self._ids(sources, "source", data.max_source_length, end=False)
+        target, target_lengths, cut_target, longest_target = self._ids(targets, "target", data.max_target_length, end=True)
+        cut = {"source": cut_source, "target": cut_target}
+        longest = {"source": longest_source, "target": longest_target}
+        return Encoded(source, source_lengths, target, target_lengths, sources, targets, max(cut.values()), cut, longest)
 
     def artifacts(self) -> dict[str, Any]:
         return {"vocabulary": self.vocab, "majority_target": self.majority}
