@@ -312,7 +312,7 @@ class Seq2SeqTask(WindowedTask):
             if n_best > beams:
                 raise SeqtoolError(f"--n-best {n_best} is more than --beam-size {beams}: a beam search keeps only that many")
             beam = (beams, n_best, 1.0 if options.get("length_penalty") is None else options["length_penalty"])
-        source, lengths, _ = self._ids(texts, "source", self.data.max_source_length, end=False)
+        source, lengths, _, _ = self._ids(texts, "source", self.data.max_source_length, end=False)
         decoded = self.decode(model, source, lengths, options.get("max_length") or self.data.max_target_length, beam)
         return [[(score, join_tokens(tokens, self.data.target_tokenizer)) for score, tokens in outputs] for outputs in decoded]
 
@@ -396,7 +396,7 @@ class Seq2SeqTask(WindowedTask):
         """`predict --attention PNG`: where the decoder looked while writing `output` for `text`."""
         from seqtool.tasks.seq2seq.plots import alignment_plot
 
-        source, lengths, _ = self._ids([text], "source", self.data.max_source_length, end=False)
+        source, lengths, _, _ = self._ids([text], "source", self.data.max_source_length, end=False)
         index = self._index("target")
         tokens = tokenize(output, self.data.target_tokenizer)[: self.data.max_target_length]
         ids = torch.tensor([index.get(t, UNK) for t in tokens], dtype=torch.long).view(1, -1)
