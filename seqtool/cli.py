@@ -87,7 +87,7 @@ def train(
     from seqtool.distributed import launched_rank, launcher_prefix
 
     # Under torchrun only rank 0 speaks; log lines stay whole when stdout is a file.
-    console = Console(soft_wrap=True, quiet=launched_rank() != 0)
+    console = Console(soft_wrap=True, quiet=launched_rank() != 0, file=report.PipeSafe(sys.stdout))
     run_dir = run_dir or Path("runs") / config.stem
     try:
         result = engine.train(cfg, run_dir, resume=resume, force=force, init_from=init_from, console=console)

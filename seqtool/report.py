@@ -6,10 +6,13 @@ exits 130 or 143 with the command that continues it."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from rich import box
 from rich.table import Table
@@ -42,6 +45,42 @@ def interrupted(exc: TrainingInterrupted) -> NoReturn:
     if not exc.quiet:
         print(f"Interrupted: {exc}; continue with: {exc.resume_command}", file=sys.stderr)
     sys.exit(exc.exit_code)
+
+
+class PipeSafe(io.TextIOBase):
+    """stdout for a long command whose reader may leave (`seqtool train ... | head`): once the
+    pipe is closed, output is dropped (the descriptor points at /dev/null, so neither later
+    writes nor the interpreter's final flush fail) and the command carries on to its end."""
+
+    def __init__(self, stream: TextIO):
+        self.stream, self.gone = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self.stream.write(text)
+            except BrokenPipeError:
+                self._reader_left()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._reader_left()
+
+    def _reader_left(self) -> None:
+        self.gone = True
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
 
 
 # ---- tables --------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from seqtool.runtime import (
     total_steps,
 )
 from seqtool.schema import Config, TrainingConfig, model_label, parse_duration
-from seqtool.tasks import Task, make_task
+from seqtool.tasks import Task, make_task, task_class
 
 # Called after each evaluation with the step and the validation metrics; a reason returned
 # (such as a search pruning the trial) stops training there, as a budget would.
@@ -91,6 +91,19 @@ class TrainState:
         return cls(**stored)
 
 
+def require_extras(kind: type[Task]) -> None:
+    """Every module the kind needs is installed, or one line names them all and the extra."""
+    import importlib.util
+
+    missing = [(module, extra) for module, extra in kind.requires if importlib.util.find_spec(module) is None]
+    if missing:
+        extras = sorted({extra for _, extra in missing})
+        raise SeqtoolError(
+            f"task: {kind.name} needs {', '.join(module for module, _ in missing)}, not installed: "
+            f"pip install 'seqtool[{','.join(extras)}]' (or 'seqtool[all]')"
+        )
+
+
 def stop_reason(state: TrainState, training: TrainingConfig, steps_per_epoch: int, elapsed_s: float) -> str:
     """Why training stops now (empty to go on): the first budget used up, or early stopping."""
     if training.max_steps is not None and state.step >= training.max_steps:
@@ -126,8 +139,9 @@ def run_session(
     on_evaluation: EvaluationHook | None = None,
 ) -> TrainResult:
     """Check everything that can be checked, set up, then train (the caller holds the lock)."""
+    require_extras(task_class(config.task))  # before any work: not at the first evaluation, 100 steps in
     if "tensorboard" in config.training.log:
-        require_tensorboard()  # before any work, not after the data is loaded
+        require_tensorboard()
     if resume and init_from:
         raise SeqtoolError("--resume and --init-from contradict each other: resume continues a run, init-from starts a new one")
     plan = rundir.plan(run_dir, resume, force, console.print)

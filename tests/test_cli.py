@@ -266,3 +266,20 @@ def test_an_os_error_inside_seqtool_is_a_bug_with_its_traceback_not_a_users_erro
     monkeypatch.setattr(engine, "evaluate", broken)
     with pytest.raises(FileNotFoundError):
         run_cli("evaluate", run)
+
+
+def test_a_reader_that_leaves_does_not_stop_training(tmp_path, write_config):
+    """`seqtool train ... | head -1`: once the pipe closes, output stops and training goes on to
+    its end and its checkpoint (it died with exit 1 and no message)."""
+    import subprocess
+    import sys
+
+    config = write_config(training={"max_steps": 30, "log_every": 1, "eval_every": 10})
+    command = [sys.executable, "-m", "seqtool", "train", str(config), "--run-dir", str(tmp_path / "run")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline()  # the first line, then the reader leaves
+    process.stdout.close()
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 30

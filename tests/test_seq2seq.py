@@ -321,3 +321,33 @@ def test_cut_sources_are_counted_and_mostly_cut_data_is_refused(tmp_path, run_cl
     summary = json.loads((tmp_path / "some" / "summary.json").read_text())
     assert 1 <= summary["data"]["source_truncated_pairs"] <= train_cut and summary["data"]["target_truncated_pairs"] == 0
     assert f"source truncated pairs {summary['data']['source_truncated_pairs']}" in out
+
+
+def test_a_missing_extra_is_one_line_before_training_starts(tmp_path, run_cli, monkeypatch):
+    """Without the seq2seq extra a run stopped at its first evaluation, 100 steps in, with no
+    checkpoint; now nothing starts, and one line names the module and the extra."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sacrebleu" else real(name, *a))
+    config = _pairs_config(tmp_path, ["one two", "three four"] * 20)
+    run_cli("train", config, "--run-dir", tmp_path / "run").clean_error("needs sacrebleu", "pip install 'seqtool[seq2seq]'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_attention_rows_are_the_tokens_decoded_with_unk_kept_whole(tmp_path, run_cli, monkeypatch):
+    from seqtool.tasks.seq2seq import Seq2SeqTask
+    from seqtool.tasks.seq2seq.tokens import output_tokens
+
+    assert output_tokens("Datei <unk> gefunden.", "word") == ["Datei", "<unk>", "gefunden", "."]
+    assert output_tokens("<unk>", "word") == ["<unk>"] and output_tokens("ab<unk>", "char") == ["a", "b", "<unk>"]
+    config = _pairs_config(tmp_path, ["one two", "three four", "five six"] * 10)
+    run_cli("train", config, "--run-dir", tmp_path / "run").ok()
+    drawn = {}
+    monkeypatch.setattr(Seq2SeqTask, "translate", lambda self, model, texts, options: [[(None, "one <unk> two")] for _ in texts])
+    monkeypatch.setattr(
+        "seqtool.tasks.seq2seq.plots.alignment_plot",
+        lambda path, weights, source, output: drawn.update(rows=output, shape=weights.shape),
+    )
+    run_cli("predict", tmp_path / "run", "--attention", tmp_path / "a.png", stdin="one two\n").ok()
+    assert drawn["rows"] == ["one", "<unk>", "two", "</s>"] and drawn["shape"][0] == 4

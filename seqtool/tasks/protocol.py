@@ -191,6 +191,9 @@ class Task:
     """Why `predict` does not apply, when it does not (the refusal names it)."""
     not_exportable: ClassVar[str] = "it defines no export signature"
     """Why `export` does not apply, for a kind without `export_signature`."""
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """Modules the kind needs beyond seqtool's own dependencies, each with the extra that brings
+    it: `(("sacrebleu", "seq2seq"),)`. A run checks them before it trains, in one line."""
     not_read: ClassVar[dict[str, str]] = {}
     """Keys of the shared `model`/`training` sections the kind ignores, and why: giving one is an
     error, never a silent no-op (`unread_keys` when it depends on the data section)."""

@@ -31,7 +31,7 @@ from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpe
 from seqtool.tasks.seq2seq.config import PAIR_NAMES, Seq2SeqData, Seq2SeqModel, Seq2SeqTraining, starter_config
 from seqtool.tasks.seq2seq.metrics import sequence_metrics
 from seqtool.tasks.seq2seq.network import BOS, EOS, PAD, UNK, Seq2SeqNetwork
-from seqtool.tasks.seq2seq.tokens import join_tokens, tokenize
+from seqtool.tasks.seq2seq.tokens import join_tokens, output_tokens, tokenize
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]  # ids PAD, UNK, BOS, EOS
 EVAL_BATCH = 128
@@ -56,6 +56,7 @@ class Seq2SeqTask(WindowedTask):
     name = "seq2seq"
     description = "sequence to sequence with attention: translation, grapheme-to-phoneme, question answering"
     data_schema = Seq2SeqData
+    requires = (("sacrebleu", "seq2seq"),)
     model_schema = Seq2SeqModel
     training_schema = Seq2SeqTraining
     reads = "it reads pairs of sequences, a source and a target"
@@ -398,7 +399,7 @@ class Seq2SeqTask(WindowedTask):
 
         source, lengths, _, _ = self._ids([text], "source", self.data.max_source_length, end=False)
         index = self._index("target")
-        tokens = tokenize(output, self.data.target_tokenizer)[: self.data.max_target_length]
+        tokens = output_tokens(output, self.data.target_tokenizer)[: self.data.max_target_length]
         ids = torch.tensor([index.get(t, UNK) for t in tokens], dtype=torch.long).view(1, -1)
         device = next(model.parameters()).device  # rows: <s> chooses tokens[0], ..., the last one </s>
         weights = model.align(to_device(torch.from_numpy(source), device), torch.from_numpy(lengths), ids.to(device))

@@ -64,6 +64,7 @@ class SpeechTask(WindowedTask):
     name = "speech"
     description = "speech recognition: audio clips to text with a bidirectional LSTM and CTC"
     data_schema = SpeechData
+    requires = (("soundfile", "speech"), ("scipy", "speech"), ("jiwer", "speech"))
     model_schema = SpeechModel
     training_schema = SpeechTraining
     reads = "it reads a manifest of audio clips and transcripts"
