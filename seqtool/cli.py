@@ -143,7 +143,7 @@ def evaluate(
         return
     console = Console()
     table_metrics = {k: v for k, v in metrics.items() if k not in result.shown_apart}
-    console.print(report.metrics_table(table_metrics, baselines, report.split_title(data, result.split)))
+    report.print_table(report.metrics_table(table_metrics, baselines, report.split_title(data, result.split)))
     for note in result.notes:
         console.print(note)
     if plot:
@@ -180,7 +180,10 @@ def runs(
     if as_json:
         typer.echo(json.dumps([run.to_dict() for run in found]))
         return
-    Console().print(report.runs_table(found, folder) if found else f"No runs in {folder}")
+    if found:
+        report.print_table(report.runs_table(found, folder))
+    else:
+        Console().print(f"No runs in {folder}")
 
 
 def compare(
@@ -213,7 +216,7 @@ def compare(
 
     summary = comparing.aggregate(results, task_class(base.task).main_metric)
     comparing.write_outputs(out_dir, shlex.join(["seqtool", *sys.argv[1:]]), swept[0] if swept else None, results, summary)
-    console.print(report.compare_table(summary, swept[0] if swept else None, base.task))
+    report.print_table(report.compare_table(summary, swept[0] if swept else None, base.task))
     console.print(f"Wrote {', '.join(str(out_dir / name) for name in comparing.COMPARE_FILES)}", highlight=False)
 
 
@@ -286,7 +289,7 @@ def tune(
     from seqtool.tune_report import trials_table, write_report
 
     # A table as wide as it needs when written to a file or pipe (rich assumes 80 columns there).
-    Console(width=None if sys.stdout.isatty() else 200).print(trials_table(job, study))
+    report.print_table(trials_table(job, study))
     console.print(f"Wrote {', '.join(map(str, write_report(job, study)))}", highlight=False)
 
 
@@ -384,7 +387,7 @@ def export(
     result = export_model(checkpoint, fmt, output, force=force)
     console = Console(soft_wrap=True)
     for table in report.export_tables(result):
-        console.print(table)
+        report.print_table(table)
     console.print(report.export_summary(result, fmt), highlight=False)
 
 
@@ -412,7 +415,7 @@ def tasks(as_json: json_flag("a JSON list of kinds") = False) -> None:
     if as_json:
         typer.echo(json.dumps(kinds))
         return
-    Console().print(report.tasks_table(kinds))
+    report.print_table(report.tasks_table(kinds))
 
 
 # In the order a user meets them: the help lists them so.

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from seqtool.errors import SeqtoolError, TrainingInterrupted
@@ -81,6 +82,15 @@ class PipeSafe(io.TextIOBase):
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.stream, "encoding", "utf-8")
+
+
+def print_table(table: Any) -> None:
+    """A table on stdout, whole: in a terminal, at the terminal's width; in a file or a pipe
+    (where rich would assume 80 columns and cut or wrap cells), at its natural width."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(80, Console(width=100_000).measure(table).maximum))
+    console.print(table)
 
 
 # ---- tables --------------------------------------------------------------------------------------

@@ -32,10 +32,13 @@ def test_init_guesses_the_task_and_the_config_trains(tmp_path, run_cli, name):
     assert f"Wrote {written}" in result.out and result.out.startswith("- ")  # says what it guessed and why
     config = load_config(written)
     assert config.task == EXPECTED[name]
+    assert config.data.has_test_split(), "init proposes a test part where the data allows one"
     trained = run_cli(
         "train", written, "training.max_steps=3", "training.max_time=null", "training.eval_every=3", "--run-dir", tmp_path / "run"
     )
     assert trained.code == 0, trained
+    evaluated = run_cli("evaluate", tmp_path / "run")
+    assert evaluated.code == 0 and "Warning" not in evaluated.err and "the test split" in evaluated.out
     again = run_cli("init", data)
     assert_clean_error(again, "already exists", "never overwrites")
 

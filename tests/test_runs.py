@@ -63,3 +63,14 @@ def test_a_truncated_checkpoint_makes_the_run_damaged_without_loading_torch(tmp_
 
 def test_runs_on_a_missing_folder(tmp_path, run_cli):
     assert_clean_error(run_cli("runs", tmp_path / "nowhere"), "no runs folder")
+
+
+def test_tables_are_whole_in_a_pipe_or_a_file(tmp_path, write_config, run_cli, monkeypatch):
+    """In a pipe or file rich assumes 80 columns and cuts cells; there the tables take the width
+    they need, so a long run name and every column survive."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    name = "a-run-with-a-name-long-enough-that-eighty-columns-cannot-hold-it-and-its-figures"
+    run_cli("train", write_config(training={"max_steps": 2}), "--run-dir", tmp_path / "runs" / name).ok()
+    listing = run_cli("runs", tmp_path / "runs").ok().out
+    row = next(line for line in listing.splitlines() if name in line)
+    assert "finished" in row and "lstm 2x32" in row and len(row) > 80

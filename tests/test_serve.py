@@ -188,7 +188,14 @@ def test_forecast_answers_for_the_stored_window_and_for_a_posted_history(runs):
         expected = model.predict(data=folder / "series.csv", horizon=5).to_dict(orient="records")
         assert len(posted["forecast"]) == 5 and posted["forecast"] == expected
         broken = client.post("/predict", json={"history": history.drop(columns=["Value"]).to_dict(orient="records")})
-        assert broken.status_code == 422 and "history.csv" in broken.json()["detail"] and "Value" in broken.json()["detail"]
+        assert broken.status_code == 422 and "Value" in broken.json()["detail"] and ".csv" not in broken.json()["detail"]
+        short = client.post("/predict", json={"history": history.head(3).to_dict(orient="records")})
+        assert short.status_code == 422 and short.json()["detail"].startswith("history:"), short.json()
+        assert ".csv" not in short.json()["detail"]
+        bad_cell = history.astype({"Value": object})
+        bad_cell.loc[3, "Value"] = "n/a?"
+        named = client.post("/predict", json={"history": bad_cell.to_dict(orient="records")}).json()["detail"]
+        assert "history[3], column 'Value'" in named and ".csv" not in named, named
 
 
 def test_seq2seq_and_speech_answer_as_the_python_api(runs):

@@ -45,10 +45,12 @@ def starter_config(path: Path, frame: pd.DataFrame, text_columns: list[str]) -> 
     classes = frame[label].nunique()
     counts = frame[label].value_counts()
     balanced = counts.min() / counts.max() > 0.5
+    test = 0.1 if counts.min() >= 20 else 0.0  # every class keeps two or more rows in a stratified tenth
     reasons = [
         f"column '{text}' holds text (mean {frame[text].astype(str).str.len().mean():.0f} characters)",
         f"column '{label}' has {classes} distinct values: the label",
         f"{len(frame):,} rows; classes {'balanced' if balanced else 'imbalanced: class_weights balanced'}",
+        "a stratified test part (10%) that chooses nothing, for evaluate" if test else "too few rows of a class for a test part",
     ]
     body = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
 task: classify
@@ -61,8 +63,8 @@ data:
   lowercase: true
   max_length: 256          # longer texts are truncated
   min_freq: 2              # rarer words map to <unk>
-  val_fraction: 0.1        # stratified
-model:
+  val_fraction: 0.1        # stratified; it chooses the checkpoint
+{f"  test_fraction: {test}       # stratified; it chooses nothing{chr(10)}" if test else ""}model:
   type: lstm
   hidden_size: 128
   num_layers: 1

@@ -3,6 +3,7 @@ rules between them, and the starter config `seqtool init` writes for a time seri
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -142,6 +143,11 @@ def starter_config(path: Path, frame: pd.DataFrame) -> Starter:
     rows = len(frame)
     horizon = max(1, min(season or 12, rows // 20))
     context = max(2 * horizon, min(2 * (season or 12), rows // 10))
+    # A test tail after validation when it can hold a whole window (it chooses nothing): the
+    # smallest share, in steps of 5%, of at least 10% and at most 20%.
+    share = math.ceil(max(0.1, (context + horizon) / rows) * 20) / 20
+    test = share if share <= 0.2 else 0.0
+    reasons.append(f"a test tail of {test:.0%} for evaluate" if test else "too short a series for a test tail")
     date_line = f"[{', '.join(dates)}]" if len(dates) > 1 else (dates[0] if dates else "null")
     body = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
 task: forecast
@@ -155,8 +161,8 @@ data:
   calendar_features: {"true" if dates else "false"}
   context_length: {context}        # rows the model reads
   horizon: {horizon}               # rows it forecasts at once
-  val_fraction: 0.2         # the chronological tail held out
-  scaler: standard          # fitted on the training part only
+  val_fraction: 0.2         # the chronological tail held out: it chooses the checkpoint
+{f"  test_fraction: {test:g}       # the last rows, after validation: they choose nothing{chr(10)}" if test else ""}  scaler: standard          # fitted on the training part only
   missing: interpolate      # interpolate | ffill | drop | error
   seasonality: {season or "null"}
 model:

@@ -1,9 +1,11 @@
 """The forecast kind over HTTP: a history (rows of the training CSV's columns) or none (the
 training data's last window, stored with the model) in, the forecast with its intervals out.
-A history is checked exactly as `seqtool predict --data` checks a CSV (its errors call it
-history.csv). Requests are answered one at a time."""
+A history is checked exactly as `seqtool predict --data` checks a CSV; its errors name the
+request's `history` and its rows as the client sent them (`history[3]`), never a file the client
+did not send. Requests are answered one at a time."""
 
 import math
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,15 @@ def _table(task: Any, model: torch.nn.Module, request: ForecastRequest) -> pd.Da
         try:
             return task.predict_future(model, str(path), request.horizon)
         except SeqtoolError as exc:
-            raise SeqtoolError(str(exc).replace(str(path), "history.csv")) from None
+            raise SeqtoolError(_as_request(str(exc), path)) from None
+
+
+def _as_request(message: str, path: Path) -> str:
+    """A CSV error said of the request: the file is `history`, and its row N (a file line,
+    counting the header) is `history[N - 2]`."""
+    message = message.replace(str(path), "history")
+    message = re.sub(r"\brows (\d+) and (\d+)", lambda m: f"history[{int(m[1]) - 2}] and history[{int(m[2]) - 2}]", message)
+    return re.sub(r"\brow (\d+)", lambda m: f"history[{int(m[1]) - 2}]", message)
 
 
 def _cell(value: Any) -> Cell:

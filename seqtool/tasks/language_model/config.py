@@ -45,6 +45,7 @@ class LanguageModelTraining(TrainingConfig):
 
 
 MIN_CORPUS_CHARS = 1_000  # less is too little text to learn anything from
+TEST_PART_CHARS = 50_000  # from here a tenth of the text is a test part worth scoring
 
 
 _SAMPLE_BYTES = 1 << 20
@@ -78,10 +79,12 @@ def starter_config(path: Path) -> Starter:
     characters = _corpus_characters(path)
     size = path.stat().st_size
     hidden = 128 if size < 200_000 else 256 if size < 2_000_000 else 384
-    batch_size = min(32, int(characters * 0.9) // 129)  # the training part fills the batch's rows
+    test = 0.1 if characters >= TEST_PART_CHARS else 0.0  # a test part only where it can hold a fair sample
+    batch_size = min(32, int(characters * (0.9 - test)) // 129)  # the training part fills the batch's rows
     reasons = [
         f"{path.name} is not a CSV: a text corpus for a character-level language model",
         f"{size:,} bytes: hidden_size {hidden}" + (f", batch_size {batch_size} (a short text)" if batch_size < 32 else ""),
+        "a test part (the last 10%) that chooses nothing, for evaluate" if test else "too short a text for a test part",
     ]
     text = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
 task: language_model
@@ -89,8 +92,8 @@ seed: 1234
 data:
   path: {path}
   tokenizer: char          # or word (words, punctuation and line breaks)
-  val_fraction: 0.1        # the last 10% of the text is held out
-model:
+  val_fraction: 0.1        # held out before the end of the text: it chooses the checkpoint
+{f"  test_fraction: {test}       # the last 10%: it chooses nothing, so evaluate's figures are fair{chr(10)}" if test else ""}model:
   type: lstm               # rnn | lstm | gru
   hidden_size: {hidden}
   num_layers: 2
