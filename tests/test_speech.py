@@ -107,3 +107,43 @@ def test_an_onnx_deployment_needs_only_the_metadata(speech_run, run_cli, tmp_pat
         reference, _ = model(torch.from_numpy(batch), torch.from_numpy(lengths))
     for k in range(len(clips)):
         assert (log_probs[k, : steps[k]].argmax(-1) == reference[k, : steps[k]].argmax(-1).numpy()).all()
+
+
+def test_clips_too_short_for_their_transcript_are_counted_and_bounded(tmp_path, run_cli):
+    """CTC cannot align a transcript longer than the clip's output steps (zero_infinity zeroed
+    them silently): they are counted in the output and summary.json, and beyond
+    training.max_unalignable a run is refused naming the first."""
+    job = prepare("speech", tmp_path / "job", max_steps=2)
+    out = run_cli("train", job.config_path, "--run-dir", tmp_path / "ok").ok().out
+    summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
+    assert summary["data"]["clips_unalignable"] == 0 and "val_unknown_characters" in summary["data"]
+    refused = run_cli("train", job.config_path, "model.frame_stack=40", "--run-dir", tmp_path / "stacked")
+    refused.clean_error("too short for their transcript", "manifest row", "model.frame_stack", "training.max_unalignable")
+    assert "clips unalignable" not in out  # a zero count is not said
+
+
+def test_spec_augment_masks_the_features_where_they_are(tmp_path, run_cli, monkeypatch):
+    """No copy of a batch's features to the CPU and back at every step: during a training step
+    no 3-D tensor (a batch of frames) is moved with .cpu()."""
+    from seqtool.tasks.speech import SpeechTask
+
+    moved, stepping = [], []
+    real_cpu, real_loss = torch.Tensor.cpu, SpeechTask.training_loss
+
+    def cpu(self, *args, **kwargs):
+        if stepping and self.dim() == 3:
+            moved.append(tuple(self.shape))
+        return real_cpu(self, *args, **kwargs)
+
+    def training_loss(self, *args, **kwargs):
+        stepping.append(1)
+        try:
+            return real_loss(self, *args, **kwargs)
+        finally:
+            stepping.clear()
+
+    monkeypatch.setattr(torch.Tensor, "cpu", cpu)
+    monkeypatch.setattr(SpeechTask, "training_loss", training_loss)
+    job = prepare("speech", tmp_path / "job", max_steps=2)
+    run_cli("train", job.config_path, "training.freq_masks=2", "training.time_masks=2", "--run-dir", tmp_path / "run").ok()
+    assert not moved, f"features moved to the CPU in a training step: {moved}"

@@ -105,3 +105,20 @@ def test_a_bilstm_ctc_learns_to_transcribe_tone_sequences():
     assert jiwer.cer(truth, greedy) < 0.1 < jiwer.cer(truth, [most_common] * len(truth))
     assert jiwer.cer(truth, beam) <= jiwer.cer(truth, greedy) + 0.02
     assert jiwer.wer(spaced, [" ".join(g) for g in greedy]) < 0.1
+
+
+def test_clip_seeds_are_distinct_across_clips_and_epochs_however_many_clips():
+    """The old seed * 1_000_003 + epoch * 100_003 + clip made clip 100,003 of epoch 0 the twin of
+    clip 0 of epoch 1; seeds drawn from (seed, epoch, clip) by SeedSequence do not collide."""
+    from seqtool.tasks.speech.network import clip_seed
+
+    assert clip_seed(1234, 0, 100_003) != clip_seed(1234, 1, 0)
+    seeds = {clip_seed(1234, epoch, clip) for epoch in range(3) for clip in range(0, 300_000, 97)}
+    assert len(seeds) == 3 * len(range(0, 300_000, 97))
+    assert clip_seed(1234, 2, 5) == clip_seed(1234, 2, 5) and 0 <= clip_seed(7, 0, 0) < 2**63
+
+
+def test_ctc_needs_a_step_per_character_and_a_blank_between_repeats():
+    from seqtool.tasks.speech.network import ctc_steps_needed
+
+    assert ctc_steps_needed("yes") == 3 and ctc_steps_needed("hello") == 6 and ctc_steps_needed("aaa") == 5

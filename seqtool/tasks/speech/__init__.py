@@ -44,7 +44,15 @@ from seqtool.tasks import (
 from seqtool.tasks.speech import export as export_parts
 from seqtool.tasks.speech.audio import Features, FeatureSettings, cached_extract, log_mel, read_audio
 from seqtool.tasks.speech.config import SpeechData, SpeechModel, SpeechTraining
-from seqtool.tasks.speech.network import BLANK, SpeechNetwork, greedy_decode, prefix_beam_search, spec_augment
+from seqtool.tasks.speech.network import (
+    BLANK,
+    SpeechNetwork,
+    clip_seed,
+    ctc_steps_needed,
+    greedy_decode,
+    prefix_beam_search,
+    spec_augment,
+)
 
 EVAL_BATCH = 64
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
@@ -131,6 +139,7 @@ class SpeechTask(WindowedTask):
             split: self._utterances(path, frame, copies if split == "train" else ()) for split, (path, frame) in frames.items()
         }
         train = self.splits["train"]
+        unalignable = self._unalignable(train)  # refused before anything is said of the data
         if self.characters is None:
             self.characters = sorted({c for text in train.texts for c in text})
             self.most_common = Counter(train.texts).most_common(1)[0][0]
@@ -138,6 +147,40 @@ class SpeechTask(WindowedTask):
         skipped = {reason: len(rows) for split in self.splits.values() for reason, rows in split.features.skipped.items()}
         for reason, count in skipped.items():
             print(f"Warning: {count} clip(s) skipped: {reason}", file=sys.stderr)
+        self.report = unalignable | self._unknown_characters()
+
+    def _unalignable(self, train: Utterances) -> dict[str, int]:
+        """Training clips (and training copies) too short for their transcript: counted, and
+        refused beyond `training.max_unalignable` of them."""
+        needed = np.array([ctc_steps_needed(text) for text in train.texts])
+        stack, counts = self.config.model.frame_stack, {}
+        for name, features in {"": train.features, **train.copies}.items():
+            steps = (features.lengths() + stack - 1) // stack
+            short = np.flatnonzero(steps < needed)
+            key = f"{name}_copies_unalignable" if name else "clips_unalignable"
+            counts[key] = len(short)
+            if len(short) > self.config.training.max_unalignable * len(needed):
+                first = int(short[0])
+                raise SeqtoolError(
+                    f"{train.source}: {len(short)} of {len(needed)} training {'clips' if not name else name + ' copies'} are "
+                    f"too short for their transcript (manifest row {int(train.features.rows[first]) + 2}: "
+                    f"{int(steps[first])} output steps for {needed[first]} characters); lower model.frame_stack, "
+                    "or raise training.max_unalignable"
+                )
+        return counts
+
+    def _unknown_characters(self) -> dict[str, int]:
+        """Characters of the validation and test transcripts the training ones never had: the
+        model cannot write them (they are dropped from the loss's targets, and count as errors)."""
+        known = set(self.characters)
+        return {
+            f"{split}_unknown_characters": sum(c not in known for text in part.texts for c in text)
+            for split, part in self.splits.items()
+            if split != "train"
+        }
+
+    def data_report(self) -> dict[str, int]:
+        return dict(getattr(self, "report", {}))
 
     def artifacts(self) -> dict[str, Any]:
         return {"characters": self.characters, "most_common": self.most_common}
@@ -182,12 +225,12 @@ class SpeechTask(WindowedTask):
 
     def _ctc_sum(self, model: SpeechNetwork, utterances: Utterances, rows: np.ndarray, device: torch.device, augment: bool):
         training = self.config.training
-        seeds = [self.config.seed * 1_000_003 + self.epoch * 100_003 + int(r) for r in rows]  # per clip and epoch
+        seeds = [clip_seed(self.config.seed, self.epoch, int(r)) for r in rows]  # per clip and epoch
         copies = [self._copy_for(seed) for seed in seeds] if augment and utterances.copies else None
         features, lengths = self._batch(utterances, rows, device, copies)
         if augment and (training.freq_masks or training.time_masks):
             bands, spans = (training.freq_masks, training.freq_mask_width), (training.time_masks, training.time_mask_width)
-            features = spec_augment(features.cpu(), lengths, bands, spans, seeds).to(device)
+            features = spec_augment(features, lengths, bands, spans, seeds)  # on the features' device
         log_probs, out_lengths = model(features, lengths)
         targets, target_lengths = self._targets([utterances.texts[int(r)] for r in rows])
         return torch.nn.functional.ctc_loss(
@@ -197,7 +240,7 @@ class SpeechTask(WindowedTask):
             target_lengths,
             blank=BLANK,
             reduction="sum",
-            zero_infinity=True,
+            zero_infinity=True,  # the clips CTC cannot align: counted at load and bounded (_unalignable)
         )
 
     def training_loss(self, model: SpeechNetwork, batch_index: int, device: torch.device) -> torch.Tensor:

@@ -40,3 +40,10 @@ class SpeechTraining(TrainingConfig):
         0.0, "share of training clips heard band-limited (as if recorded at 8 or 11.025 kHz) each epoch", ge=0.0, le=1.0
     )
     speed_perturb: float = option(0.0, "share of training clips heard 10% faster or slower each epoch", ge=0.0, le=1.0)
+    max_unalignable: float = option(
+        0.01,
+        "largest share of training clips (or of their training copies) whose transcript needs more output steps than "
+        "the clip has (CTC cannot align them: they add nothing to the loss); more is an error naming the first",
+        ge=0.0,
+        le=1.0,
+    )

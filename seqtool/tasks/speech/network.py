@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -51,6 +53,19 @@ class SpeechNetwork(nn.Module):
         outputs, _ = self.recurrent(packed)
         outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=stacked.shape[1])
         return torch.log_softmax(self.head(self.dropout(outputs)).float(), dim=-1), out_lengths
+
+
+def ctc_steps_needed(text: str) -> int:
+    """The fewest output steps CTC needs for a transcript: a step per character, and a blank
+    between each pair of equal neighbours ("ll" in "hello")."""
+    return len(text) + sum(a == b for a, b in itertools.pairwise(text))
+
+
+def clip_seed(seed: int, epoch: int, clip: int) -> int:
+    """The seed of one clip's augmentation in one epoch: a hash of (seed, epoch, clip) by numpy's
+    SeedSequence, so that no two clips or epochs share one however large the set (a linear
+    formula collided once a set held more clips than its epoch stride)."""
+    return int(np.random.SeedSequence((seed, epoch, clip)).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def spec_augment(
