@@ -242,19 +242,41 @@ class Trainer:
             if training.grad_clip is not None:
                 self.clipped += grad_norm > training.grad_clip
             self.last_grad_norm = grad_norm.detach()
-        if torch.isfinite(loss) and (grad_norm is None or torch.isfinite(grad_norm)):
-            optimizer.step()
-            self.running_loss += loss
-            state.steps_since_log += 1
-            state.non_finite_in_a_row = 0
+        finite = torch.isfinite(loss) if grad_norm is None else torch.isfinite(loss) & torch.isfinite(grad_norm)
+        if training.on_nan == "skip_batch":  # deciding to skip needs the answer now: one wait per step, opted into
+            if bool(finite):
+                self._optimizer_step(loss)
+                state.non_finite_in_a_row = 0
+            else:
+                self._skip_batch(float(loss), lr)
         else:
-            self._skip_batch(float(loss), lr)
+            # Nothing waits for the device here: a non-finite step is noted on the device (its
+            # step and loss) and found by check_finite before the next log line, evaluation or
+            # checkpoint, so the last checkpoint on disk is always a finite one.
+            self._optimizer_step(loss)
+            self.device_step += 1
+            first = self.first_non_finite
+            noted = torch.stack([self.device_step, loss.detach().double()])
+            self.first_non_finite = torch.where(~finite & (first[0] == 0), noted, first)
         state.step += 1
         state.batch_in_epoch += 1
         if state.batch_in_epoch == self.steps_per_epoch:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         self.interval_steps += 1
         return lr
+
+    def _optimizer_step(self, loss: torch.Tensor) -> None:
+        self.optimizer.step()
+        self.running_loss += loss
+        self.state.steps_since_log += 1
+
+    def check_finite(self, lr: float) -> None:
+        """training.on_nan: stop: the first non-finite step since the last check, if any, stops
+        training (one wait for the device, at a log line, an evaluation or a checkpoint)."""
+        step, loss = (float(x) for x in self.first_non_finite.tolist())
+        if step:
+            self.state.step = int(step) - 1  # where it diverged, for the message and the log
+            self._skip_batch(loss, lr)
 
     def _skip_batch(self, loss: float, lr: float) -> None:
         """training.on_nan: a non-finite batch is logged and skipped, or stops training."""
@@ -349,12 +371,15 @@ class Trainer:
                         self.task.start_epoch(state.epoch)
                     lr = self.step()
                     logged = state.step % training.log_every == 0
+                    elapsed, signalled = cluster.from_main([self.clock.elapsed(), float(bool(caught))])
+                    reason = stop_reason(state, training, self.steps_per_epoch, elapsed)
+                    evaluating = state.step % training.eval_every == 0 or bool(reason)
+                    if logged or evaluating or signalled:
+                        self.check_finite(lr)
                     if logged:
                         self.log_training(lr)
-                    elapsed, signalled = cluster.from_main([self.clock.elapsed(), float(bool(caught))])
                     self._show_progress(elapsed, logged)
-                    reason = stop_reason(state, training, self.steps_per_epoch, elapsed)
-                    if state.step % training.eval_every == 0 or reason:
+                    if evaluating:
                         self.evaluate_and_checkpoint()
                         reason = (
                             reason
@@ -384,6 +409,8 @@ class Trainer:
         self.clock = Stopwatch(state.elapsed_s)
         self.running_loss = torch.tensor(state.loss_sum_since_log, device=self.device)  # summed on device: no sync per step
         self.clipped = torch.tensor(state.clipped_since_log, device=self.device)
+        self.first_non_finite = torch.zeros(2, dtype=torch.float64, device=self.device)  # (step, loss); step 0: none
+        self.device_step = torch.tensor(float(state.step), dtype=torch.float64, device=self.device)  # no host copy per step
         self.last_grad_norm: torch.Tensor | None = None
         self.interval_start, self.interval_steps, self.rate = self.clock.elapsed(), 0, 0.0
         self.parameters = count_parameters(self.model)

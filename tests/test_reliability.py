@@ -266,3 +266,34 @@ def test_bf16_where_it_cannot_run_is_said_and_the_mps_generator_is_saved(monkeyp
     assert torch.equal(state["mps"], torch.tensor([7], dtype=torch.uint8))
     runtime.restore_rng(state)
     assert torch.equal(stored["mps"], torch.tensor([7], dtype=torch.uint8))
+
+
+def test_the_nan_guard_waits_for_the_device_only_at_log_lines_and_checkpoints(tmp_path, corpus, monkeypatch):
+    """With on_nan: stop, a training step asks the device nothing (the guard's answer was read
+    in Python every step: on a GPU, a wait per step); a non-finite step is still found, by its
+    step number, before any log line or checkpoint."""
+    from seqtool.trainer import Trainer
+
+    asked, in_step = [], []
+    real_bool, real_step = torch.Tensor.__bool__, Trainer.step
+
+    def spy_bool(self):
+        if in_step:
+            asked.append(1)
+        return real_bool(self)
+
+    def spy_step(self):
+        in_step.append(1)
+        try:
+            return real_step(self)
+        finally:
+            in_step.clear()
+
+    monkeypatch.setattr(torch.Tensor, "__bool__", spy_bool)
+    monkeypatch.setattr(Trainer, "step", spy_step)
+    train(build_config(tiny_config(corpus, training={"max_steps": 12}), "test"), tmp_path / "run")
+    assert not asked, f"{len(asked)} waits for the device inside training steps"
+    poison(monkeypatch, {7})  # step 7's loss is NaN: found at the log line of step 10, named as step 7
+    with pytest.raises(SeqtoolError, match="training diverged at step 7: the loss is nan"):
+        train(build_config(tiny_config(corpus, training={"max_steps": 12, "eval_every": 5}), "test"), tmp_path / "nan")
+    assert load_checkpoint(tmp_path / "nan" / "last.pt")["train_state"]["step"] == 5  # the checkpoint before it, kept
