@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -97,6 +99,32 @@ def load_level(url: str, body: dict, clients: int, seconds: float) -> tuple[list
     return [t for latencies, _ in results for t in latencies], max(wall for _, wall in results)
 
 
+@contextlib.contextmanager
+def generating(url: str, streams: int, length: int):
+    """`streams` clients each streaming `POST /generate` of `length` tokens, one after another,
+    for the block: the load a /predict must get through."""
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=300) as http:
+            while not stop.is_set():
+                with http.stream("POST", "/generate", json={"prompt": "ROMEO:", "length": length}) as stream:
+                    for _ in stream.iter_lines():
+                        if stop.is_set():
+                            break
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # every stream under way
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+
+
 def in_process(run: Path, call, seconds: float) -> tuple[float, float]:
     """p50 latency (s) and calls/s of the same prediction without HTTP."""
     import seqtool
@@ -118,6 +146,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--serve-option", action="append", default=[], help="for seqtool serve, e.g. --serve-option=--threads=1")
+    parser.add_argument("--generations", type=int, default=4, help="/generate streams running during the last char LM row")
+    parser.add_argument("--generation-length", type=int, default=2000, help="tokens each of those streams generates")
     args = parser.parse_args()
     levels = [int(n) for n in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,18 +174,26 @@ def main() -> None:
             base_p50, base_rate = in_process(run, call, args.seconds)
             process, url = start_server(run, args.serve_option)
             try:
-                for clients in levels:
+                rows = [(clients, False) for clients in levels]
+                if run == char and args.generations:
+                    rows.append((1, True))
+                for clients, with_generations in rows:
                     before = httpx.get(f"{url}/health").json()
-                    latencies, wall = load_level(url, body, clients, args.seconds)
+                    with (
+                        generating(url, args.generations, args.generation_length)
+                        if with_generations
+                        else contextlib.nullcontext()
+                    ):
+                        latencies, wall = load_level(url, body, clients, args.seconds)
                     after = httpx.get(f"{url}/health").json()
                     per_batch = (after["requests"] - before["requests"]) / max(1, after["batches"] - before["batches"])
-                    q = statistics.quantiles(latencies, n=100)
+                    p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else max(latencies)
                     table.add_row(
-                        name,
+                        name + (f", {args.generations} /generate streams running" if with_generations else ""),
                         str(clients),
                         str(len(latencies)),
                         f"{statistics.median(latencies) * 1e3:.1f}",
-                        f"{q[98] * 1e3:.1f}",
+                        f"{p99 * 1e3:.1f}",
                         f"{len(latencies) / wall:.0f}",
                         f"{per_batch:.1f}",
                         f"{base_p50 * 1e3:.1f}",

@@ -8,6 +8,8 @@ generate, `POST /generate` as server-sent events; FastAPI adds the OpenAPI page 
   the queue is full) instead of running many forward passes at once and exhausting memory.
   Requests of a kind that batches are answered together: whatever queued while the previous batch
   ran goes into the next (no waiting for a batch to fill, so one client sees no added latency).
+- Generations count against the same bound and share the thread, a chunk of tokens at a time, so
+  a long generation never holds the predictions queued behind it for its whole length.
 - A malformed request gets 422 naming the field; one over the size limit 413; a wrong or missing
   API key 401; an internal error 500 with one line, logged, and the server goes on.
 """
@@ -15,15 +17,16 @@ generate, `POST /generate` as server-sent events; FastAPI adds the OpenAPI page 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations, the kind's
 # request models, as objects.
 import asyncio
+import itertools
 import json
 import logging
 import os
 import platform
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,43 +67,82 @@ class Busy(Exception):
     """The inference queue is full."""
 
 
+GENERATION_CHUNK = 16  # tokens a generation advances before queued predictions get their turn
+
+
+@dataclass
+class Generation:
+    """A `POST /generate` in progress: its request, the pieces ready for the client, and the
+    kind's iterator of pieces (made on the inference thread, which reads the prompt)."""
+
+    request: Any
+    pieces: asyncio.Queue = field(default_factory=asyncio.Queue)
+    stop: threading.Event = field(default_factory=threading.Event)
+    iterator: Iterator[str] | None = None
+
+
 class Inference:
-    """One inference thread and the bounded queue in front of it, batching where the kind allows."""
+    """One inference thread and the bounded queue in front of it, batching where the kind allows.
+
+    Generations share the queue's bound (a full server answers 503 to both endpoints) and the
+    thread: each advances `GENERATION_CHUNK` tokens at a time, and the predictions queued
+    meanwhile are answered between chunks, so a long generation never holds them for its length."""
 
     def __init__(self, spec: Any, model: Any, settings: ServeSettings):
         self.spec, self.model, self.settings = spec, model, settings
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqtool-inference")
         self.queue: asyncio.Queue | None = None
+        self.generations: list[Generation] = []
+        self.work = asyncio.Event()  # set when a generation arrives (predictions arrive through the queue)
         self.requests = self.batches = 0
 
     async def start(self) -> None:
-        self.queue = asyncio.Queue(self.settings.max_queue)
-        self.worker = asyncio.create_task(self._serve_queue())
+        self.queue = asyncio.Queue()
+        self.work = asyncio.Event()
+        self.worker = asyncio.create_task(self._serve())
 
     async def stop(self) -> None:
         self.worker.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
+    def _admit(self) -> None:
+        """Room for one more request, queued or generating, within --max-queue; else Busy (503)."""
+        if self.queue.qsize() + len(self.generations) >= self.settings.max_queue:
+            raise Busy
+
     async def answer(self, request: Any) -> Any:
+        self._admit()
         future = asyncio.get_running_loop().create_future()
-        try:
-            self.queue.put_nowait((request, future))
-        except asyncio.QueueFull:
-            raise Busy from None
+        self.queue.put_nowait((request, future))
         return await future
 
-    async def _serve_queue(self) -> None:
+    async def _serve(self) -> None:
+        """Answer the queued predictions (in batches), then advance each generation one chunk; wait
+        when there is nothing to do."""
         while True:
-            batch = [await self.queue.get()]
-            if self.spec.batch_key is not None:
-                while len(batch) < self.settings.max_batch and not self.queue.empty():
-                    batch.append(self.queue.get_nowait())
-            groups: dict[Any, list] = {}
-            for item in batch:
-                key = self.spec.batch_key(item[0]) if self.spec.batch_key else id(item)
-                groups.setdefault(key, []).append(item)
-            for group in groups.values():
-                await self._answer_group(group)
+            if self.queue.empty() and not self.generations:
+                waiting = [asyncio.ensure_future(self.queue.get()), asyncio.ensure_future(self.work.wait())]
+                done, pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+                self.work.clear()
+                if waiting[0] in done:
+                    await self._answer_batch([waiting[0].result()])
+            if not self.queue.empty():
+                await self._answer_batch([self.queue.get_nowait()])
+            for generation in list(self.generations):
+                await self._advance(generation)
+
+    async def _answer_batch(self, batch: list) -> None:
+        if self.spec.batch_key is not None:
+            while len(batch) < self.settings.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+        groups: dict[Any, list] = {}
+        for item in batch:
+            key = self.spec.batch_key(item[0]) if self.spec.batch_key else id(item)
+            groups.setdefault(key, []).append(item)
+        for group in groups.values():
+            await self._answer_group(group)
 
     async def _answer_group(self, group: list) -> None:
         loop = asyncio.get_running_loop()
@@ -125,38 +167,54 @@ class Inference:
         with torch.inference_mode():
             return self.spec.predict(self.model, requests)
 
+    async def _advance(self, generation: Generation) -> None:
+        """One chunk of a generation on the inference thread, handed to its client; a generation
+        whose client went away, or that ended or failed, leaves the list."""
+        if generation.stop.is_set():
+            self.generations.remove(generation)
+            return
+        try:
+            pieces, ended = await asyncio.get_running_loop().run_in_executor(self.executor, self._chunk, generation)
+        except Exception as exc:
+            log.exception("generation failed")
+            pieces, ended = [("error", first_line(exc))], True
+        for piece in pieces:
+            generation.pieces.put_nowait(piece)
+        if ended:
+            self.generations.remove(generation)
+
+    def _chunk(self, generation: Generation) -> tuple[list[tuple[str, Any]], bool]:
+        import torch
+
+        with torch.inference_mode():
+            if generation.iterator is None:
+                generation.iterator = iter(self.spec.stream(self.model, generation.request))
+            pieces: list[tuple[str, Any]] = []
+            for piece in itertools.islice(generation.iterator, GENERATION_CHUNK):
+                pieces.append(("piece", piece))
+        ended = len(pieces) < GENERATION_CHUNK
+        return pieces + ([("end", None)] if ended else []), ended
+
     def stream(self, request: Any) -> AsyncIterator[str]:
-        """The kind's text pieces, produced on the inference thread and handed to the event loop
-        as they come; a client that goes away stops the generation at the next piece."""
-        loop, pieces, stop = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
-
-        def produce() -> None:
-            import torch
-
-            try:
-                with torch.inference_mode():
-                    for piece in self.spec.stream(self.model, request):
-                        if stop.is_set():
-                            break
-                        loop.call_soon_threadsafe(pieces.put_nowait, ("piece", piece))
-                loop.call_soon_threadsafe(pieces.put_nowait, ("end", None))
-            except Exception as exc:
-                log.exception("generation failed")
-                loop.call_soon_threadsafe(pieces.put_nowait, ("error", first_line(exc)))
+        """`POST /generate`: admitted as a prediction is (Busy when the server is full), then its
+        pieces as server-sent events as the chunks come; a client that goes away stops it."""
+        self._admit()
+        generation = Generation(request)
+        self.generations.append(generation)
+        self.requests += 1
+        self.work.set()
 
         async def events() -> AsyncIterator[str]:
-            self.requests += 1
-            self.executor.submit(produce)
             try:
                 while True:
-                    kind, value = await pieces.get()
+                    kind, value = await generation.pieces.get()
                     if kind == "piece":
                         yield f"data: {json.dumps({'token': value})}\n\n"
                     else:
                         yield f"event: {kind}\ndata: {json.dumps({'message': value} if value else {})}\n\n"
                         return
             finally:
-                stop.set()
+                generation.stop.set()
 
         return events()
 
@@ -259,8 +317,12 @@ def _add_routes(app: Any, spec: Any, inference: Inference, info: dict[str, Any])
     app.post("/predict", response_model=spec.response)(predict)
     if spec.stream is not None:
 
-        async def generate(request: spec.stream_request) -> StreamingResponse:  # type: ignore[name-defined]
-            return StreamingResponse(inference.stream(request), media_type="text/event-stream")
+        async def generate(request: spec.stream_request) -> Any:  # type: ignore[name-defined]
+            try:
+                events = inference.stream(request)
+            except Busy:
+                return JSONResponse({"detail": "the server is busy: too many requests queued; retry"}, status_code=503)
+            return StreamingResponse(events, media_type="text/event-stream")
 
         app.post("/generate", response_class=StreamingResponse)(generate)
 

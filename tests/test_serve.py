@@ -247,3 +247,34 @@ def test_the_command_serves_and_warns_when_bound_beyond_localhost(runs, run_cli)
 def test_a_missing_extra_is_one_line_naming_the_install(runs, run_cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed: importing it fails
     run_cli("serve", runs["classify"][0]).clean_error("uvicorn", "pip install 'seqtool[serve]'")
+
+
+def test_generations_are_admitted_as_predictions_are_and_never_hold_them_up(runs):
+    """/generate counts against --max-queue (503 when full, for both endpoints), and a long
+    generation advances in chunks with the predictions queued meanwhile answered between them,
+    not after its last token."""
+    run, _ = runs["language_model"]
+    long = {"prompt": "ROMEO:", "length": 10_000, "seed": 1}
+    short = {"prompt": "ROMEO:", "length": 5, "seed": 2}
+    with served(run, max_queue=1) as url, httpx.Client(base_url=url, timeout=60) as client:
+        with client.stream("POST", "/generate", json=long) as stream:
+            next(line for line in stream.iter_lines() if line.startswith("data: "))  # under way, holding the one place
+            assert client.post("/generate", json=short).status_code == 503
+            assert client.post("/predict", json=short).status_code == 503
+    finished: dict[str, float] = {}
+    with served(run, max_queue=4) as url, httpx.Client(base_url=url, timeout=120) as client:
+
+        def generate() -> None:
+            with httpx.Client(base_url=url, timeout=120) as own, own.stream("POST", "/generate", json=long) as stream:
+                events = [line for line in stream.iter_lines() if line.startswith("event: ")]
+            finished["generation"] = time.monotonic()
+            finished["events"] = events
+
+        generating = threading.Thread(target=generate)
+        generating.start()
+        time.sleep(0.3)  # the generation is under way
+        assert client.post("/predict", json=short).status_code == 200
+        finished["prediction"] = time.monotonic()
+        generating.join(120)
+    assert finished["events"] == ["event: end"]
+    assert finished["prediction"] < finished["generation"], "the prediction waited for the whole generation"
