@@ -125,13 +125,21 @@ def crash_and_resume(monkeypatch, task_class: type, config, run_dir: Path, crash
 
 
 @contextlib.contextmanager
-def lock_held_by_another_process(run_dir: Path):
-    """A separate process holding the run directory's lock (as a training run does) for the
-    block: yields its PID."""
-    code = (
-        "import sys, time\nfrom pathlib import Path\nfrom seqtool.lock import run_dir_lock\n"
-        "with run_dir_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(120)\n"
-    )
+def lock_held_by_another_process(run_dir: Path, writes_pid: bool = True):
+    """A separate process holding the run directory's lock for the block, as a training run
+    does (or, without `writes_pid`, as one does in the instant between locking the file and
+    writing its PID into it): yields its PID."""
+    if writes_pid:
+        code = (
+            "import sys, time\nfrom pathlib import Path\nfrom seqtool.lock import run_dir_lock\n"
+            "with run_dir_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(120)\n"
+        )
+    else:
+        code = (
+            "import fcntl, os, sys, time\nfrom pathlib import Path\nfrom seqtool.lock import lock_path\n"
+            "fd = os.open(lock_path(Path(sys.argv[1])), os.O_RDWR | os.O_CREAT, 0o644)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(120)\n"
+        )
     holder = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -79,20 +79,10 @@ def test_a_second_writer_is_refused_and_a_left_lock_file_taken_over(tmp_path, wr
 def test_a_lock_file_just_made_and_still_empty_is_not_taken_for_a_stale_one(tmp_path, write_config, run_cli):
     """The moment between a holder making the lock file and writing its PID: the file is empty,
     but held. A second writer must refuse (the old lock guessed "stale" from the empty file)."""
-    lock = tmp_path / ".run.lock"
-    code = (
-        "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(120)\n"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_by_another_process(tmp_path / "run", writes_pid=False):
         result = run_cli("train", write_config(training={"max_steps": 5}), "--run-dir", tmp_path / "run")
         result.clean_error("is in use by process")
         assert not (tmp_path / "run").exists()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 @pytest.mark.slow
