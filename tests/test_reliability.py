@@ -96,8 +96,7 @@ def test_two_writers_started_together_one_trains_and_the_other_names_it(tmp_path
         command = [sys.executable, "-m", "seqtool", "train", str(config), "--run-dir", str(run)]
         processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
         results = [(p.wait(timeout=120), p.stderr.read(), p.pid) for p in processes]
-        codes = sorted(code for code, _, _ in results)
-        assert codes == [0, 2], (trial, results)
+        assert sorted(code for code, _, _ in results) == [0, 2], (trial, results)
         (winner,) = [pid for code, _, pid in results if code == 0]
         (refusal,) = [err for code, err, _ in results if code == 2]
         assert f"in use by process {winner}" in refusal and refusal.count("Error:") == 1, (trial, refusal)
@@ -230,11 +229,12 @@ def test_deterministic_algorithms_are_on_while_training_asks_for_them_and_off_af
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(LanguageModelTask, "training_loss", spy)
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     config = build_config(tiny_config(corpus, training={"max_steps": 3, "deterministic": True}), "test")
     train(config, tmp_path / "run")
     assert seen == [(True, True)] * 3
     assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
-    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == workspace  # the process's environment as it was
 
 
 def test_bf16_where_it_cannot_run_is_said_and_the_mps_generator_is_saved(monkeypatch):

@@ -249,12 +249,22 @@ def test_a_missing_extra_is_one_line_naming_the_install(runs, run_cli, monkeypat
     run_cli("serve", runs["classify"][0]).clean_error("uvicorn", "pip install 'seqtool[serve]'")
 
 
-def test_generations_are_admitted_as_predictions_are_and_never_hold_them_up(runs):
+def test_generations_are_admitted_as_predictions_are_and_never_hold_them_up(runs, monkeypatch):
     """/generate counts against --max-queue (503 when full, for both endpoints), and a long
     generation advances in chunks with the predictions queued meanwhile answered between them,
     not after its last token."""
+    import seqtool.tasks.language_model.serve as lm_serve
+
+    real = lm_serve._pieces
+
+    def slow(*args):  # 2 ms a token: a generation of 2,000 tokens takes 4 s, whatever the machine
+        for piece in real(*args):
+            time.sleep(0.002)
+            yield piece
+
+    monkeypatch.setattr(lm_serve, "_pieces", slow)
     run, _ = runs["language_model"]
-    long = {"prompt": "ROMEO:", "length": 10_000, "seed": 1}
+    long = {"prompt": "ROMEO:", "length": 2_000, "seed": 1}
     short = {"prompt": "ROMEO:", "length": 5, "seed": 2}
     with served(run, max_queue=1) as url, httpx.Client(base_url=url, timeout=60) as client:
         with client.stream("POST", "/generate", json=long) as stream:
