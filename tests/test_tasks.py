@@ -136,3 +136,15 @@ def test_a_new_kind_is_conformance_and_serve_tested_without_editing_a_test(tmp_p
     assert result.returncode == 0, result.stdout[-3000:]
     passed = set(re.findall(r"PASSED tests/test_conformance.py::test_installed_kind\[palindrome-(\w+)\]", result.stdout))
     assert passed == {check.name for check in CHECKS if not check.slow}, result.stdout[-3000:]
+
+
+def test_plug_ins_written_for_earlier_releases_still_import_their_names():
+    """Plug-ins imported schemas and helpers from `seqtool.config` before it was split into
+    `seqtool.schema` and `seqtool.configure`; those names are still there, the same objects."""
+    import seqtool.config as old
+    from seqtool import configure, schema
+
+    for name in ("option", "ModelConfig", "TokenModelConfig", "TrainingConfig", "Config", "Where", "check_split_fractions"):
+        assert getattr(old, name) is getattr(schema, name), name
+    for name in ("load_config", "build_config", "config_from_dict"):
+        assert getattr(old, name) is getattr(configure, name), name
