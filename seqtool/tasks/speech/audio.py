@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from seqtool.checkpoint import atomic_write_bytes
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, reading_user_file
 
 SILENCE = 1e-4  # an utterance whose samples never exceed this is silent
 FLOOR = 1e-8  # energies below this share of the loudest (80 dB down) read as the floor
@@ -76,10 +76,9 @@ def read_audio(path: Path, sample_rate: int) -> np.ndarray:
         import soundfile
     except ImportError:
         raise SeqtoolError("reading audio needs soundfile, not installed: pip install 'seqtool[speech]'") from None
-    if not Path(path).is_file():
-        raise SeqtoolError(f"audio file not found: {path}")
     try:
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        with reading_user_file(path, what="audio", expected="an audio file"), Path(path).open("rb") as handle:
+            samples, rate = soundfile.read(handle, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
         raise SeqtoolError(f"{path}: not a readable audio file ({str(exc).strip().splitlines()[0]})") from None
     if samples.shape[0] == 0:
