@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from seqtool.errors import SeqtoolError, first_line, reading_user_file
+from seqtool.errors import SeqtoolError, UnwritableFile, first_line, reading_user_file
 
 MAGIC = b"SEQTOOL-CHECKPOINT\n"
 FORMAT_VERSION = 1
@@ -39,18 +39,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.seqtool-tmp"
     # Mode 0666 as any new file gets, less the umask, which the kernel applies: reading the umask
     # would mean setting it, for a moment, in every thread of the process.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:  # no such folder, a read-only disk: the one place every write says so
+        raise UnwritableFile(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise UnwritableFile(path, exc) from exc
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -45,6 +45,19 @@ def reading_user_file(path: str | Path, what: str = "data", expected: str = "a f
         raise SeqtoolError(f"{what} file {path} cannot be read: {exc.strerror or exc}") from None
 
 
+class UnwritableFile(SeqtoolError, OSError):
+    """A file could not be written (a folder that does not exist, a full or read-only disk): one
+    `Error:` line naming it. It is still an OSError, with the cause's errno and strerror, so a
+    caller with more to say (a checkpoint: "the previous one is unchanged") catches it as one."""
+
+    def __init__(self, path: str | Path, cause: OSError):
+        OSError.__init__(self, cause.errno, cause.strerror, str(path))
+        self.message = f"could not write {path}: {cause.strerror or cause}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after saving a resumable checkpoint.
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, UnwritableFile
 
 try:
     import fcntl
@@ -46,9 +46,12 @@ def run_dir_lock(run_dir: Path) -> Iterator[Path]:
     holder. The file sits beside the run directory, so a run that fails before writing anything
     leaves no directory behind."""
     lock = lock_path(run_dir)
-    lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # the folder the user named for the run must be one seqtool can write in
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UnwritableFile(lock, exc) from exc
         if not _try_lock(fd):
             owner = _read_owner(fd)
             os.close(fd)

@@ -283,3 +283,17 @@ def test_a_reader_that_leaves_does_not_stop_training(tmp_path, write_config):
     assert process.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 30
+
+
+def test_a_place_that_cannot_be_written_is_one_line_naming_it(tmp_path, write_config, run_cli):
+    """Output paths the user names (plot --output, predict --output, --run-dir) in a folder
+    that does not exist: one Error: line naming the file, no traceback (once main stopped turning
+    every OSError into exit 2, these had become tracebacks)."""
+    run = tmp_path / "run"
+    run_cli("train", write_config(training={"max_steps": 2}), "--run-dir", run).ok()
+    absent = tmp_path / "no-such-folder"
+    run_cli("plot", run, "--output", absent / "p.png").clean_error(f"could not write {absent / 'p.png'}", "No such file")
+    file = tmp_path / "a-file"
+    file.write_text("not a folder")
+    run_cli("train", write_config(training={"max_steps": 2}), "--run-dir", file / "run").clean_error("could not write", "a-file")
+    assert not list(tmp_path.glob("**/*.seqtool-tmp"))
