@@ -104,6 +104,7 @@ def evaluate(
     the validation part. `args` are the kind's own options (`evaluate_options`), as typed."""
     task, model, payload = load_trained(target)
     task.evaluation_options = parse_options(type(task), list(args), str(target), command="evaluate")
+    task.reporting = True
     if split is None:
         split = "test" if has_test_split(task.config) else "val"
     if plot_path is not None and not task.draws_evaluation_plot():  # refuse before any work

@@ -117,7 +117,7 @@ def metrics_table(metrics: dict[str, float], baselines: tuple[str, ...], title: 
     integer metrics are counts, named in the title."""
     counts = {k: v for k, v in metrics.items() if isinstance(v, int)}
     own = [k for k, v in metrics.items() if not isinstance(v, int) and not any(k.startswith(b + "_") for b in baselines)]
-    table = Table(title=f"Evaluation on {title}" + "".join(f", {v:,} {k}" for k, v in counts.items()))
+    table = Table(title=f"Evaluation on {title}" + "".join(f", {v:,} {k.replace('_', ' ')}" for k, v in counts.items()))
     table.add_column("metric")
     table.add_column("model", justify="right", style="bold")
     for name in baselines:

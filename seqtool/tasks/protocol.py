@@ -202,6 +202,9 @@ class Task:
     """The run's validated config."""
     cluster: Cluster
     """Which share of each global batch this process trains on (all of it without torchrun)."""
+    reporting: bool = False
+    """True while `seqtool evaluate` (or the API's `evaluate`) scores the model, False in
+    training's periodic validation: a kind may add slow baselines (statistical peers) only then."""
     cache_dir: Path | None = None
     """A folder for derived data worth keeping between runs (token files of large corpora,
     audio features), set by the engine beside the run directory; None when there is none."""

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from rich.markup import escape
 
 from seqtool.checkpoint import atomic_write_text
 from seqtool.data import csvfile
@@ -30,7 +31,7 @@ from seqtool.errors import SeqtoolError
 from seqtool.schema import Config, Where
 from seqtool.signature import Signature, tensor_spec
 from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Unsuitable, WindowedTask, to_device
-from seqtool.tasks.forecast import series
+from seqtool.tasks.forecast import conformal, series
 from seqtool.tasks.forecast.config import (
     ForecastData,
     ForecastModel,
@@ -79,13 +80,30 @@ class ForecastTask(WindowedTask):
         PredictOption("--horizon", int, "steps to forecast (at most the model's)", "the model's horizon", min=1),
         PredictOption("--output", Path, "write the forecast CSV here", "stdout"),
         PredictOption("--plot", Path, "draw history, forecast and interval to this PNG", "no plot"),
+        PredictOption("--series", str, "many series: forecast (and draw) only these, comma-separated", "every series"),
     )
+    evaluate_options = (
+        PredictOption("--per-series", Path, "many series: write every series' metrics to this CSV", "no file"),
+        PredictOption(
+            "--series", str, "many series: draw these in --plot, comma-separated", "the worst, median and best by MASE"
+        ),
+    )
+
+    def __new__(cls, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None) -> ForecastTask:
+        """A config with `data.series_column` makes the many-series variant (`panel.py`): the same
+        kind and config section, with the data laid out series after series."""
+        if cls is ForecastTask and config.data.series_column:
+            from seqtool.tasks.forecast.panel import PanelForecastTask
+
+            cls = PanelForecastTask
+        return super().__new__(cls)
 
     def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
         super().__init__(config, artifacts, cluster)
         self.data = config.data
+        self.notes: list[str] = []  # said below evaluate's table (`evaluation_notes`)
         self.artifacts_ = dict(artifacts) if artifacts else None
-        self.scaler = series.Scaler.from_dict(artifacts["scaler"]) if artifacts else None
+        self.scaler = series.Scaler.from_dict(artifacts["scaler"]) if artifacts and "scaler" in artifacts else None
         self.train_inputs: np.ndarray | None = None  # scaled (rows, columns) of the training data file
         self.train_origins = np.empty(0, dtype=np.int64)
         self.order = np.empty(0, dtype=np.int64)
@@ -195,8 +213,7 @@ class ForecastTask(WindowedTask):
 
     def _split_bounds(self, rows: int) -> tuple[int, int]:
         """End of the training rows and end of the validation rows (the test rows follow)."""
-        n_test = round(rows * self.data.test_fraction)
-        n_val = round(rows * self.data.val_fraction)
+        n_val, n_test = self.data.split_sizes(rows)
         return rows - n_val - n_test, rows - n_test
 
     def load_training_data(self) -> None:
@@ -243,7 +260,7 @@ class ForecastTask(WindowedTask):
         if stop - start < self.data.horizon:
             raise SeqtoolError(
                 f"{prepared.source}: the {split} part has {stop - start} rows, fewer than data.horizon = "
-                f"{self.data.horizon}; raise data.{split}_fraction or lower the horizon"
+                f"{self.data.horizon}; raise data.{split}_rows (or data.{split}_fraction) or lower the horizon"
             )
 
     def artifacts(self) -> dict[str, Any]:
@@ -308,6 +325,8 @@ class ForecastTask(WindowedTask):
     @property
     def interval_level(self) -> float | None:
         loss = self.config.training.loss
+        if self.config.training.intervals == "conformal":
+            return self.config.training.interval_level
         if loss == "gaussian_nll":
             return 0.8
         if loss == "quantile":
@@ -316,19 +335,58 @@ class ForecastTask(WindowedTask):
 
     @torch.no_grad()
     def forecast(
-        self, model: ForecastNetwork, inputs: np.ndarray, origins: np.ndarray, device: torch.device
+        self, model: ForecastNetwork, inputs: np.ndarray, origins: np.ndarray, device: torch.device, to_units: Any = None
     ) -> dict[str, np.ndarray]:
-        """Forecasts in original units for each origin: point, lower, upper (batch, horizon, targets)."""
+        """Forecasts in original units for each origin: point, lower, upper (batch, horizon,
+        targets), the loss's own interval (conformal bounds are added by the caller).
+        `to_units(values, origins)` maps scaled outputs to units (default: the scaler's inverse)."""
         results: dict[str, list[np.ndarray]] = {"point": [], "lower": [], "upper": []}
-        k = self.n_targets
+        k, context = self.n_targets, self.data.context_length
+        to_units = to_units or (lambda values, _: self.scaler.inverse(values, slice(0, k)))
         for start in range(0, len(origins), 1024):
             chunk = origins[start : start + 1024]
-            x, _ = self._windows(inputs, chunk)
+            x = torch.from_numpy(np.ascontiguousarray(series.gather_windows(inputs, chunk, -context, context)))
             point, lower, upper = self._point_and_interval(self._outputs(model, to_device(x, device)).cpu())
             for name, values in (("point", point), ("lower", lower), ("upper", upper)):
                 if values is not None:
-                    results[name].append(self.scaler.inverse(values, slice(0, k)))
+                    results[name].append(to_units(values, chunk))
         return {name: np.concatenate(parts) for name, parts in results.items() if parts}
+
+    @torch.no_grad()
+    def _mean_loss(self, model: ForecastNetwork, inputs: np.ndarray, origins: np.ndarray, device: torch.device) -> float:
+        """The training loss over the windows at `origins`, in scaled units."""
+        total = 0.0
+        for start in range(0, len(origins), 1024):
+            x, y = self._windows(inputs, origins[start : start + 1024])
+            total += self._loss(self._outputs(model, to_device(x, device)), to_device(y, device)).item() * len(x)
+        return total / len(origins)
+
+    def _conformal(self, predicted: dict[str, np.ndarray], unit: np.ndarray) -> dict[str, np.ndarray]:
+        """The forecasts with conformal bounds, when the config asks for them."""
+        if self.config.training.intervals != "conformal":
+            return predicted
+        return predicted | conformal.bounds(predicted["point"], unit, self._calibration())
+
+    def _calibration(self) -> dict[str, Any]:
+        """The conformal calibration of the last validation pass (it travels in the checkpoint)."""
+        calibration = (self.artifacts_ or {}).get("conformal")
+        if calibration is None:
+            raise SeqtoolError("this model has no conformal calibration yet: it is made by each validation pass in training")
+        warning = conformal.note(calibration)
+        if warning and warning not in self.notes:
+            self.notes.append(warning)
+        return calibration
+
+    def evaluation_notes(self, metrics: dict[str, float]) -> list[Any]:
+        notes = [f"[yellow]Note:[/] {escape(note)}" for note in self.notes]
+        level = self.interval_level
+        if level is not None and f"coverage_{round(100 * level)}" in metrics:
+            name = round(100 * level)
+            notes.append(
+                f"coverage_{name}: the share of actual values inside the {name}% interval (nominal {level:.2f}); "
+                f"width_{name}: its mean width, in the data's units"
+            )
+        return notes
 
     # ---- evaluation --------------------------------------------------------------------------
 
@@ -345,8 +403,8 @@ class ForecastTask(WindowedTask):
             except SeqtoolError as exc:
                 hint = "" if data_path else " (the run's data; pass --data FILE to evaluate on another file)"
                 raise SeqtoolError(f"{exc}{hint}") from None
-        if split == "test" and round(len(prepared.values) * self.data.test_fraction) == 0:
-            raise SeqtoolError("no test split in this run's data (set data.test_fraction)")
+        if split == "test" and self.data.split_sizes(len(prepared.values))[1] == 0:
+            raise SeqtoolError("no test split in this run's data (set data.test_rows or data.test_fraction)")
         self._check_eval_rows(prepared, split)
         train_end, val_end = self._split_bounds(len(prepared.values))
         start, stop = (train_end, val_end) if split == "val" else (val_end, len(prepared.values))
@@ -373,18 +431,24 @@ class ForecastTask(WindowedTask):
     def evaluate(
         self, model: ForecastNetwork, split: str, device: torch.device, data_path: str | None = None
     ) -> dict[str, float]:
+        for option in ("per_series", "series"):
+            if self.evaluation_options.get(option):
+                flag = "--" + option.replace("_", "-")
+                raise SeqtoolError(f"{flag} applies to a model of many series (data.series_column); this one forecasts one")
         setup = self._eval_setup(split, data_path)
         inputs, origins = setup["inputs"], setup["origins"]
-        losses = []
-        for start in range(0, len(origins), 1024):
-            x, y = self._windows(inputs, origins[start : start + 1024])
-            losses.append(self._loss(self._outputs(model, to_device(x, device)), to_device(y, device)).item() * len(x))
         predicted = self.forecast(model, inputs, origins, device)
-        metrics = {"loss": sum(losses) / len(origins)}
+        unit = self.scaler.scale[: self.n_targets]
+        if self.config.training.intervals == "conformal" and split == "val":
+            self.artifacts_["conformal"] = conformal.calibrate(setup["actual"], predicted["point"], unit, self.interval_level)
+        predicted = self._conformal(predicted, unit)
+        metrics = {"loss": self._mean_loss(model, inputs, origins, device)}
         metrics.update(forecast_metrics(setup["actual"], predicted["point"], setup["mase_scale"], setup["z_scale"]))
         if "lower" in predicted:
+            level = round(100 * self.interval_level)
             inside = (setup["actual"] >= predicted["lower"]) & (setup["actual"] <= predicted["upper"])
-            metrics[f"coverage_{round(100 * self.interval_level)}"] = float(inside.mean())
+            metrics[f"coverage_{level}"] = float(inside.mean())
+            metrics[f"width_{level}"] = float((predicted["upper"] - predicted["lower"]).mean())
         for name, forecast in setup["baselines"].items():
             metrics.update(
                 {
@@ -417,7 +481,9 @@ class ForecastTask(WindowedTask):
         padded = np.concatenate(
             [inputs, np.zeros((self.data.horizon, inputs.shape[1]), dtype=inputs.dtype)]
         )  # room for the unknown future
-        predicted = self.forecast(model, padded, origin, torch.device("cpu"))
+        predicted = self._conformal(
+            self.forecast(model, padded, origin, torch.device("cpu")), self.scaler.scale[: self.n_targets]
+        )
         frequency = self.artifacts_["frequency"]
         if frequency:
             future = series.continue_dates(pd.Timestamp(last), frequency, horizon)
@@ -451,6 +517,7 @@ class ForecastTask(WindowedTask):
         horizon = self.data.horizon
         origins = setup["origins"][:: max(1, horizon // self.data.backtest_stride)]
         predicted = self.forecast(model, setup["inputs"], origins, torch.device("cpu"))
+        predicted = self._conformal(predicted, self.scaler.scale[: self.n_targets])
         backtest = {"prepared": setup["prepared"], "origins": origins, "predicted": predicted, "targets": self.data.target}
         backtest_plot(path, backtest, self.interval_level, split)
 
@@ -458,6 +525,8 @@ class ForecastTask(WindowedTask):
         """The forecast CSV on stdout or in `--output`, and its plot with `--plot`."""
         from rich.console import Console
 
+        if options.get("series"):
+            raise SeqtoolError("--series applies to a model of many series (data.series_column); this one forecasts one")
         data = str(options["data"]) if options["data"] else None
         table = self.predict_future(model, data, options["horizon"])
         text = table.to_csv(index=False, float_format="%.6g")

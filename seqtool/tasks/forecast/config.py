@@ -6,23 +6,27 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from seqtool.data import sniff
 from seqtool.errors import SeqtoolError
-from seqtool.schema import Config, ModelConfig, SplitData, TrainingConfig, Where, option, val_fraction_option
+from seqtool.schema import Config, ModelConfig, SplitData, TrainingConfig, Where, option
 from seqtool.tasks import Starter, Unsuitable
 from seqtool.tasks.forecast import series
 
 
 @dataclass
 class ForecastData(SplitData):
-    """A CSV with one row per time step; validation (then test) is the chronological tail."""
+    """A CSV with one row per time step, or many series in long format (`series_column`);
+    validation (then test) is the chronological tail of every series."""
 
-    path: str | None = option(None, "CSV file with one row per time step")
+    path: str | None = option(None, "CSV file with one row per time step (per series, with series_column)")
+    series_column: str | None = option(
+        None, "column naming the series of each row: many series in one long table, one global model (docs: forecasting)"
+    )
     date_column: list[str] | None = option(None, "date column, or its parts such as [year, month, day, hour]")
     frequency: str | None = option(None, "pandas frequency (D, h, MS, ...); inferred from the dates if absent")
     target: list[str] = option([], "column(s) to forecast")
@@ -31,7 +35,26 @@ class ForecastData(SplitData):
     calendar_features: bool = option(False, "add sin/cos of hour, weekday and month derived from the dates")
     context_length: int = option(24, "input window: time steps the model sees", ge=1)
     horizon: int = option(12, "time steps predicted at once (direct multi-step)", ge=1)
-    val_fraction: float = val_fraction_option(0.2)
+    val_fraction: float | None = option(
+        None, "share of each series' rows held out for validation (default 0.2); exclusive with val_rows", gt=0.0, lt=1.0
+    )
+    test_fraction: float | None = option(
+        None, "share of each series' last rows held out for testing (default 0); exclusive with test_rows", ge=0.0, lt=1.0
+    )
+    val_rows: int | None = option(None, "the last N rows of every series before the test part are validation", ge=1)
+    test_rows: int | None = option(None, "the last N rows of every series are the test part", ge=1)
+    static: list[str] = option([], "with series_column: per-series columns constant within a series (numeric or categorical)")
+    windows_per_series: int | None = option(
+        None,
+        "with series_column: training windows drawn from each series per epoch, at most (null: the median "
+        "series' count, so long series do not drown out short ones)",
+        ge=1,
+    )
+    target_transform: Literal["none", "log_return", "difference"] = option(
+        "none",
+        "learn on log returns or differences of the target (prices); forecasts, intervals and the level metrics "
+        "are mapped back to levels",
+    )
     scaler: Literal["standard", "minmax", "none"] = option("standard", "per-column scaling, fitted on the training part only")
     missing: Literal["interpolate", "ffill", "drop", "error"] = option("interpolate", "what to do with empty or NA cells")
     seasonality: int | None = option(
@@ -44,6 +67,32 @@ class ForecastData(SplitData):
         "predict still reads the whole file",
         ge=1,
     )
+
+    def has_test_split(self) -> bool:
+        return bool(self.test_rows) or bool(self.test_fraction)
+
+    def check(self, where: Where) -> None:
+        """Rows or fractions, never both for the same part; fractions leave 10% for training."""
+        for part in ("val", "test"):
+            rows, fraction = getattr(self, f"{part}_rows"), getattr(self, f"{part}_fraction")
+            if rows is not None and fraction is not None:
+                raise SeqtoolError(
+                    f"{where(f'data.{part}_rows')} and data.{part}_fraction are exclusive: hold out the last "
+                    f"{rows} rows of every series, or a share of them, not both"
+                )
+        if (self.val_fraction or 0) + (self.test_fraction or 0) >= 0.9:
+            raise SeqtoolError(f"{where('data.val_fraction')}: val_fraction + test_fraction leaves under 10% for training")
+
+    def split_sizes(self, rows: int | np.ndarray) -> tuple[Any, Any]:
+        """Validation and test rows at the end of a series of `rows` rows (or of each series)."""
+
+        def size(count: int | None, fraction: float | None, default: float) -> Any:
+            if count is not None:
+                return np.minimum(count, rows) if isinstance(rows, np.ndarray) else min(count, rows)
+            share = default if fraction is None else fraction
+            return np.rint(rows * share).astype(np.int64) if isinstance(rows, np.ndarray) else round(rows * share)
+
+        return size(self.val_rows, self.val_fraction, 0.2), size(self.test_rows, self.test_fraction, 0.0)
 
 
 @dataclass
@@ -78,6 +127,12 @@ class ForecastTraining(TrainingConfig):
         None, "forecast loss (default mse); gaussian_nll and quantile give prediction intervals"
     )
     quantiles: list[float] = option([0.1, 0.5, 0.9], "levels predicted with loss: quantile (outermost = interval)")
+    intervals: Literal["conformal"] | None = option(
+        None,
+        "conformal: intervals calibrated on the validation part's residuals, per horizon step, for any loss "
+        "(null: the loss's own, gaussian_nll or quantile)",
+    )
+    interval_level: float = option(0.8, "nominal coverage of the conformal intervals", gt=0.0, lt=1.0)
 
 
 def check_forecast_config(config: Config, where: Where) -> None:
@@ -92,6 +147,25 @@ def check_forecast_config(config: Config, where: Where) -> None:
         if len(qs) < 2 or any(not 0 < q < 1 for q in qs) or qs != sorted(set(qs)):
             raise SeqtoolError(f"{where('training.quantiles')} must be at least two increasing levels between 0 and 1, got {qs}")
     _check_network(data, model, where)
+    _check_panel_keys(data, where)
+    if data.target_transform != "none" and training.loss in ("gaussian_nll", "quantile") and training.intervals is None:
+        raise SeqtoolError(
+            f"{where('training.loss')}: {training.loss} intervals of {data.target_transform} values do not map back to "
+            "levels step by step; set training.intervals: conformal, which calibrates the intervals on the levels"
+        )
+
+
+def _check_panel_keys(data: ForecastData, where: Where) -> None:
+    """Keys that only mean something for many series."""
+    if data.series_column is None:
+        for key in ("static", "windows_per_series"):
+            if getattr(data, key):
+                raise SeqtoolError(f"{where(f'data.{key}')} applies to many series in one file: set data.series_column")
+        return
+    if data.series_column in data.target + data.features + data.categorical + data.static:
+        raise SeqtoolError(f"{where('data.series_column')}: '{data.series_column}' is also an input column")
+    if data.max_rows is not None:
+        raise SeqtoolError(f"{where('data.max_rows')} applies to one series; with data.series_column every series is read")
 
 
 def _check_network(data: ForecastData, model: ForecastModel, where: Where) -> None:

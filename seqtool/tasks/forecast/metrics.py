@@ -82,3 +82,90 @@ def linear_forecast(values: np.ndarray, train_end: int, origins: np.ndarray, con
 
 def _with_bias(x: np.ndarray) -> np.ndarray:
     return np.hstack([x, np.ones((len(x), 1))])
+
+
+# ---- many series: each series scored alone, then the mean over series --------------------------
+
+PER_SERIES_METRICS = ("mase", "smape", "mae", "mse")
+
+
+def history_scales(values: np.ndarray, ends: np.ndarray, starts: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per series (rows starts[i]:ends[i] of `values`, (rows, targets)): the in-sample naive MAE
+    that MASE divides by (seasonal with lag m when the history is longer than m, else lag 1; NaN
+    when it has under two rows or never changes), and the standard deviation the MSE is z-scored
+    by (1 for a constant history)."""
+    targets = values.shape[1]
+    scale, z = np.full((len(starts), targets), np.nan), np.ones((len(starts), targets))
+    for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        history = values[start:end]
+        if len(history) < 2:
+            continue
+        lag = m if len(history) > m else 1
+        scale[i] = np.abs(history[lag:] - history[:-lag]).mean(axis=0)
+        std = history.std(axis=0)
+        z[i] = np.where(std > 1e-12, std, 1.0)
+    return np.where(scale > 1e-12, scale, np.nan), z
+
+
+def per_series_metrics(
+    actual: np.ndarray, predicted: np.ndarray, series: np.ndarray, count: int, scale: np.ndarray, z: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Each series' MASE, sMAPE (0-200), MAE and z-scored MSE over its windows, steps and targets,
+    from windows (windows, horizon, targets) and the series of each window; NaN for a series
+    with no window (or, for MASE, no scale)."""
+    error = predicted - actual
+    absolute = np.abs(error)
+    denominator = np.abs(actual) + np.abs(predicted)
+    smape = np.where(denominator > 1e-12, 2 * absolute / np.where(denominator > 1e-12, denominator, 1.0), 0.0)
+    cells = np.bincount(series, minlength=count) * actual.shape[1] * actual.shape[2]
+    cells = np.where(cells > 0, cells, np.nan)
+
+    def mean(x: np.ndarray) -> np.ndarray:
+        return np.bincount(series, x.reshape(len(series), -1).sum(axis=1), minlength=count) / cells
+
+    return {
+        "mase": mean(absolute / scale[series][:, None, :]),
+        "smape": 100 * mean(smape),
+        "mae": mean(absolute),
+        "mse": mean((error / z[series][:, None, :]) ** 2),
+    }
+
+
+def mean_over_series(per_series: dict[str, np.ndarray]) -> dict[str, float]:
+    """The mean of each metric over the series that have it (the Monash archive's aggregate)."""
+    return {name: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for name, v in per_series.items()}
+
+
+def seasonal_naive_in_series(values: np.ndarray, origins: np.ndarray, first_rows: np.ndarray, horizon: int, m: int) -> np.ndarray:
+    """Seasonal naive that never reads before its series' first row (`first_rows`, per origin):
+    a step whose season-ago row is not observed takes the last observed value."""
+    steps = np.arange(horizon)
+    rows = origins[:, None] + steps[None, :] - m * (steps[None, :] // m + 1)
+    rows = np.where(rows >= first_rows[:, None], rows, origins[:, None] - 1)
+    return values[rows]
+
+
+def linear_per_series(
+    values: np.ndarray, offsets: np.ndarray, train: np.ndarray, origins: np.ndarray, owner: np.ndarray, context: int, horizon: int
+) -> tuple[np.ndarray, int]:
+    """Each series' own least-squares map from its last p values to the horizon, fitted on its
+    training windows: p is the context, shrunk until the series has at least 3p windows to fit
+    it on. A series too short for p = 1 takes the naive forecast; their count is returned.
+    `values` is the padded layout, `offsets` and `train` place each series' training rows in it,
+    and `owner` is the series of each origin."""
+    forecast = np.repeat(values[origins - 1][:, None, :], horizon, axis=1)
+    fallback = 0
+    for i in np.unique(owner):
+        lags = min(context, (int(train[i]) - horizon) // 3)
+        if lags < 1:
+            fallback += 1
+            continue
+        fit = np.arange(offsets[i] + lags, offsets[i] + train[i] - horizon + 1)
+        mine = origins[owner == i]
+        for j in range(values.shape[1]):
+            column = values[:, j : j + 1]
+            x = _with_bias(series.gather_windows(column, fit, -lags, lags)[..., 0])
+            y = series.gather_windows(column, fit, 0, horizon)[..., 0]
+            weights = np.linalg.lstsq(x, y, rcond=None)[0]
+            forecast[owner == i, :, j] = _with_bias(series.gather_windows(column, mine, -lags, lags)[..., 0]) @ weights
+    return forecast, fallback

@@ -74,3 +74,31 @@ def backtest_plot(path: str | Path, backtest: dict[str, Any], level: float | Non
         axis.grid(alpha=0.3)
     figure.autofmt_xdate()
     save_png(figure, path)
+
+
+def series_grid_plot(path: str | Path, panels: list[dict[str, Any]], level: float | None, title: str) -> None:
+    """A grid of series, one panel each: its recent history, the actual values after the origin
+    (when known) and the forecast with its interval. Each dict holds `name`, `history` and
+    `forecast` as (x, values) pairs, optionally `actual`, `lower`, `upper` and `caption`."""
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = subplots(rows, columns, figsize=(5.2 * columns, 3.2 * rows), squeeze=False)
+    for axis in axes.flat[len(panels) :]:
+        axis.set_visible(False)
+    for axis, item in zip(axes.flat, panels, strict=False):
+        axis.plot(*item["history"], color="black", linewidth=1.2, label="history")
+        if "actual" in item:
+            axis.plot(*item["actual"], color="black", linewidth=1.2, linestyle="--", marker=".", label="actual")
+        x, point = item["forecast"]
+        axis.plot(x, point, color="tab:orange", linewidth=1.8, marker=".", label="forecast")
+        if "lower" in item:
+            axis.fill_between(
+                x, item["lower"], item["upper"], color="tab:orange", alpha=0.2, label=f"{round(100 * level)}% interval"
+            )
+        axis.set_title(f"{item['name']}{' (' + item['caption'] + ')' if item.get('caption') else ''}", fontsize=9)
+        axis.grid(alpha=0.3)
+        axis.tick_params(labelsize=7)
+    axes.flat[0].legend(loc="upper left", fontsize=7)
+    figure.suptitle(title)
+    figure.autofmt_xdate()
+    save_png(figure, path)
