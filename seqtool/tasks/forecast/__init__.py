@@ -41,8 +41,10 @@ from seqtool.tasks.forecast.config import (
 )
 from seqtool.tasks.forecast.export import ForecastGraph
 from seqtool.tasks.forecast.metrics import (
+    directional_metrics,
     forecast_metrics,
     linear_forecast,
+    majority_direction,
     mase_scale,
     naive_forecast,
     seasonal_naive_forecast,
@@ -55,9 +57,12 @@ HISTORY_TAIL = 200  # rows of target history kept in the checkpoint for plots
 
 @dataclass
 class PreparedSeries:
-    """A cleaned series: `values` (rows, columns) in original units, targets first."""
+    """A cleaned series: `values` (rows, columns), targets first, in original units or (with
+    `data.target_transform`) the targets as changes; `levels` (rows, targets) are the targets'
+    own values, which forecasts are scored and written in."""
 
     values: np.ndarray
+    levels: np.ndarray
     columns: list[str]
     index: pd.Index  # DatetimeIndex, or a RangeIndex when the CSV has no date column
     frequency: str | None
@@ -200,7 +205,13 @@ class ForecastTask(WindowedTask):
         table = pd.concat(parts, axis=1)
         self._categories = categories
         repairs = {"missing_timestamps_filled": gaps, **filled}
-        return PreparedSeries(table.to_numpy(np.float64), list(table.columns), table.index, frequency, source, repairs)
+        values, index = table.to_numpy(np.float64), table.index
+        levels = values[:, : self.n_targets]
+        if data.target_transform != "none":
+            rows = frame.loc[numeric.index, "_row"].to_numpy(np.float64)
+            values, levels = series.to_changes(values, self.n_targets, data.target_transform, data.target, source, rows)
+            index = index[1:]
+        return PreparedSeries(values, levels, list(table.columns), index, frequency, source, repairs)
 
     def data_report(self) -> dict[str, int]:
         """Timestamps missing from the file (rows inserted), and cells filled or rows dropped by
@@ -249,7 +260,7 @@ class ForecastTask(WindowedTask):
             "last_index": str(prepared.index[-1]),
             "history_tail": {  # for plots of forecasts made without --data
                 "index": [str(i) for i in prepared.index[-HISTORY_TAIL:]],
-                "values": prepared.values[-HISTORY_TAIL:, : self.n_targets].tolist(),
+                "values": prepared.levels[-HISTORY_TAIL:].tolist(),
             },
             "date_name": (data.date_column[0] if len(data.date_column) == 1 else "date") if data.date_column else None,
         }
@@ -408,9 +419,9 @@ class ForecastTask(WindowedTask):
         self._check_eval_rows(prepared, split)
         train_end, val_end = self._split_bounds(len(prepared.values))
         start, stop = (train_end, val_end) if split == "val" else (val_end, len(prepared.values))
-        context, horizon, k = self.data.context_length, self.data.horizon, self.n_targets
+        context, horizon = self.data.context_length, self.data.horizon
         origins = series.window_origins(start, stop, context, horizon, self.data.backtest_stride)
-        actual_series = prepared.values[:, :k]
+        actual_series = prepared.levels
         m = self.artifacts_["seasonality"] or 1
         setup = {
             "prepared": prepared,
@@ -424,6 +435,7 @@ class ForecastTask(WindowedTask):
                 "seasonal_naive": seasonal_naive_forecast(actual_series, origins, horizon, m),
                 "linear": linear_forecast(actual_series, train_end, origins, context, horizon),
             },
+            "majority": majority_direction(actual_series[:train_end]),
         }
         self._eval_cache[key] = setup
         return setup
@@ -436,12 +448,8 @@ class ForecastTask(WindowedTask):
                 flag = "--" + option.replace("_", "-")
                 raise SeqtoolError(f"{flag} applies to a model of many series (data.series_column); this one forecasts one")
         setup = self._eval_setup(split, data_path)
-        inputs, origins = setup["inputs"], setup["origins"]
-        predicted = self.forecast(model, inputs, origins, device)
-        unit = self.scaler.scale[: self.n_targets]
-        if self.config.training.intervals == "conformal" and split == "val":
-            self.artifacts_["conformal"] = conformal.calibrate(setup["actual"], predicted["point"], unit, self.interval_level)
-        predicted = self._conformal(predicted, unit)
+        inputs, origins, last = setup["inputs"], setup["origins"], setup["prepared"].levels[setup["origins"] - 1]
+        predicted = self._forecast_levels(model, inputs, origins, last, device, setup["actual"] if split == "val" else None)
         metrics = {"loss": self._mean_loss(model, inputs, origins, device)}
         metrics.update(forecast_metrics(setup["actual"], predicted["point"], setup["mase_scale"], setup["z_scale"]))
         if "lower" in predicted:
@@ -456,8 +464,34 @@ class ForecastTask(WindowedTask):
                     for k, v in forecast_metrics(setup["actual"], forecast, setup["mase_scale"], setup["z_scale"]).items()
                 }
             )
+        if self.data.target_transform != "none":
+            metrics |= directional_metrics(
+                setup["actual"], predicted["point"], last, setup["baselines"]["naive"], setup["majority"]
+            )
         metrics["origins"] = len(origins)
         return metrics
+
+    def _forecast_levels(
+        self,
+        model: ForecastNetwork,
+        inputs: np.ndarray,
+        origins: np.ndarray,
+        last: np.ndarray,
+        device: torch.device,
+        calibrate_on: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Forecasts at each origin in the targets' own units: changes (`data.target_transform`)
+        compounded onto the last observed level `last` (origins, targets), and conformal bounds,
+        calibrated first on `calibrate_on` (the actual values of validation windows) when given."""
+        kind = self.data.target_transform
+        predicted = self.forecast(model, inputs, origins, device)
+        if kind != "none":
+            predicted = {name: series.to_levels(values, last, kind) for name, values in predicted.items()}
+        unit = self.scaler.scale[: self.n_targets]
+        if calibrate_on is not None and self.config.training.intervals == "conformal":
+            log = kind == "log_return"
+            self.artifacts_["conformal"] = conformal.calibrate(calibrate_on, predicted["point"], unit, self.interval_level, log)
+        return self._conformal(predicted, unit)
 
     # ---- prediction beyond the data ------------------------------------------------------------
 
@@ -473,17 +507,16 @@ class ForecastTask(WindowedTask):
                 raise SeqtoolError(
                     f"{data_path}: {len(prepared.values)} rows, fewer than data.context_length = {self.data.context_length}"
                 )
-            inputs, last = self._model_inputs(prepared.values), prepared.index[-1]
+            inputs, last, last_level = self._model_inputs(prepared.values), prepared.index[-1], prepared.levels[-1]
         else:
             inputs = np.asarray(self.artifacts_["last_context"], dtype=np.float32)
             last = self.artifacts_["last_index"]
+            last_level = np.asarray(self.artifacts_["history_tail"]["values"][-1], dtype=np.float64)
         origin = np.array([len(inputs)], dtype=np.int64)
         padded = np.concatenate(
             [inputs, np.zeros((self.data.horizon, inputs.shape[1]), dtype=inputs.dtype)]
         )  # room for the unknown future
-        predicted = self._conformal(
-            self.forecast(model, padded, origin, torch.device("cpu")), self.scaler.scale[: self.n_targets]
-        )
+        predicted = self._forecast_levels(model, padded, origin, last_level[None], torch.device("cpu"))
         frequency = self.artifacts_["frequency"]
         if frequency:
             future = series.continue_dates(pd.Timestamp(last), frequency, horizon)
@@ -502,7 +535,7 @@ class ForecastTask(WindowedTask):
         (None for checkpoints written before seqtool kept it)."""
         if data_path:
             prepared = self._prepare(data_path, whole=True)
-            return pd.DataFrame(prepared.values[:, : self.n_targets], index=prepared.index, columns=self.data.target)
+            return pd.DataFrame(prepared.levels, index=prepared.index, columns=self.data.target)
         tail = self.artifacts_.get("history_tail")
         if tail is None:
             return None
@@ -516,8 +549,8 @@ class ForecastTask(WindowedTask):
         setup = self._eval_setup(split, data_path)
         horizon = self.data.horizon
         origins = setup["origins"][:: max(1, horizon // self.data.backtest_stride)]
-        predicted = self.forecast(model, setup["inputs"], origins, torch.device("cpu"))
-        predicted = self._conformal(predicted, self.scaler.scale[: self.n_targets])
+        last = setup["prepared"].levels[origins - 1]
+        predicted = self._forecast_levels(model, setup["inputs"], origins, last, torch.device("cpu"))
         backtest = {"prepared": setup["prepared"], "origins": origins, "predicted": predicted, "targets": self.data.target}
         backtest_plot(path, backtest, self.interval_level, split)
 

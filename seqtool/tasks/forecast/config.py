@@ -166,6 +166,11 @@ def _check_panel_keys(data: ForecastData, where: Where) -> None:
         raise SeqtoolError(f"{where('data.series_column')}: '{data.series_column}' is also an input column")
     if data.max_rows is not None:
         raise SeqtoolError(f"{where('data.max_rows')} applies to one series; with data.series_column every series is read")
+    if data.target_transform != "none":
+        raise SeqtoolError(
+            f"{where('data.target_transform')}: {data.target_transform} is read for one series (a price); with "
+            "data.series_column each series is scaled by itself instead"
+        )
 
 
 def _check_network(data: ForecastData, model: ForecastModel, where: Where) -> None:

@@ -47,6 +47,31 @@ def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, scale: np.ndarra
     }
 
 
+def majority_direction(history: np.ndarray) -> np.ndarray:
+    """Per target, the direction (+1 or -1) most steps of the training rows moved in: the
+    majority-direction baseline always predicts it."""
+    steps = np.sign(np.diff(history, axis=0))
+    return np.where((steps > 0).sum(axis=0) >= (steps < 0).sum(axis=0), 1.0, -1.0)
+
+
+def directional_metrics(
+    actual: np.ndarray, predicted: np.ndarray, last: np.ndarray, naive: np.ndarray, majority: np.ndarray
+) -> dict[str, float]:
+    """For prices: the share of forecast steps (windows, horizon, targets) whose direction from
+    the last observed value `last` (windows, targets) matches the actual one, the same share for
+    always predicting the training rows' majority direction, and Theil's U: the forecast's RMSE
+    over the random walk's (the naive forecast; under 1 beats it)."""
+    moved = np.sign(actual - last[:, None, :])
+    hit = np.sign(predicted - last[:, None, :]) == moved
+    rmse = np.sqrt(np.mean((predicted - actual) ** 2))
+    walk = np.sqrt(np.mean((naive - actual) ** 2))
+    return {
+        "directional_accuracy": float(hit.mean()),
+        "majority_directional_accuracy": float((moved == majority).mean()),
+        "theil_u": float(rmse / walk) if walk > 0 else float("nan"),
+    }
+
+
 def naive_forecast(values: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
     """The last observed value, repeated over the horizon: (origins, horizon, targets)."""
     return np.repeat(values[origins - 1][:, None, :], horizon, axis=1)

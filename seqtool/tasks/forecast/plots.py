@@ -49,7 +49,7 @@ def backtest_plot(path: str | Path, backtest: dict[str, Any], level: float | Non
     stop = min(len(index), int(origins[-1]) + horizon)
     figure, axes = subplots(len(targets), 1, figsize=(11, 3.2 * len(targets)), squeeze=False)
     for j, (axis, name) in enumerate(zip(axes[:, 0], targets, strict=True)):
-        axis.plot(index[start:stop], prepared.values[start:stop, j], color="black", linewidth=1.2, label="actual")
+        axis.plot(index[start:stop], prepared.levels[start:stop, j], color="black", linewidth=1.2, label="actual")
         for n, origin in enumerate(origins):
             steps = index[origin : origin + horizon]
             axis.plot(

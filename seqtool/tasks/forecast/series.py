@@ -248,3 +248,37 @@ def gather_windows(array: np.ndarray, origins: np.ndarray, offset: int, length: 
     """
     view = np.lib.stride_tricks.sliding_window_view(array, length, axis=0)  # (rows - length + 1, columns, length)
     return view[origins + offset].transpose(0, 2, 1)
+
+
+def to_changes(
+    values: np.ndarray, targets: int, kind: str, columns: list[str], source: str, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`data.target_transform`: the first `targets` columns as log returns (log p_t - log p_t-1)
+    or differences, the first row dropped (it has no change); and the levels aligned with the
+    rows left, which forecasts are mapped back onto. `rows` are the CSV rows, for errors."""
+    levels = values[:, :targets]
+    if kind == "log_return":
+        bad = ~(levels > 0)
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            where = f"row {csv_row(int(rows[i]))}" if np.isfinite(rows[i]) else f"row {i + 1} of the series"
+            raise SeqtoolError(
+                f"{source}: {where}, column '{columns[j]}': {levels[i, j]:g} is not a positive price; "
+                "data.target_transform: log_return needs every value above 0 (difference does not)"
+            )
+        changes = np.diff(np.log(levels), axis=0)
+    else:
+        changes = np.diff(levels, axis=0)
+    out = values[1:].copy()
+    out[:, :targets] = changes
+    return out, levels[1:].copy()
+
+
+def to_levels(changes: np.ndarray, last: np.ndarray, kind: str) -> np.ndarray:
+    """Forecast changes (windows, horizon, targets) back to levels from each window's last
+    observed level (windows, targets): compounded returns, or summed differences."""
+    total = np.cumsum(changes, axis=1)
+    if kind == "log_return":
+        with np.errstate(over="ignore"):
+            return last[:, None, :] * np.exp(total)
+    return last[:, None, :] + total
