@@ -217,7 +217,7 @@ def test_bad_forecast_inputs(tmp_path, write_forecast_config, run_cli, sine_csv)
     assert_clean_error(train_on("Date,Value\n", "t7"), "header but no rows")
     assert_clean_error(train_on("", "t8"), "empty")
     config = write_forecast_config("t9.yaml", data={"scaler": "robust"})
-    assert_clean_error(run_cli("train", config), "'data.scaler' must be one of standard, minmax, none")
+    assert_clean_error(run_cli("train", config), "'data.scaler' must be one of standard, minmax, step, none")
     run = tmp_path / "ok"
     assert run_cli("train", write_forecast_config(training={"epochs": 1}), "--run-dir", run).code == 0
     assert_clean_error(run_cli("predict", run, "--horizon", "11"), "beyond the model's horizon of 10")

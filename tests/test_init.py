@@ -3,6 +3,7 @@
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import assert_clean_error
 
@@ -14,6 +15,8 @@ EXPECTED = {
     "airline-passengers.csv": "forecast",
     "daily-min-temperatures.csv": "forecast",
     "pollution.csv": "forecast",
+    "macro-quarterly.csv": "forecast",
+    "msft-1986-2009.csv": "forecast",
     "sentiment.csv": "classify",
     "cmudict-20k.tsv": "seq2seq",
 }
@@ -85,3 +88,20 @@ def test_an_empty_or_unusable_file_is_refused_and_nothing_is_written(tmp_path, r
     data.write_bytes(content)
     assert_clean_error(run_cli("init", data), message)
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_init_proposes_a_global_model_for_many_series_in_long_format(tmp_path, run_cli):
+    rows = []
+    for i, length in enumerate((15, 22, 40)):  # yearly series of differing lengths and ends
+        years = pd.date_range(end=f"{1990 + i}-01-01", periods=length, freq="YS")
+        rows += [
+            {"unique_id": f"Y{i}", "ds": d.strftime("%Y-%m-%d"), "y": 100 + t, "region": "north"} for t, d in enumerate(years)
+        ]
+    data = tmp_path / "yearly.csv"
+    pd.DataFrame(rows).to_csv(data, index=False)
+    result = run_cli("init", data).ok()
+    assert "column 'unique_id' tells 3 series apart" in result.out
+    config = load_config(data.with_suffix(".yaml"))
+    assert config.data.series_column == "unique_id" and config.data.target == ["y"] and config.data.static == ["region"]
+    assert (config.data.horizon, config.data.val_rows, config.data.test_rows) == (6, 6, 6)  # M4: yearly 6
+    assert config.data.context_length <= 22 - 12  # the median series can fill it

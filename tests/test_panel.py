@@ -235,3 +235,31 @@ def test_a_series_too_short_to_forecast_is_named_and_the_rest_go_on(tmp_path, ru
     assert "1 series have no rows before data.val_rows + data.test_rows" in result.err and "'s00'" in result.err
     metrics = json.loads(run_cli("evaluate", run, "--json").ok().out)
     assert metrics["series"] == 11
+
+
+def test_step_scaling_divides_by_each_series_mean_absolute_step():
+    data = ForecastData(path="x.csv", target=["y"], series_column="id", val_rows=1, test_rows=1)
+    values = np.array([0.0, 2.0, 1.0, 3.0, 50.0, 500.0, 510.0, 490.0, 9.0])[:, None]
+    shift, scale = per_series_scaler(values, Layout.build(np.array([5, 4]), 1, data), "step", 1)
+    # training rows 0 2 1 and 500 510 (the last two of each series are held out); never the step between series
+    assert scale[:, 0].tolist() == pytest.approx([(2 + 1) / 2, 10.0])
+    assert shift[:, 0].tolist() == pytest.approx([1.0, 505.0])
+
+
+def test_window_normalisation_reads_observed_rows_only():
+    import torch
+
+    from seqtool.tasks.forecast.config import ForecastModel
+    from seqtool.tasks.forecast.network import ForecastNetwork
+
+    torch.manual_seed(0)
+    network = ForecastNetwork(ForecastModel(hidden_size=8, num_layers=1, window_norm="revin"), 2, 1, 3, "mse", 1, observed=True)
+    network.eval()
+    short = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [5.0, 1.0], [7.0, 1.0], [6.0, 1.0]]])  # two rows of padding
+    garbage = short.clone()
+    garbage[0, :2, 0] = 1e6  # whatever sits in padding must not move the window's mean or spread
+    shifted = short.clone()
+    shifted[0, 2:, 0] += 100.0
+    with torch.no_grad():
+        assert torch.allclose(network(short), network(garbage))
+        assert torch.allclose(network(shifted), network(short) + 100.0, atol=1e-4)  # the level is the observed rows'

@@ -37,7 +37,6 @@ from seqtool.tasks.forecast.config import (
     ForecastModel,
     ForecastTraining,
     check_forecast_config,
-    starter_config,
 )
 from seqtool.tasks.forecast.export import ForecastGraph
 from seqtool.tasks.forecast.metrics import (
@@ -51,6 +50,7 @@ from seqtool.tasks.forecast.metrics import (
     z_scale,
 )
 from seqtool.tasks.forecast.network import ForecastNetwork, point_and_interval
+from seqtool.tasks.forecast.starter import starter_config
 
 HISTORY_TAIL = 200  # rows of target history kept in the checkpoint for plots
 
@@ -286,7 +286,10 @@ class ForecastTask(WindowedTask):
 
     def build_model(self) -> ForecastNetwork:
         columns, loss = len(self.artifacts_["columns"]), self.config.training.loss or "mse"
-        return ForecastNetwork(self.config.model, columns, self.n_targets, self.data.horizon, loss, self.outputs_per_step)
+        observed = self.data.series_column is not None  # the panel layout's last column (panel.py)
+        return ForecastNetwork(
+            self.config.model, columns, self.n_targets, self.data.horizon, loss, self.outputs_per_step, observed
+        )
 
     def sample_count(self) -> int:
         return len(self.train_origins)  # windows are shuffled; the split itself stays chronological

@@ -3,19 +3,13 @@ rules between them, and the starter config `seqtool init` writes for a time seri
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
-from seqtool.data import sniff
 from seqtool.errors import SeqtoolError
 from seqtool.schema import Config, ModelConfig, SplitData, TrainingConfig, Where, option
-from seqtool.tasks import Starter, Unsuitable
-from seqtool.tasks.forecast import series
 
 
 @dataclass
@@ -55,7 +49,11 @@ class ForecastData(SplitData):
         "learn on log returns or differences of the target (prices); forecasts, intervals and the level metrics "
         "are mapped back to levels",
     )
-    scaler: Literal["standard", "minmax", "none"] = option("standard", "per-column scaling, fitted on the training part only")
+    scaler: Literal["standard", "minmax", "step", "none"] = option(
+        "standard",
+        "per-column scaling (per series with series_column), fitted on the training rows only; step divides by the "
+        "mean absolute one-step change (MASE's unit), so an absolute-error loss weighs series as MASE does",
+    )
     missing: Literal["interpolate", "ffill", "drop", "error"] = option("interpolate", "what to do with empty or NA cells")
     seasonality: int | None = option(
         None, "seasonal period for seasonal-naive and MASE; inferred from the frequency if absent", ge=1
@@ -194,66 +192,3 @@ def _check_network(data: ForecastData, model: ForecastModel, where: Where) -> No
         )
     if model.revin_affine and model.window_norm != "revin":
         raise SeqtoolError(f"{where('model.revin_affine')} applies to model.window_norm: revin (got {model.window_norm})")
-
-
-def starter_config(path: Path, frame: pd.DataFrame) -> Starter:
-    """A series config: the numeric columns, with their dates, frequency and season when there are dates."""
-    dates = sniff.date_columns(frame)
-    numeric = [c for c in sniff.numeric_columns(frame) if c not in dates and not sniff.is_row_number(frame[c])]
-    if not numeric:
-        raise Unsuitable(f"{path}: no numeric column to forecast")
-    target = "Close" if "Close" in numeric else numeric[0]  # OHLCV files forecast the close
-    features = [c for c in numeric if c != target]
-    categorical = [
-        c for c in frame.columns if c not in dates + numeric and sniff.is_strings(frame[c]) and 2 <= frame[c].nunique() <= 20
-    ]
-    reasons = [f"numeric columns {numeric}: forecasting '{target}'" + (f" from {features}" if features else "")]
-    frequency, season = None, None
-    if dates:
-        parsed = series.parse_dates(frame, dates, str(path))
-        ordered = pd.DatetimeIndex(np.sort(parsed.to_numpy()))
-        frequency = series.infer_frequency(ordered.unique(), None, str(path))
-        season = series.seasonality_from_frequency(frequency)
-        reasons.append(f"dates in {dates}: frequency {frequency}, seasonality {season}")
-    else:
-        reasons.append("no date column: steps are numbered")
-    if categorical:
-        reasons.append(f"categorical columns {categorical}: one-hot encoded")
-    rows = len(frame)
-    horizon = max(1, min(season or 12, rows // 20))
-    context = max(2 * horizon, min(2 * (season or 12), rows // 10))
-    # A test tail after validation when it can hold a whole window (it chooses nothing): the
-    # smallest share, in steps of 5%, of at least 10% and at most 20%.
-    share = math.ceil(max(0.1, (context + horizon) / rows) * 20) / 20
-    test = share if share <= 0.2 else 0.0
-    reasons.append(f"a test tail of {test:.0%} for evaluate" if test else "too short a series for a test tail")
-    date_line = f"[{', '.join(dates)}]" if len(dates) > 1 else (dates[0] if dates else "null")
-    body = f"""# Starter config written by `seqtool init {path}`; edit freely. Reference: docs/config.md
-task: forecast
-seed: 1234
-data:
-  path: {path}
-  date_column: {date_line}
-  target: {target}
-  features: [{", ".join(features)}]
-  categorical: [{", ".join(categorical)}]
-  calendar_features: {"true" if dates else "false"}
-  context_length: {context}        # rows the model reads
-  horizon: {horizon}               # rows it forecasts at once
-  val_fraction: 0.2         # the chronological tail held out: it chooses the checkpoint
-{f"  test_fraction: {test:g}       # the last rows, after validation: they choose nothing{chr(10)}" if test else ""}  scaler: standard          # fitted on the training part only
-  missing: interpolate      # interpolate | ffill | drop | error
-  seasonality: {season or "null"}
-model:
-  type: lstm
-  hidden_size: 64
-  num_layers: 2
-  dropout: 0.1
-training:
-  loss: mse                 # gaussian_nll or quantile give prediction intervals
-  batch_size: 64
-  epochs: 30
-  lr: 2e-3
-  eval_every: 100
-"""
-    return Starter(1, body, reasons)

@@ -10,7 +10,9 @@ The options follow the recurrent forecasters that lead the long-horizon benchmar
 - `model.window_norm`: each window's target columns are normalised before the network and the
   forecast is mapped back after it. `last` subtracts the last observed value (the network
   forecasts the change from "now"); `revin` removes the window's mean and standard deviation
-  (Kim et al. 2022, RevIN), optionally with a learned affine (`model.revin_affine`).
+  (Kim et al. 2022, RevIN), optionally with a learned affine (`model.revin_affine`). With many
+  series (`observed`: the last column marks data rows) both read the observed rows only, and
+  padding stays 0 after normalising.
 - `model.segment_length` (Lin et al. 2023, SegRNN): the context is cut into segments of w rows,
   each embedded by one linear layer and a ReLU, and the cell runs over L/w segments, not L rows.
 - `model.decoder: parallel` (SegRNN's parallel multi-step forecasting): every output segment is
@@ -41,9 +43,19 @@ REVIN_EPS = 1e-5  # added to a window's variance: a constant window normalises t
 
 
 class ForecastNetwork(nn.Module):
-    def __init__(self, config: ForecastModel, columns: int, targets: int, horizon: int, loss: str, outputs_per_step: int):
+    def __init__(
+        self,
+        config: ForecastModel,
+        columns: int,
+        targets: int,
+        horizon: int,
+        loss: str,
+        outputs_per_step: int,
+        observed: bool = False,
+    ):
         super().__init__()
         self.config = config
+        self.observed = observed  # the last column says which rows are data (1) and which padding (0)
         self.independent = config.channels == "independent"
         self.targets, self.horizon, self.loss, self.outputs_per_step = targets, horizon, loss, outputs_per_step
         self.outputs_per_series = 1 if self.independent else targets  # target columns per sequence
@@ -118,13 +130,20 @@ class ForecastNetwork(nn.Module):
         if norm == "none":
             zeros = targets.new_zeros(targets.shape[0], k)
             return context, zeros, zeros + 1
+        weight = context[:, :, -1:] if self.observed else None  # padding rows weigh nothing
         if norm == "last":
             loc = targets[:, -1]
             scale = torch.ones_like(loc)
-        else:
+        elif weight is None:
             loc = targets.mean(dim=1)
             scale = (targets.var(dim=1, unbiased=False) + REVIN_EPS).sqrt()
+        else:
+            count = weight.sum(dim=1).clamp_min(1.0)
+            loc = (targets * weight).sum(dim=1) / count
+            scale = ((((targets - loc[:, None]) ** 2) * weight).sum(dim=1) / count + REVIN_EPS).sqrt()
         normalised = (targets - loc[:, None]) / scale[:, None]
+        if weight is not None:
+            normalised = normalised * weight  # padding reads 0: the window's level
         if self.config.revin_affine:
             normalised = normalised * self.revin_weight + self.revin_bias
             # (y - bias) / weight * scale + loc, folded into one affine map

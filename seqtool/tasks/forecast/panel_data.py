@@ -292,7 +292,13 @@ def per_series_scaler(values: np.ndarray, layout: Layout, kind: str, columns: in
     mean = total / count
     if kind == "none":
         return np.zeros((n, columns)), np.ones((n, columns))
-    if kind == "minmax":
+    if kind == "step":
+        steps = np.abs(np.diff(part, axis=0))
+        same = series_of_row[1:] == series_of_row[:-1]  # a change between two series is no step
+        moves = np.stack([np.bincount(series_of_row[1:][same], steps[same, j], minlength=n) for j in range(columns)], axis=1)
+        moved = np.maximum(np.bincount(series_of_row[1:][same], minlength=n), 1)[:, None]
+        shift, scale = mean, moves / moved
+    elif kind == "minmax":
         low, high = np.full((n, columns), np.inf), np.full((n, columns), -np.inf)
         np.minimum.at(low, series_of_row, part)
         np.maximum.at(high, series_of_row, part)

@@ -207,6 +207,8 @@ class Scaler:
             shift, scale = values.mean(axis=0), values.std(axis=0)
         elif kind == "minmax":
             shift, scale = values.min(axis=0), values.max(axis=0) - values.min(axis=0)
+        elif kind == "step":
+            shift, scale = values.mean(axis=0), np.abs(np.diff(values, axis=0)).mean(axis=0)
         else:
             shift, scale = np.zeros(columns), np.ones(columns)
         scale = np.where(scale > 1e-12, scale, 1.0)  # a constant column stays as it is
