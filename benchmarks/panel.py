@@ -150,7 +150,7 @@ def scale(folder: Path, console: Console) -> None:
         check=True,
     )
     config_path, _ = write_starter_config(path)
-    overrides = ["training.max_steps=3000", "training.eval_every=1000", "training.intervals=null"]
+    overrides = ["training.max_steps=3000", "training.eval_every=1000", "training.intervals=null", "data.windows_per_series=20"]
     config = load_config(config_path, overrides)
     samples: list[tuple[float, float]] = []
     done = threading.Event()

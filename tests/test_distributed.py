@@ -94,3 +94,22 @@ def test_every_collective_of_a_cuda_run_has_an_engine_for_its_tensors_device(mon
     missing = sorted({(name, device) for name, device in seen if device not in engines})
     assert not missing, f"group {group!r} has no engine for {missing}"
     assert engines == {"cpu": "gloo", "cuda": "nccl"}
+
+
+def test_two_processes_train_a_panel_as_one_does(tmp_path):
+    """Series are sharded like rows: each process takes its share of every global batch of windows."""
+    from test_panel import panel_config, panel_frame
+
+    data = tmp_path / "panel.csv"
+    panel_frame().to_csv(data, index=False)
+    config = panel_config(data) | {
+        "training": {"batch_size": 16, "epochs": None, "max_steps": 6, "eval_every": 3, "log_every": 1}
+    }
+    config["model"] |= {"dropout": 0.0}
+    path = tmp_path / "panel.yaml"
+    path.write_text(yaml.safe_dump(config))
+    train(load_config(path), tmp_path / "single")
+    torchrun("train", str(path), "--run-dir", "ddp", cwd=tmp_path)
+    assert_same_weights(tmp_path / "single" / "last.pt", tmp_path / "ddp" / "last.pt", atol=1e-5)
+    single, ddp = train_losses(tmp_path / "single"), train_losses(tmp_path / "ddp")
+    assert len(single) == len(ddp) and all(abs(a - b) <= 1e-5 * max(1.0, abs(a)) for a, b in zip(single, ddp, strict=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -250,10 +251,11 @@ def test_window_normalisation_reads_observed_rows_only():
     import torch
 
     from seqtool.tasks.forecast.config import ForecastModel
-    from seqtool.tasks.forecast.network import ForecastNetwork
+    from seqtool.tasks.forecast.network import ForecastNetwork, NetworkInputs
 
     torch.manual_seed(0)
-    network = ForecastNetwork(ForecastModel(hidden_size=8, num_layers=1, window_norm="revin"), 2, 1, 3, "mse", 1, observed=True)
+    model = ForecastModel(hidden_size=8, num_layers=1, window_norm="revin")
+    network = ForecastNetwork(model, 2, 1, 3, "mse", 1, NetworkInputs(observed=True))
     network.eval()
     short = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [5.0, 1.0], [7.0, 1.0], [6.0, 1.0]]])  # two rows of padding
     garbage = short.clone()
@@ -263,3 +265,98 @@ def test_window_normalisation_reads_observed_rows_only():
     with torch.no_grad():
         assert torch.allclose(network(short), network(garbage))
         assert torch.allclose(network(shifted), network(short) + 100.0, atol=1e-4)  # the level is the observed rows'
+
+
+def promo_frame(series: int, length: int, seed: int = 0) -> pd.DataFrame:
+    """Daily series whose value jumps by 10 on promotion days, planned in advance (and known)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for i in range(series):
+        promo = (rng.random(length) < 0.3).astype(int)
+        value = 50 + 10 * promo + rng.normal(0, 1, length)
+        dates = pd.date_range("2024-01-01", periods=length, freq="D").strftime("%Y-%m-%d")
+        parts.append(pd.DataFrame({"id": f"p{i}", "day": dates, "sales": value.round(3), "promo": promo, "store": f"S{i % 2}"}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def promo_config(path, **data) -> dict:
+    return {
+        "task": "forecast",
+        "seed": 1,
+        "data": {"path": str(path), "series_column": "id", "date_column": "day", "target": "sales"}
+        | {"context_length": 14, "horizon": 7, "val_rows": 14, "test_rows": 14, "seasonality": 7}
+        | data,
+        "model": {"type": "gru", "hidden_size": 32, "num_layers": 1, "dropout": 0.0},
+        "training": {"batch_size": 64, "epochs": 12, "lr": 0.01, "eval_every": 50, "loss": "mae"},
+    }
+
+
+def test_known_future_covariates_are_read_over_the_horizon(tmp_path, run_cli):
+    frame = promo_frame(6, 150)
+    path = tmp_path / "promo.csv"
+    frame.to_csv(path, index=False)
+    scores = {}
+    for name, future in (("with", ["promo"]), ("without", [])):
+        config = write(tmp_path, promo_config(path, future_features=future), f"{name}.yaml")
+        run_cli("train", config, "--run-dir", tmp_path / name).ok()
+        scores[name] = json.loads(run_cli("evaluate", tmp_path / name, "--json").ok().out)["mae"]
+    assert scores["with"] < 0.5 * scores["without"], scores  # the jump is only predictable from the plan
+
+    ahead = frame.groupby("id").tail(7).assign(sales=np.nan)  # the next 7 days: promotions planned, sales unknown
+    ahead["day"] = pd.to_datetime(ahead["day"]) + pd.Timedelta(days=7)
+    ahead["promo"] = [1, 0, 0, 0, 0, 0, 1] * 6
+    future_csv = tmp_path / "future.csv"
+    pd.concat([frame, ahead]).to_csv(future_csv, index=False)
+    forecast = pd.read_csv(io.StringIO(run_cli("predict", tmp_path / "with", "--data", future_csv).ok().out))
+    first = forecast[forecast["series"] == "p0"]["forecast"].to_numpy()
+    assert first[0] > first[1] + 5 and first[6] > first[5] + 5, first  # promotion days forecast higher
+    assert_clean_error(
+        run_cli("predict", tmp_path / "with", "--data", path), "series 'p0' has 0 rows", "data.future_features (promo)"
+    )
+    assert_clean_error(run_cli("predict", tmp_path / "with", "--data", tmp_path / "nope.csv"), "nope.csv")
+
+
+def test_a_single_series_reads_future_covariates_too(tmp_path, run_cli):
+    frame = promo_frame(1, 300).drop(columns=["id", "store"])
+    path = tmp_path / "one.csv"
+    frame.to_csv(path, index=False)
+    config = promo_config(path, future_features=["promo"])
+    del config["data"]["series_column"]
+    config["training"] |= {"epochs": 80}
+    run_cli("train", write(tmp_path, config), "--run-dir", tmp_path / "run").ok()
+    metrics = json.loads(run_cli("evaluate", tmp_path / "run", "--json").ok().out)
+    assert metrics["mae"] < 0.5 * metrics["naive_mae"], metrics
+    assert_clean_error(run_cli("predict", tmp_path / "run"), "data.future_features (promo)", "without --data there are none")
+    ahead = pd.DataFrame(
+        {"day": pd.date_range("2024-10-27", periods=7).strftime("%Y-%m-%d"), "sales": np.nan, "promo": [0, 1, 0, 0, 0, 0, 0]}
+    )
+    future_csv = tmp_path / "future.csv"
+    pd.concat([frame, ahead]).to_csv(future_csv, index=False)
+    forecast = pd.read_csv(io.StringIO(run_cli("predict", tmp_path / "run", "--data", future_csv).ok().out))
+    assert forecast["sales"][1] > forecast["sales"][0] + 4, forecast
+
+
+def test_static_columns_and_a_series_embedding_reach_the_network(tmp_path, run_cli):
+    frame = promo_frame(4, 80)
+    path = tmp_path / "static.csv"
+    frame.to_csv(path, index=False)
+    config = promo_config(path, static=["store"]) | {"model": {"hidden_size": 16, "num_layers": 1, "series_embedding": 3}}
+    config["training"] |= {"epochs": 1}
+    run_cli("train", write(tmp_path, config), "--run-dir", tmp_path / "run").ok()
+    from seqtool.engine import load_trained
+
+    task, model, _ = load_trained(tmp_path / "run")
+    assert task.artifacts_["columns"][-4:] == ["store=S0", "store=S1", "series_id", "observed"]
+    assert model.series_table.num_embeddings == 5  # four series and the unseen one
+    unseen = frame.assign(id=frame["id"].str.replace("p3", "new"))
+    other = tmp_path / "other.csv"
+    unseen.to_csv(other, index=False)
+    assert "new" in run_cli("predict", tmp_path / "run", "--data", other).ok().out
+    changing = frame.copy()
+    changing.loc[5, "store"] = "S9"
+    changing.to_csv(path, index=False)
+    assert_clean_error(
+        run_cli("train", write(tmp_path, config), "--run-dir", tmp_path / "run2"),
+        "'store' (data.static) changes within series 'p0'",
+        "row 7",
+    )

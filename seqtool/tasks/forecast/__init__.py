@@ -49,7 +49,7 @@ from seqtool.tasks.forecast.metrics import (
     seasonal_naive_forecast,
     z_scale,
 )
-from seqtool.tasks.forecast.network import ForecastNetwork, point_and_interval
+from seqtool.tasks.forecast.network import ForecastNetwork, NetworkInputs, point_and_interval
 from seqtool.tasks.forecast.starter import starter_config
 
 HISTORY_TAIL = 200  # rows of target history kept in the checkpoint for plots
@@ -68,6 +68,7 @@ class PreparedSeries:
     frequency: str | None
     source: str
     repairs: dict[str, int]  # what was filled or dropped, by name (`ForecastTask.data_report`)
+    future: np.ndarray | None = None  # data.future_features' values after the last row (predict)
 
 
 class ForecastTask(WindowedTask):
@@ -167,6 +168,17 @@ class ForecastTask(WindowedTask):
     def n_targets(self) -> int:
         return len(self.data.target)
 
+    @property
+    def future_columns(self) -> tuple[int, ...]:
+        """Input columns of `data.future_features` (after the targets and features)."""
+        first = self.n_targets + len(self.data.features)
+        return tuple(range(first, first + len(self.data.future_features)))
+
+    @property
+    def window_rows(self) -> int:
+        """Rows of a model input window: the context, and the horizon when future covariates are read."""
+        return self.data.context_length + (self.data.horizon if self.data.future_features else 0)
+
     def _prepare(self, path: str, whole: bool = False) -> PreparedSeries:
         """CSV -> cleaned values. Column layout and categories come from the checkpoint when
         there is one, so evaluation and prediction see exactly the training columns. Only the
@@ -177,7 +189,8 @@ class ForecastTask(WindowedTask):
         date_columns = data.date_column or []
         csvfile.check_columns(
             frame,
-            {"target": data.target, "features": data.features, "categorical": data.categorical, "date_column": date_columns},
+            {"target": data.target, "features": data.features, "future_features": data.future_features}
+            | {"categorical": data.categorical, "date_column": date_columns},
             source,
         )
         frequency, gaps = None, 0
@@ -190,7 +203,10 @@ class ForecastTask(WindowedTask):
         if data.max_rows is not None and not whole:
             frame = frame.iloc[: data.max_rows]
         positions = np.nan_to_num(frame["_row"].to_numpy(), nan=0).astype(np.int64)
-        numeric = series.numeric_columns(frame, data.target + data.features, source, positions)
+        numeric = series.numeric_columns(frame, data.target + data.features + data.future_features, source, positions)
+        future = None
+        if whole and data.future_features:  # a forecast beyond the data reads the covariates' future rows
+            numeric, future = series.split_future(numeric, data.target, data.future_features, source, positions)
         numeric, filled = series.fill_missing(numeric, data.missing, source)
         parts = [numeric]
         categories = dict(self.artifacts_["categories"]) if self.artifacts_ else {}
@@ -211,7 +227,7 @@ class ForecastTask(WindowedTask):
             rows = frame.loc[numeric.index, "_row"].to_numpy(np.float64)
             values, levels = series.to_changes(values, self.n_targets, data.target_transform, data.target, source, rows)
             index = index[1:]
-        return PreparedSeries(values, levels, list(table.columns), index, frequency, source, repairs)
+        return PreparedSeries(values, levels, list(table.columns), index, frequency, source, repairs, future)
 
     def data_report(self) -> dict[str, int]:
         """Timestamps missing from the file (rows inserted), and cells filled or rows dropped by
@@ -286,10 +302,13 @@ class ForecastTask(WindowedTask):
 
     def build_model(self) -> ForecastNetwork:
         columns, loss = len(self.artifacts_["columns"]), self.config.training.loss or "mse"
-        observed = self.data.series_column is not None  # the panel layout's last column (panel.py)
-        return ForecastNetwork(
-            self.config.model, columns, self.n_targets, self.data.horizon, loss, self.outputs_per_step, observed
-        )
+        inputs = NetworkInputs(self.data.series_column is not None, self.future_columns, self.series_count)
+        return ForecastNetwork(self.config.model, columns, self.n_targets, self.data.horizon, loss, self.outputs_per_step, inputs)
+
+    @property
+    def series_count(self) -> int:
+        """Series the network embeds (`model.series_embedding`); 0 for one series."""
+        return 0
 
     def sample_count(self) -> int:
         return len(self.train_origins)  # windows are shuffled; the split itself stays chronological
@@ -301,7 +320,7 @@ class ForecastTask(WindowedTask):
         """Scaled model inputs (batch, context, columns) and targets (batch, horizon, targets):
         copies of the batch's windows only, gathered through a strided view of `inputs`."""
         k, context, horizon = self.n_targets, self.data.context_length, self.data.horizon
-        x = np.ascontiguousarray(series.gather_windows(inputs, origins, -context, context))
+        x = np.ascontiguousarray(series.gather_windows(inputs, origins, -context, self.window_rows))
         y = np.ascontiguousarray(series.gather_windows(inputs[:, :k], origins, 0, horizon))
         return torch.from_numpy(x), torch.from_numpy(y)
 
@@ -359,7 +378,7 @@ class ForecastTask(WindowedTask):
         to_units = to_units or (lambda values, _: self.scaler.inverse(values, slice(0, k)))
         for start in range(0, len(origins), 1024):
             chunk = origins[start : start + 1024]
-            x = torch.from_numpy(np.ascontiguousarray(series.gather_windows(inputs, chunk, -context, context)))
+            x = torch.from_numpy(np.ascontiguousarray(series.gather_windows(inputs, chunk, -context, self.window_rows)))
             point, lower, upper = self._point_and_interval(self._outputs(model, to_device(x, device)).cpu())
             for name, values in (("point", point), ("lower", lower), ("upper", upper)):
                 if values is not None:
@@ -516,14 +535,13 @@ class ForecastTask(WindowedTask):
             last = self.artifacts_["last_index"]
             last_level = np.asarray(self.artifacts_["history_tail"]["values"][-1], dtype=np.float64)
         origin = np.array([len(inputs)], dtype=np.int64)
-        padded = np.concatenate(
-            [inputs, np.zeros((self.data.horizon, inputs.shape[1]), dtype=inputs.dtype)]
-        )  # room for the unknown future
+        ahead = self._future_rows(data_path, prepared.future if data_path else None, inputs.shape[1])
+        padded = np.concatenate([inputs, ahead])  # the future: its known covariates, zeros elsewhere
         predicted = self._forecast_levels(model, padded, origin, last_level[None], torch.device("cpu"))
         frequency = self.artifacts_["frequency"]
         if frequency:
             future = series.continue_dates(pd.Timestamp(last), frequency, horizon)
-            table = pd.DataFrame({self.artifacts_["date_name"]: future.strftime(_date_format(future))})
+            table = pd.DataFrame({self.artifacts_["date_name"]: future.strftime(date_format(future))})
         else:
             table = pd.DataFrame({"step": np.arange(1, horizon + 1)})
         for j, name in enumerate(self.data.target):
@@ -532,6 +550,28 @@ class ForecastTask(WindowedTask):
                 table[f"{name}_lower"] = predicted["lower"][0, :horizon, j]
                 table[f"{name}_upper"] = predicted["upper"][0, :horizon, j]
         return table
+
+    def _future_rows(self, data_path: str | None, future: np.ndarray | None, columns: int) -> np.ndarray:
+        """The horizon rows after the data's end as model inputs: `data.future_features` scaled
+        (their values must be given), zeros elsewhere (nothing else is read there)."""
+        rows = np.zeros((self.data.horizon, columns), dtype=np.float32)
+        if not self.data.future_features:
+            return rows
+        names = ", ".join(self.data.future_features)
+        given = 0 if future is None else len(future)
+        if given < self.data.horizon:
+            where = f"{data_path} has {given}" if data_path else "without --data there are none"
+            raise SeqtoolError(
+                f"this model reads data.future_features ({names}) over the horizon: it needs their values for the next "
+                f"{self.data.horizon} rows, as rows with an empty target after the last observed one; {where}"
+            )
+        rows[:, list(self.future_columns)] = self._scale_columns(future[: self.data.horizon], self.future_columns)
+        return rows
+
+    def _scale_columns(self, values: np.ndarray, columns: tuple[int, ...]) -> np.ndarray:
+        """Raw values of some input columns, scaled as the training inputs were."""
+        index = list(columns)
+        return (values - self.scaler.shift[index]) / self.scaler.scale[index]
 
     def history(self, data_path: str | None) -> pd.DataFrame | None:
         """Target history for a plot: from the CSV, or the training data's tail kept in the checkpoint
@@ -598,6 +638,8 @@ class ForecastTask(WindowedTask):
         graph = ForecastGraph(model, training.loss or "mse", training.quantiles)
         # The training data's last context window (it travels in the checkpoint), and noisy copies.
         last = torch.tensor(self.artifacts_["last_context"], dtype=torch.float32)[None]  # (1, context, columns)
+        if data.future_features:  # and the horizon rows the future covariates are read from
+            last = torch.cat([last, torch.zeros(1, data.horizon, last.shape[2])], dim=1)
 
         def batch(size: int) -> torch.Tensor:
             noise = 0.1 * torch.randn(size - 1, *last.shape[1:], generator=generator)
@@ -621,7 +663,10 @@ class ForecastTask(WindowedTask):
                 tensor_spec("upper", "float32", shape, f"upper bound of the {level}% interval, scaled units"),
             ]
         meaning = "the last context_length rows, scaled (see scaler)"
-        inputs = [tensor_spec("context", "float32", ["batch", "context_length", "columns"], meaning)]
+        if data.future_features:
+            meaning += "; then horizon rows holding data.future_features' known values (scaled), zeros elsewhere"
+        rows = "context_length + horizon" if data.future_features else "context_length"
+        inputs = [tensor_spec("context", "float32", ["batch", rows, "columns"], meaning)]
         axes = {"context": {0: "batch"}} | {spec["name"]: {0: "batch"} for spec in outputs}
         return Signature(graph, (example,), (check,), expected, inputs, outputs, axes)
 
@@ -653,7 +698,7 @@ class ForecastTask(WindowedTask):
         }
 
 
-def _date_format(index: pd.DatetimeIndex) -> str:
+def date_format(index: pd.DatetimeIndex) -> str:
     has_time = (index.hour != 0).any() or (index.minute != 0).any()
     return "%Y-%m-%d %H:%M:%S" if has_time else "%Y-%m-%d"
 

@@ -25,6 +25,11 @@ class ForecastData(SplitData):
     frequency: str | None = option(None, "pandas frequency (D, h, MS, ...); inferred from the dates if absent")
     target: list[str] = option([], "column(s) to forecast")
     features: list[str] = option([], "extra numeric input columns (past covariates)")
+    future_features: list[str] = option(
+        [],
+        "numeric columns known in advance (planned promotions, prices, holidays): read over the horizon too; "
+        "predict needs their next horizon rows (rows with an empty target at the end of --data)",
+    )
     categorical: list[str] = option([], "extra categorical input columns, one-hot encoded")
     calendar_features: bool = option(False, "add sin/cos of hour, weekday and month derived from the dates")
     context_length: int = option(24, "input window: time steps the model sees", ge=1)
@@ -117,6 +122,9 @@ class ForecastModel(ModelConfig):
         "observed value, revin the window's mean and standard deviation (Kim et al. 2022)",
     )
     revin_affine: bool = option(False, "window_norm: revin only: a learned per-target affine after normalising")
+    series_embedding: int | None = option(
+        None, "with data.series_column: a learned embedding of this size per series, fed to the head", ge=1
+    )
 
 
 @dataclass
@@ -160,7 +168,7 @@ def _check_panel_keys(data: ForecastData, where: Where) -> None:
             if getattr(data, key):
                 raise SeqtoolError(f"{where(f'data.{key}')} applies to many series in one file: set data.series_column")
         return
-    if data.series_column in data.target + data.features + data.categorical + data.static:
+    if data.series_column in data.target + data.features + data.future_features + data.categorical + data.static:
         raise SeqtoolError(f"{where('data.series_column')}: '{data.series_column}' is also an input column")
     if data.max_rows is not None:
         raise SeqtoolError(f"{where('data.max_rows')} applies to one series; with data.series_column every series is read")
@@ -182,7 +190,7 @@ def _check_network(data: ForecastData, model: ForecastModel, where: Where) -> No
             f"model.segment_length {w}; seqtool does not pad the context (padding would invent rows): use "
             f"data.context_length {fits}, or a segment length that divides it"
         )
-    covariates = [key for key in ("features", "categorical") if getattr(data, key)]
+    covariates = [key for key in ("features", "future_features", "categorical") if getattr(data, key)]
     covariates += ["calendar_features"] if data.calendar_features else []
     if model.channels == "independent" and covariates:
         keys = ", ".join(f"data.{key}" for key in covariates)
@@ -190,5 +198,10 @@ def _check_network(data: ForecastData, model: ForecastModel, where: Where) -> No
             f"{where('model.channels')}: independent reads each target column alone, so covariates ({keys}) "
             "would never reach the network; use model.channels: mixed, or move them to data.target"
         )
+    for key, wanted in (("data.future_features", data.future_features), ("model.series_embedding", model.series_embedding)):
+        if wanted and model.decoder != "head":
+            raise SeqtoolError(f"{where(key)} reaches the network through model.decoder: head (got {model.decoder})")
+    if model.series_embedding and not data.series_column:
+        raise SeqtoolError(f"{where('model.series_embedding')} embeds each of many series: set data.series_column")
     if model.revin_affine and model.window_norm != "revin":
         raise SeqtoolError(f"{where('model.revin_affine')} applies to model.window_norm: revin (got {model.window_norm})")

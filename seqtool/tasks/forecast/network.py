@@ -30,6 +30,7 @@ in the forecast models of earlier seqtool versions, so their checkpoints load un
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -37,6 +38,19 @@ from torch.nn import functional as F
 
 from seqtool.models import recurrent_layers, unrolled
 from seqtool.tasks.forecast.config import ForecastModel
+
+
+@dataclass(frozen=True)
+class NetworkInputs:
+    """What the input columns hold beside the values: `observed` (the last column marks data rows,
+    many series), `future_columns` (read over the horizon too: the window has horizon more rows)
+    and `series_count` (the column before `observed` holds each row's series id, embedded with
+    `model.series_embedding`; id 0 is a series unseen in training)."""
+
+    observed: bool = False
+    future_columns: tuple[int, ...] = ()
+    series_count: int = 0
+
 
 Z_80 = 1.2815515655446004  # standard normal quantile of 0.9: mean +- Z_80 sigma covers 80%
 REVIN_EPS = 1e-5  # added to a window's variance: a constant window normalises to zeros, not NaN
@@ -51,11 +65,17 @@ class ForecastNetwork(nn.Module):
         horizon: int,
         loss: str,
         outputs_per_step: int,
-        observed: bool = False,
+        inputs: NetworkInputs | None = None,
     ):
         super().__init__()
         self.config = config
-        self.observed = observed  # the last column says which rows are data (1) and which padding (0)
+        inputs = inputs or NetworkInputs()
+        self.observed = inputs.observed  # the last column says which rows are data (1) and which padding (0)
+        self.future_columns = list(inputs.future_columns)
+        self.series_column = columns - 2 if inputs.series_count else None  # just before the observed column
+        self.series_table = nn.Embedding(inputs.series_count + 1, config.series_embedding) if inputs.series_count else None
+        extra = horizon * len(self.future_columns) + (config.series_embedding if inputs.series_count else 0)
+        columns -= self.series_column is not None  # the series id is looked up, not read as a number
         self.independent = config.channels == "independent"
         self.targets, self.horizon, self.loss, self.outputs_per_step = targets, horizon, loss, outputs_per_step
         self.outputs_per_series = 1 if self.independent else targets  # target columns per sequence
@@ -74,7 +94,7 @@ class ForecastNetwork(nn.Module):
             self.channel_embedding = nn.Parameter(torch.randn(targets, channel_size)) if self.independent else None
             self.head = nn.Linear(size, self.segment * per_value)
         else:
-            self.head = nn.Linear(size, horizon * per_value)
+            self.head = nn.Linear(size + extra, horizon * per_value)
         if config.revin_affine:
             self.revin_weight = nn.Parameter(torch.ones(targets))
             self.revin_bias = nn.Parameter(torch.zeros(targets))
@@ -82,7 +102,16 @@ class ForecastNetwork(nn.Module):
         self.probe: list | None = None
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
-        """context (batch, context_length, columns), scaled -> (batch, horizon, targets, P), scaled."""
+        """context (batch, context_length, columns), scaled -> (batch, horizon, targets, P), scaled.
+        With future covariates the window is context_length + horizon rows: the last horizon rows
+        hold the covariates' known future values (the network reads only those columns there)."""
+        extras = []
+        if self.future_columns:
+            extras.append(context[:, -self.horizon :, self.future_columns].reshape(context.shape[0], -1))
+            context = context[:, : -self.horizon]
+        if self.series_column is not None:
+            extras.append(self.series_table(context[:, -1, self.series_column].round().long()))
+            context = torch.cat([context[:, :, : self.series_column], context[:, :, self.series_column + 1 :]], dim=2)
         batch, rows, k = context.shape[0], context.shape[1], self.targets
         normalised, loc, scale = self._normalise(context)
         series = normalised
@@ -95,18 +124,20 @@ class ForecastNetwork(nn.Module):
             _, state = self.recurrent(series)
         else:
             _, state = unrolled(self.recurrent, self.config, series, None, self.probe)
-        out = self._decode(state)  # (sequences, horizon, targets per sequence, P)
+        out = self._decode(state, torch.cat(extras, dim=1) if extras else None)  # (sequences, horizon, targets per sequence, P)
         if self.independent:
             out = out.reshape(batch, k, self.horizon, self.outputs_per_step).transpose(1, 2)
         return self._denormalise(out.float(), loc, scale)
 
-    def _decode(self, state) -> torch.Tensor:
-        """The encoder's final state -> raw outputs (sequences, horizon, targets per sequence, P)."""
+    def _decode(self, state, extras: torch.Tensor | None) -> torch.Tensor:
+        """The encoder's final state (with the future covariates and series embedding, `extras`)
+        -> raw outputs (sequences, horizon, targets per sequence, P)."""
         top = (state[0] if isinstance(state, tuple) else state)[-1]  # (sequences, hidden)
         sequences = top.shape[0]
         shape = (sequences, -1, self.outputs_per_series, self.outputs_per_step)
         if self.config.decoder != "parallel":
-            return self.head(self.dropout(top)).reshape(shape)
+            top = self.dropout(top)
+            return self.head(top if extras is None else torch.cat([top, extras.to(top.dtype)], dim=1)).reshape(shape)
         m = self.output_segments
         queries = self.position_embedding[None].expand(sequences, -1, -1)  # (sequences, m, position size)
         if self.channel_embedding is not None:

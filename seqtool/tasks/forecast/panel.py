@@ -32,7 +32,7 @@ from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.schema import Config
 from seqtool.tasks import ServeSpec
-from seqtool.tasks.forecast import ForecastTask, _date_format, conformal, series, statistical
+from seqtool.tasks.forecast import ForecastTask, conformal, date_format, series, statistical
 from seqtool.tasks.forecast.metrics import (
     history_scales,
     linear_per_series,
@@ -57,7 +57,7 @@ class Arranged:
     layout: Layout
     inputs: np.ndarray
     raw: np.ndarray
-    shift: np.ndarray
+    shift: np.ndarray  # (series, scaled columns): targets, features, future features
     scale: np.ndarray
     unit: np.ndarray
 
@@ -73,9 +73,9 @@ class PanelForecastTask(ForecastTask):
 
     # ---- data ----------------------------------------------------------------------------------
 
-    def _read(self, path: str | None) -> Panel:
+    def _read(self, path: str | None, future: bool = False) -> Panel:
         try:
-            return read_panel(path or self.data.path, self.data, self.artifacts_)
+            return read_panel(path or self.data.path, self.data, self.artifacts_, future)
         except SeqtoolError as exc:
             hint = "" if path else " (the run's data; pass --data FILE to use another file)"
             raise SeqtoolError(f"{exc}{hint}" if self.artifacts_ else str(exc)) from None
@@ -84,18 +84,21 @@ class PanelForecastTask(ForecastTask):
         """Scale every series by its own training rows and lay the series out for the network."""
         data, k = self.data, self.n_targets
         layout = Layout.build(panel.lengths, data.context_length, data)
-        scaled = k + len(data.features)
+        scaled = k + len(data.features) + len(data.future_features)
         shift, scale = per_series_scaler(panel.values, layout, data.scaler, scaled)
         owner = panel.series_of_rows()
         values = panel.values.copy()
         values[:, :scaled] = (values[:, :scaled] - shift[owner]) / scale[owner]
-        static = self._scaled_static(panel)[owner]
-        observed = np.ones((len(values), 1))
-        inputs = layout.place(np.concatenate([values, static, observed], axis=1).astype(np.float32))
+        columns = [values, self._scaled_static(panel)[owner]]
+        if self.series_count:  # each row's series id (0: a series the training file did not have)
+            known = {name: i + 1 for i, name in enumerate(self.artifacts_["series_names"])}
+            columns.append(np.array([known.get(name, 0) for name in panel.names], dtype=np.float64)[owner][:, None])
+        columns.append(np.ones((len(values), 1)))  # observed
+        inputs = layout.place(np.concatenate(columns, axis=1).astype(np.float32))
         raw = layout.place(panel.values[:, :k])
         steps, _ = history_scales(raw, layout.offsets + np.maximum(layout.train, 0), layout.offsets, 1)
         unit = np.where(np.isfinite(steps), steps, scale[:, :k])
-        return Arranged(panel, layout, inputs, raw, shift[:, :k], scale[:, :k], unit)
+        return Arranged(panel, layout, inputs, raw, shift, scale, unit)
 
     def _scaled_static(self, panel: Panel) -> np.ndarray:
         """Static columns standardised across the training file's series."""
@@ -109,10 +112,11 @@ class PanelForecastTask(ForecastTask):
         self.repairs = dict(panel.repairs)
         if not self.artifacts_:
             spread = panel.static.std(axis=0) if len(panel.static) else np.ones(panel.static.shape[1])
-            columns = panel.columns + panel.static_columns + ["observed"]
+            columns = panel.columns + panel.static_columns + (["series_id"] if self.config.model.series_embedding else [])
+            columns += ["observed"]
             self.artifacts_ = {
                 "columns": columns,
-                "categories": panel.categories,  # type: ignore[attr-defined]
+                "categories": panel.categories,
                 "frequency": panel.frequency,
                 "seasonality": data.seasonality
                 or (series.seasonality_from_frequency(panel.frequency) if panel.frequency else None),
@@ -120,6 +124,7 @@ class PanelForecastTask(ForecastTask):
                 "static_scale": np.where(spread > 1e-12, spread, 1.0).tolist(),
                 "date_name": (data.date_column[0] if len(data.date_column) == 1 else "date") if data.date_column else None,
                 "series_column": data.series_column,
+                "series_names": panel.names if self.config.model.series_embedding else [],
             }
         self.arranged = arranged = self._arrange(panel)
         self._refuse_hopeless(panel, arranged.layout)
@@ -149,6 +154,11 @@ class PanelForecastTask(ForecastTask):
     # ---- training --------------------------------------------------------------------------------
 
     @property
+    def series_count(self) -> int:
+        """Series of the training file, embedded with `model.series_embedding` (0 without one)."""
+        return len(self.artifacts_.get("series_names", [])) if self.config.model.series_embedding else 0
+
+    @property
     def windows_per_series(self) -> int:
         """The per-series cap on windows drawn each epoch (the rule in the module's docstring)."""
         counts = self.window_counts[self.window_counts > 0]
@@ -176,7 +186,8 @@ class PanelForecastTask(ForecastTask):
 
         def to_units(values: np.ndarray, origins: np.ndarray) -> np.ndarray:
             owner = layout.series_of(origins)
-            return values * arranged.scale[owner][:, None, :] + arranged.shift[owner][:, None, :]
+            k = values.shape[2]
+            return values * arranged.scale[owner, None, :k] + arranged.shift[owner, None, :k]
 
         return to_units
 
@@ -303,11 +314,11 @@ class PanelForecastTask(ForecastTask):
         horizon = horizon or self.data.horizon
         if horizon > self.data.horizon:
             raise SeqtoolError(f"--horizon {horizon} is beyond the model's horizon of {self.data.horizon} steps (data.horizon)")
-        arranged = self._arrange(self._read(data_path))
-        panel, layout = arranged.panel, arranged.layout
+        arranged = self._arrange(self._read(data_path, future=True))
+        panel = arranged.panel
         chosen = self._chosen(panel, names)
-        origins = layout.offsets[chosen] + layout.lengths[chosen]
-        predicted = self.forecast(model, arranged.inputs, origins, torch.device("cpu"), self._units(arranged))
+        inputs, origins, to_units = self._final_windows(arranged, chosen)
+        predicted = self.forecast(model, inputs, origins, torch.device("cpu"), to_units)
         predicted = self._conformal(predicted, arranged.unit[chosen][:, None, :])
         when = "date" if self.artifacts_["frequency"] and panel.dates is not None else "step"
         tables = []
@@ -321,8 +332,33 @@ class PanelForecastTask(ForecastTask):
             tables.append(pd.DataFrame(table))
         result = pd.concat(tables, ignore_index=True)
         if when == "date":
-            result["date"] = pd.DatetimeIndex(result["date"]).strftime(_date_format(pd.DatetimeIndex(result["date"])))
+            result["date"] = pd.DatetimeIndex(result["date"]).strftime(date_format(pd.DatetimeIndex(result["date"])))
         return result
+
+    def _final_windows(self, arranged: Arranged, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Each chosen series' last context rows, then the horizon rows after its end (its future
+        covariates, scaled by its own scaler; zeros elsewhere), one window after another; the
+        windows' origins, and the map of their outputs to each series' units."""
+        layout, context, horizon = arranged.layout, self.data.context_length, self.data.horizon
+        ends = layout.offsets[chosen] + layout.lengths[chosen]
+        window = context + horizon
+        inputs = np.zeros((len(chosen) * window, arranged.inputs.shape[1]), dtype=np.float32)
+        for n, end in enumerate(ends):
+            inputs[n * window : n * window + context] = arranged.inputs[end - context : end]
+        future = self.future_columns
+        if future:
+            values = arranged.panel.future[chosen]  # (series, horizon, features)
+            index = list(future)
+            scaled = (values - arranged.shift[chosen][:, None, index]) / arranged.scale[chosen][:, None, index]
+            for n in range(len(chosen)):
+                inputs[n * window + context : (n + 1) * window, index] = scaled[n]
+        origins = np.arange(len(chosen)) * window + context
+
+        def to_units(values: np.ndarray, at: np.ndarray) -> np.ndarray:
+            mine = chosen[at // window]
+            return values * arranged.scale[mine, None, : values.shape[2]] + arranged.shift[mine, None, : values.shape[2]]
+
+        return inputs, origins, to_units
 
     def predict(self, model: ForecastNetwork, options: dict[str, Any], out: TextIO) -> None:
         data = str(options["data"]) if options["data"] else None

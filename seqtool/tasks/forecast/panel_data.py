@@ -16,7 +16,7 @@ instead of its neighbour, and a strided view over the one array serves every win
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,8 @@ class Panel:
     repairs: dict[str, int]
     static: np.ndarray  # (series, static columns) float64
     static_columns: list[str]
+    categories: dict[str, list[str]] = field(default_factory=dict)  # of the categorical and static columns
+    future: np.ndarray | None = None  # (series, horizon, future features): values after each series' end
 
     @property
     def lengths(self) -> np.ndarray:
@@ -53,12 +55,15 @@ class Panel:
         return np.repeat(np.arange(len(self.names)), self.lengths)
 
 
-def read_panel(path: str, data: ForecastData, known: dict[str, Any] | None) -> Panel:
+def read_panel(path: str, data: ForecastData, known: dict[str, Any] | None, future: bool = False) -> Panel:
     """The long CSV at `path` as a Panel. `known` (from a checkpoint) fixes the frequency and the
-    categories, so another file is encoded exactly as the training file was."""
+    categories, so another file is encoded exactly as the training file was. With `future` (a
+    forecast beyond the data), each series' trailing rows with empty targets hold the known future
+    values of `data.future_features` (`Panel.future`)."""
     source = str(path)
     frame = csvfile.read_csv(path)
     columns = {"series_column": [data.series_column], "target": data.target, "features": data.features}
+    columns |= {"future_features": data.future_features}
     columns |= {"categorical": data.categorical, "static": data.static, "date_column": data.date_column or []}
     csvfile.check_columns(frame, columns, source)
     frame = frame.assign(_row=np.arange(len(frame)))
@@ -75,7 +80,13 @@ def read_panel(path: str, data: ForecastData, known: dict[str, Any] | None) -> P
         order = np.argsort(codes, kind="stable")  # file order within each series
     frame, codes = frame.iloc[order].reset_index(drop=True), codes[order]
     positions = frame["_row"].to_numpy()
-    numeric = series.numeric_columns(frame, data.target + data.features, source, positions)
+    numeric = series.numeric_columns(frame, data.target + data.features + data.future_features, source, positions)
+    ahead = None
+    if future and data.future_features:
+        kept, ahead = _split_future(numeric, codes, names, data, source, positions)
+        frame, numeric, codes = frame.iloc[kept].reset_index(drop=True), numeric.iloc[kept].reset_index(drop=True), codes[kept]
+        dates = None if dates is None else pd.Series(dates.to_numpy()[order][kept])
+        order = np.arange(len(kept))
     frequency, index = None, None
     if dates is not None:
         index = pd.DatetimeIndex(dates.to_numpy()[order])
@@ -94,12 +105,39 @@ def read_panel(path: str, data: ForecastData, known: dict[str, Any] | None) -> P
     table = pd.concat(parts, axis=1)
     starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(names)))]).astype(np.int64)
     static, static_columns = _static_columns(frame, codes, starts, data, categories, names, source)
-    panel = Panel(
+    return Panel(
         [str(n) for n in names], table.to_numpy(np.float64), starts, index, list(table.columns), frequency, source,
-        repairs, static, static_columns,
+        repairs, static, static_columns, categories, ahead,
     )  # fmt: skip
-    panel.categories = categories  # type: ignore[attr-defined]
-    return panel
+
+
+def _split_future(
+    numeric: pd.DataFrame, codes: np.ndarray, names: pd.Index, data: ForecastData, source: str, positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows to keep (up to each series' last observed target) and the next `data.horizon`
+    future rows' `data.future_features` values of every series (series, horizon, features). A
+    series with fewer future rows, or an empty future cell, is an error naming it."""
+    observed = ~numeric[data.target].isna().all(axis=1).to_numpy()
+    count = len(names)
+    last = np.full(count, -1)
+    np.maximum.at(last, codes, np.where(observed, np.arange(len(codes)), -1))
+    is_future = np.arange(len(codes)) > last[codes]
+    ahead = np.zeros((count, data.horizon, len(data.future_features)))
+    values = numeric[data.future_features].to_numpy(np.float64)
+    for i in range(count):
+        rows = np.flatnonzero(is_future & (codes == i))[: data.horizon]
+        if len(rows) < data.horizon or np.isnan(values[rows]).any():
+            what = (
+                f"has {len(rows)} rows"
+                if len(rows) < data.horizon
+                else f"has an empty cell (row {csv_row(int(positions[rows[np.isnan(values[rows]).any(axis=1)][0]]))})"
+            )
+            raise SeqtoolError(
+                f"{source}: series '{names[i]}' {what} after its last target value; a forecast needs the next "
+                f"{data.horizon} rows of data.future_features ({', '.join(data.future_features)}), with empty targets"
+            )
+        ahead[i] = values[rows]
+    return np.flatnonzero(~is_future), ahead
 
 
 def _refuse_repeated_dates(codes: np.ndarray, dates: pd.Series, names: pd.Index, source: str) -> None:

@@ -284,3 +284,22 @@ def to_levels(changes: np.ndarray, last: np.ndarray, kind: str) -> np.ndarray:
         with np.errstate(over="ignore"):
             return last[:, None, :] * np.exp(total)
     return last[:, None, :] + total
+
+
+def split_future(
+    numeric: pd.DataFrame, targets: list[str], future: list[str], source: str, positions: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """For a forecast beyond the data: the trailing rows whose targets are all empty hold the known
+    future values of `future` (`data.future_features`). Returns the rows before them and those
+    values (rows, len(future)); an empty future cell is an error naming its row and column."""
+    empty = numeric[targets].isna().all(axis=1).to_numpy()
+    observed = np.flatnonzero(~empty)
+    end = int(observed[-1]) + 1 if len(observed) else 0
+    tail = numeric.iloc[end:][future]
+    if tail.isna().any().any():
+        i, j = (int(k) for k in np.argwhere(tail.isna().to_numpy())[0])
+        raise SeqtoolError(
+            f"{source}: row {csv_row(int(positions[end + i]))}, column '{future[j]}': empty, but a future row (after the "
+            "last target value) must hold every data.future_features value"
+        )
+    return numeric.iloc[:end], tail.to_numpy(np.float64)
