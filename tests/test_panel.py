@@ -291,7 +291,8 @@ def promo_config(path, **data) -> dict:
     }
 
 
-def test_known_future_covariates_are_read_over_the_horizon(tmp_path, run_cli):
+def test_known_future_covariates_are_read_over_the_horizon(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setattr(statistical, "available", lambda: False)  # the seasonal ETS fits would take most of the time
     frame = promo_frame(6, 150)
     path = tmp_path / "promo.csv"
     frame.to_csv(path, index=False)
