@@ -27,7 +27,7 @@ from seqtool.models import SequenceModel
 from seqtool.schema import Config, Where
 from seqtool.signature import Signature, tensor_spec
 from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Unsuitable, WindowedTask, to_device
-from seqtool.tasks.classify import table
+from seqtool.tasks.classify import ngram, table
 from seqtool.tasks.classify.config import ClassifyData, ClassifyModel, ClassifyTraining, starter_config
 from seqtool.tasks.classify.export import ClassifierGraph
 from seqtool.tasks.classify.metrics import classification_metrics
@@ -42,17 +42,18 @@ class EncodedTexts:
     labels: np.ndarray | None  # (rows,) class indices, None for unlabelled text
     truncated: int  # texts cut to data.max_length
     source: str
+    texts: pd.Series | None = None  # the raw texts, for the n-gram baseline
 
 
 class ClassifyTask(WindowedTask):
     name = "classify"
-    description = "labels for texts from a CSV (sentiment and the like), beside the majority-class baseline"
+    description = "labels for texts from a CSV (sentiment and the like), beside the majority class and an n-gram linear model"
     data_schema = ClassifyData
     model_schema = ClassifyModel
     training_schema = ClassifyTraining
     reads = "it reads whole texts, padded per batch"
     main_metric = MainMetric("accuracy", "acc")
-    baselines = ("majority",)
+    baselines = ("majority", "ngram")
     predict_hint = "--data texts.csv --output labelled.csv"
     predict_options = (
         PredictOption("--data", Path, "CSV of texts to label", "text lines on stdin"),
@@ -68,6 +69,8 @@ class ClassifyTask(WindowedTask):
         self.vocabulary = Vocabulary.from_dict(artifacts["vocabulary"]) if artifacts else None
         self.labels: list[str] | None = list(artifacts["labels"]) if artifacts else None
         self.majority: int | None = artifacts["majority"] if artifacts else None
+        stored_ngram = (artifacts or {}).get("ngram")  # absent from runs of earlier versions
+        self.ngram: ngram.NgramModel | None = ngram.NgramModel.from_dict(stored_ngram) if stored_ngram else None
         self.train: EncodedTexts | None = None
         self.val: EncodedTexts | None = None
         self.order = np.empty(0, dtype=np.int64)
@@ -149,7 +152,8 @@ class ClassifyTask(WindowedTask):
         if (lengths == 0).any():
             i = int(np.flatnonzero(lengths == 0)[0])
             raise SeqtoolError(f"{source}: {_where(texts, i, source)}: the text {texts.iloc[i]!r} has no tokens")
-        return EncodedTexts(ids, lengths, None if labels is None else self._label_ids(labels, source), truncated, source)
+        label_ids = None if labels is None else self._label_ids(labels, source)
+        return EncodedTexts(ids, lengths, label_ids, truncated, source, texts)
 
     def _label_ids(self, labels: pd.Series, source: str) -> np.ndarray:
         names = _label_strings(labels)
@@ -199,6 +203,9 @@ class ClassifyTask(WindowedTask):
         counts = np.bincount(self.train.labels, minlength=len(self.labels))
         if self.majority is None:
             self.majority = int(counts.argmax())
+        if self.ngram is None:  # fitted once, alongside training; a resumed run keeps the first
+            words = (ngram.word_tokens(train[data.text_column]), ngram.word_tokens(val[data.text_column]))
+            self.ngram = ngram.fit(words[0], self.train.labels, words[1], self.val.labels, len(self.labels), self.config.seed)
         if self.config.training.class_weights == "balanced" and self.class_weights is None:
             weights = len(self.train.labels) / (len(self.labels) * np.maximum(counts, 1))
             self.class_weights = torch.tensor(weights, dtype=torch.float32)
@@ -212,6 +219,7 @@ class ClassifyTask(WindowedTask):
             "labels": self.labels,
             "majority": self.majority,
             "class_weights": weights,
+            "ngram": None if self.ngram is None else self.ngram.to_dict(),
         }
 
     # ---- model and training ------------------------------------------------------------------
@@ -289,6 +297,9 @@ class ClassifyTask(WindowedTask):
         metrics.update(classification_metrics(truth, predicted, self.labels))
         majority = np.full_like(truth, self.majority)
         metrics.update({f"majority_{k}": v for k, v in classification_metrics(truth, majority, self.labels).items()})
+        if self.ngram is not None:
+            guessed = self.ngram.predict(ngram.word_tokens(encoded.texts))
+            metrics.update({f"ngram_{k}": v for k, v in classification_metrics(truth, guessed, self.labels).items()})
         confusion = np.zeros((len(self.labels), len(self.labels)), dtype=np.int64)
         np.add.at(confusion, (truth, predicted), 1)
         for i, true_label in enumerate(self.labels):
