@@ -71,6 +71,7 @@ class ClassifyTask(WindowedTask):
         self.majority: int | None = artifacts["majority"] if artifacts else None
         stored_ngram = (artifacts or {}).get("ngram")  # absent from runs of earlier versions
         self.ngram: ngram.NgramModel | None = ngram.NgramModel.from_dict(stored_ngram) if stored_ngram else None
+        self._ngram_cache: dict[str, Any] = {}
         self.train: EncodedTexts | None = None
         self.val: EncodedTexts | None = None
         self.order = np.empty(0, dtype=np.int64)
@@ -283,6 +284,13 @@ class ClassifyTask(WindowedTask):
         source, frame = splits[split]
         return self.encode(frame[self.data.text_column], source, frame[self.data.label_column])
 
+    def _ngram_labels(self, encoded: EncodedTexts) -> np.ndarray:
+        """The n-gram baseline's labels for a set of texts, computed once per set (training's
+        validation passes score the same texts again and again)."""
+        if self._ngram_cache.get("texts") is not encoded:
+            self._ngram_cache = {"texts": encoded, "labels": self.ngram.predict(ngram.word_tokens(encoded.texts))}
+        return self._ngram_cache["labels"]
+
     def evaluate(self, model: SequenceModel, split: str, device: torch.device, data_path: str | None = None) -> dict[str, float]:
         encoded = self._eval_data(split, data_path)
         probabilities = self.probabilities(model, encoded, device)
@@ -298,7 +306,7 @@ class ClassifyTask(WindowedTask):
         majority = np.full_like(truth, self.majority)
         metrics.update({f"majority_{k}": v for k, v in classification_metrics(truth, majority, self.labels).items()})
         if self.ngram is not None:
-            guessed = self.ngram.predict(ngram.word_tokens(encoded.texts))
+            guessed = self._ngram_labels(encoded)
             metrics.update({f"ngram_{k}": v for k, v in classification_metrics(truth, guessed, self.labels).items()})
         confusion = np.zeros((len(self.labels), len(self.labels)), dtype=np.int64)
         np.add.at(confusion, (truth, predicted), 1)
