@@ -83,6 +83,7 @@ def test_a_global_model_beats_the_per_series_baselines_and_forecasts_every_serie
     out = tmp_path / "forecast.csv"
     run_cli("predict", run, "--output", out, "--plot", tmp_path / "forecast.png").ok()
     forecast = pd.read_csv(out)
+    assert (tmp_path / "forecast.png").read_bytes().startswith(PNG)
     assert list(forecast.columns) == ["series", "date", "forecast", "lower", "upper"]
     assert forecast.groupby("series").size().to_dict() == {f"s{i:02d}": 4 for i in range(12)}
     assert forecast["date"].unique().tolist() == ["2021-01-01", "2021-04-01", "2021-07-01", "2021-10-01"]
