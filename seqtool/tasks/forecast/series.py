@@ -110,8 +110,10 @@ def numeric_columns(frame: pd.DataFrame, columns: list[str], source: str, positi
     for column in columns:
         values = frame[column]
         numbers = pd.to_numeric(values, errors="coerce")
-        missing = values.isna() | values.astype(str).str.strip().str.lower().isin(_MISSING_MARKERS)
-        bad = numbers.isna() & ~missing
+        unparsed = numbers.isna() & values.notna()  # only these cells can be a marker or an error
+        bad = pd.Series(False, index=values.index)
+        if unparsed.any():
+            bad[unparsed] = ~values[unparsed].astype(str).str.strip().str.lower().isin(_MISSING_MARKERS)
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             row = csv_row(positions[i]) if positions is not None else csv_row(i)
