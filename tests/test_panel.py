@@ -363,3 +363,17 @@ def test_static_columns_and_a_series_embedding_reach_the_network(tmp_path, run_c
         "'store' (data.static) changes within series 'p0'",
         "row 7",
     )
+
+
+@pytest.mark.skipif(not statistical.available(), reason="statsforecast (seqtool[stats]) is not installed")
+def test_rolling_origins_give_the_peers_the_same_history_as_single_ones():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([np.zeros(3), 50 + np.cumsum(rng.normal(0, 1, 30)), np.zeros(3), 9 + np.cumsum(rng.normal(0, 1, 24))])
+    offsets = np.array([3, 36])
+    origins = np.array([25, 28, 54, 57])  # two windows of 3 per series, 3 rows apart, the last ending each series
+    owner = np.array([0, 0, 1, 1])
+    rolling = statistical.peer_forecasts(values, offsets, origins, owner, 3, 3, 1)
+    for n in range(4):
+        alone = statistical.peer_forecasts(values, offsets, origins[n : n + 1], owner[n : n + 1], 3, 3, 1)
+        for name in statistical.PEERS:
+            assert np.allclose(rolling[name][n], alone[name][0]), (name, n)

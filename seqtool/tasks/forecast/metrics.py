@@ -172,25 +172,25 @@ def seasonal_naive_in_series(values: np.ndarray, origins: np.ndarray, first_rows
 
 def linear_per_series(
     values: np.ndarray, offsets: np.ndarray, train: np.ndarray, origins: np.ndarray, owner: np.ndarray, context: int, horizon: int
-) -> tuple[np.ndarray, int]:
+) -> np.ndarray:
     """Each series' own least-squares map from its last p values to the horizon, fitted on its
     training windows: p is the context, shrunk until the series has at least 3p windows to fit
-    it on. A series too short for p = 1 takes the naive forecast; their count is returned.
+    it on. A series too short for p = 1 takes the naive forecast.
     `values` is the padded layout, `offsets` and `train` place each series' training rows in it,
-    and `owner` is the series of each origin."""
+    and `owner` is the series of each origin (origins come series after series)."""
     forecast = np.repeat(values[origins - 1][:, None, :], horizon, axis=1)
-    fallback = 0
-    for i in np.unique(owner):
+    present, first = np.unique(owner, return_index=True)  # origins come series after series
+    bounds = np.append(first, len(owner))
+    for n, i in enumerate(present):
         lags = min(context, (int(train[i]) - horizon) // 3)
         if lags < 1:
-            fallback += 1
             continue
         fit = np.arange(offsets[i] + lags, offsets[i] + train[i] - horizon + 1)
-        mine = origins[owner == i]
+        mine = slice(bounds[n], bounds[n + 1])
         for j in range(values.shape[1]):
             column = values[:, j : j + 1]
             x = _with_bias(series.gather_windows(column, fit, -lags, lags)[..., 0])
             y = series.gather_windows(column, fit, 0, horizon)[..., 0]
             weights = np.linalg.lstsq(x, y, rcond=None)[0]
-            forecast[owner == i, :, j] = _with_bias(series.gather_windows(column, mine, -lags, lags)[..., 0]) @ weights
-    return forecast, fallback
+            forecast[mine, :, j] = _with_bias(series.gather_windows(column, origins[mine], -lags, lags)[..., 0]) @ weights
+    return forecast

@@ -212,12 +212,12 @@ class PanelForecastTask(ForecastTask):
         baselines = {
             "naive": np.repeat(raw[origins - 1][:, None, :], data.horizon, axis=1),
             "seasonal_naive": seasonal_naive_in_series(raw, origins, layout.offsets[owner], data.horizon, m),
-            "linear": linear_per_series(raw, layout.offsets, layout.train, origins, owner, data.context_length, data.horizon)[0],
+            "linear": linear_per_series(raw, layout.offsets, layout.train, origins, owner, data.context_length, data.horizon),
         }
         peers_note = None
         if self.reporting and self.n_targets == 1:
             if statistical.available():
-                peers, _ = statistical.peer_forecasts(
+                peers = statistical.peer_forecasts(
                     raw[:, 0], layout.offsets, origins, owner, data.horizon, data.backtest_stride, m
                 )
                 baselines |= {name: forecast[..., None] for name, forecast in peers.items()}

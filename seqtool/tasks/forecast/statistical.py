@@ -9,7 +9,6 @@ the same origins the network is scored on.
 from __future__ import annotations
 
 import importlib.util
-import time
 
 import numpy as np
 import pandas as pd
@@ -24,33 +23,35 @@ def available() -> bool:
 
 def peer_forecasts(
     values: np.ndarray, offsets: np.ndarray, origins: np.ndarray, owner: np.ndarray, horizon: int, stride: int, m: int
-) -> tuple[dict[str, np.ndarray], float]:
+) -> dict[str, np.ndarray]:
     """AutoETS and AutoTheta forecasts (origins, horizon) of one target column `values` (the padded
-    layout), each origin's model fitted on its series' rows before the origin; and the seconds
-    that took. Origins are grouped by their count per series: every group is one statsforecast
+    layout; series i starts at `offsets[i]`), each origin's model fitted on its series' rows
+    before the origin. `origins` come series after series (`owner`), each series' in time order.
+    Series are grouped by their count of origins: every group is one statsforecast
     cross-validation, `stride` rows apart (one window each: a plain forecast)."""
     from statsforecast import StatsForecast
     from statsforecast.models import AutoETS, AutoTheta, Naive
 
-    started = time.perf_counter()
     out = {name: np.empty((len(origins), horizon)) for name in PEERS}
     windows = np.bincount(owner, minlength=len(offsets))
+    last = np.full(len(offsets), -1)
+    np.maximum.at(last, owner, origins)
     for count in np.unique(windows[windows > 0]):
         chosen = np.flatnonzero(windows == count)
-        last = {i: origins[owner == i].max() for i in chosen}
-        frame = pd.concat(
-            [pd.DataFrame({"unique_id": i, "ds": np.arange(last[i] + horizon - offsets[i]), "y": values[offsets[i] : last[i] + horizon]}) for i in chosen],
-            ignore_index=True,
-        )  # fmt: skip
+        # a forecast reads the rows before its origin; a cross-validation, the rows to its last window's end
+        lengths = last[chosen] + (horizon if count > 1 else 0) - offsets[chosen]
+        steps = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        frame = pd.DataFrame(
+            {"unique_id": np.repeat(chosen, lengths), "ds": steps, "y": values[np.repeat(offsets[chosen], lengths) + steps]}
+        )
         models = [AutoETS(season_length=m, alias="ets"), AutoTheta(season_length=m, alias="theta")]
         engine = StatsForecast(models=models, freq=1, n_jobs=1, fallback_model=Naive())
         if count == 1:
-            frame = frame[frame["ds"] < frame["unique_id"].map({i: last[i] - offsets[i] for i in chosen})]
             result = engine.forecast(df=frame, h=horizon)
         else:
             result = engine.cross_validation(df=frame, h=horizon, n_windows=int(count), step_size=stride)
         result = result.sort_values(["unique_id", *(["cutoff"] if count > 1 else []), "ds"])
-        rows = np.concatenate([np.flatnonzero(owner == i) for i in chosen])
+        rows = np.flatnonzero(np.isin(owner, chosen))
         for name in PEERS:
             out[name][rows] = result[name].to_numpy().reshape(len(rows), horizon)
-    return out, time.perf_counter() - started
+    return out
