@@ -520,9 +520,7 @@ class ForecastTask(WindowedTask):
     def predict_future(self, model: ForecastNetwork, data_path: str | None, horizon: int | None) -> pd.DataFrame:
         """Forecast the steps after the last row of `data_path` (or of the training data, whose
         last context window travels in the checkpoint)."""
-        horizon = horizon or self.data.horizon
-        if horizon > self.data.horizon:
-            raise SeqtoolError(f"--horizon {horizon} is beyond the model's horizon of {self.data.horizon} steps (data.horizon)")
+        horizon = self._horizon(horizon)
         if data_path:
             prepared = self._prepare(data_path, whole=True)
             if len(prepared.values) < self.data.context_length:
@@ -550,6 +548,12 @@ class ForecastTask(WindowedTask):
                 table[f"{name}_lower"] = predicted["lower"][0, :horizon, j]
                 table[f"{name}_upper"] = predicted["upper"][0, :horizon, j]
         return table
+
+    def _horizon(self, asked: int | None) -> int:
+        """The steps a forecast beyond the data covers: as asked (`--horizon`), at most the model's."""
+        if asked is not None and asked > self.data.horizon:
+            raise SeqtoolError(f"--horizon {asked} is beyond the model's horizon of {self.data.horizon} steps (data.horizon)")
+        return asked or self.data.horizon
 
     def _future_rows(self, data_path: str | None, future: np.ndarray | None, columns: int) -> np.ndarray:
         """The horizon rows after the data's end as model inputs: `data.future_features` scaled

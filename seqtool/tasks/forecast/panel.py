@@ -102,8 +102,6 @@ class PanelForecastTask(ForecastTask):
 
     def _scaled_static(self, panel: Panel) -> np.ndarray:
         """Static columns standardised across the training file's series."""
-        if "static_shift" not in (self.artifacts_ or {}):
-            return panel.static  # the training file: load_training_data fits the shift and scale first
         return (panel.static - np.asarray(self.artifacts_["static_shift"])) / np.asarray(self.artifacts_["static_scale"])
 
     def load_training_data(self) -> None:
@@ -111,7 +109,7 @@ class PanelForecastTask(ForecastTask):
         panel = self._read(None)
         self.repairs = dict(panel.repairs)
         if not self.artifacts_:
-            spread = panel.static.std(axis=0) if len(panel.static) else np.ones(panel.static.shape[1])
+            spread = panel.static.std(axis=0)
             columns = panel.columns + panel.static_columns + (["series_id"] if self.config.model.series_embedding else [])
             columns += ["observed"]
             self.artifacts_ = {
@@ -120,7 +118,7 @@ class PanelForecastTask(ForecastTask):
                 "frequency": panel.frequency,
                 "seasonality": data.seasonality
                 or (series.seasonality_from_frequency(panel.frequency) if panel.frequency else None),
-                "static_shift": panel.static.mean(axis=0).tolist() if len(panel.static) else [],
+                "static_shift": panel.static.mean(axis=0).tolist(),
                 "static_scale": np.where(spread > 1e-12, spread, 1.0).tolist(),
                 "date_name": (data.date_column[0] if len(data.date_column) == 1 else "date") if data.date_column else None,
                 "series_column": data.series_column,
@@ -180,13 +178,13 @@ class PanelForecastTask(ForecastTask):
 
     # ---- evaluation --------------------------------------------------------------------------
 
-    def _units(self, arranged: Arranged) -> Any:
-        """Scaled network outputs -> original units, by the series of each origin."""
-        layout = arranged.layout
+    def _units(self, arranged: Arranged, series_of: Any = None) -> Any:
+        """Scaled network outputs -> original units, by the series of each origin
+        (`series_of(origins)`; by default, where the origins sit in the layout)."""
+        series_of = series_of or arranged.layout.series_of
 
         def to_units(values: np.ndarray, origins: np.ndarray) -> np.ndarray:
-            owner = layout.series_of(origins)
-            k = values.shape[2]
+            owner, k = series_of(origins), values.shape[2]
             return values * arranged.scale[owner, None, :k] + arranged.shift[owner, None, :k]
 
         return to_units
@@ -311,9 +309,7 @@ class PanelForecastTask(ForecastTask):
     ) -> pd.DataFrame:
         """A long table of forecasts after every series' last row (or the named ones'): series,
         date (or step), forecast and interval columns, and target when there are several."""
-        horizon = horizon or self.data.horizon
-        if horizon > self.data.horizon:
-            raise SeqtoolError(f"--horizon {horizon} is beyond the model's horizon of {self.data.horizon} steps (data.horizon)")
+        horizon = self._horizon(horizon)
         arranged = self._arrange(self._read(data_path, future=True))
         panel = arranged.panel
         chosen = self._chosen(panel, names)
@@ -353,12 +349,7 @@ class PanelForecastTask(ForecastTask):
             for n in range(len(chosen)):
                 inputs[n * window + context : (n + 1) * window, index] = scaled[n]
         origins = np.arange(len(chosen)) * window + context
-
-        def to_units(values: np.ndarray, at: np.ndarray) -> np.ndarray:
-            mine = chosen[at // window]
-            return values * arranged.scale[mine, None, : values.shape[2]] + arranged.shift[mine, None, : values.shape[2]]
-
-        return inputs, origins, to_units
+        return inputs, origins, self._units(arranged, lambda at: chosen[at // window])
 
     def predict(self, model: ForecastNetwork, options: dict[str, Any], out: TextIO) -> None:
         data = str(options["data"]) if options["data"] else None
