@@ -205,8 +205,10 @@ class ClassifyTask(WindowedTask):
         if self.majority is None:
             self.majority = int(counts.argmax())
         if self.ngram is None:  # fitted once, alongside training; a resumed run keeps the first
-            words = (ngram.word_tokens(train[data.text_column]), ngram.word_tokens(val[data.text_column]))
-            self.ngram = ngram.fit(words[0], self.train.labels, words[1], self.val.labels, len(self.labels), self.config.seed)
+            same = (data.tokenizer, data.lowercase) == ("word", True)  # the network's tokens are the baseline's words
+            words = tokens if same else ngram.word_tokens(train[data.text_column])
+            val_words = ngram.word_tokens(val[data.text_column])
+            self.ngram = ngram.fit(words, self.train.labels, val_words, self.val.labels, len(self.labels), self.config.seed)
         if self.config.training.class_weights == "balanced" and self.class_weights is None:
             weights = len(self.train.labels) / (len(self.labels) * np.maximum(counts, 1))
             self.class_weights = torch.tensor(weights, dtype=torch.float32)

@@ -58,7 +58,10 @@ class NgramModel:
 
     def scores(self, tokens: pd.Series) -> np.ndarray:
         """Class scores (texts, classes); the prediction is their argmax."""
-        counts = self.counts(tokens)
+        return self.scores_of_counts(self.counts(tokens))
+
+    def scores_of_counts(self, counts: Any) -> np.ndarray:
+        """Class scores from n-gram counts over this model's vocabulary."""
         if self.kind == "nbsvm":
             binary = (counts > 0).astype(np.float64)
             return (
@@ -101,18 +104,20 @@ def fit(
     train: pd.Series, train_labels: np.ndarray, val: pd.Series, val_labels: np.ndarray, classes: int, seed: int
 ) -> NgramModel:
     """Both linear models at each regularisation strength, fitted on `train` (token lists); the
-    one with the best accuracy on `val` (ties: the simpler, stronger-regularised)."""
+    one with the best accuracy on `val` (ties: the smaller C). Every candidate shares one
+    vocabulary, so the validation texts are counted once."""
     from sklearn.feature_extraction.text import CountVectorizer
 
     vectorizer = CountVectorizer(analyzer=ngrams)
     counts = vectorizer.fit_transform(train)
     vocabulary = vectorizer.get_feature_names_out().tolist()
+    val_counts = vectorizer.transform(val)
     candidates = []
     for strength in REGULARISATION:
         candidates.append(_fit_nbsvm(counts, train_labels, classes, strength, seed, vocabulary))
         candidates.append(_fit_tfidf(counts, train_labels, strength, seed, vocabulary))
     for model in candidates:
-        model.validation_accuracy = float((model.predict(val) == val_labels).mean())
+        model.validation_accuracy = float((model.scores_of_counts(val_counts).argmax(axis=1) == val_labels).mean())
     return max(candidates, key=lambda m: (m.validation_accuracy, -m.regularisation))
 
 
