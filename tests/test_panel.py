@@ -282,15 +282,12 @@ def promo_frame(series: int, length: int, seed: int = 0) -> pd.DataFrame:
 
 
 def promo_config(path, **data) -> dict:
-    return {
-        "task": "forecast",
-        "seed": 1,
-        "data": {"path": str(path), "series_column": "id", "date_column": "day", "target": "sales"}
-        | {"context_length": 14, "horizon": 7, "val_rows": 14, "test_rows": 14, "seasonality": 7}
-        | data,
-        "model": {"type": "gru", "hidden_size": 32, "num_layers": 1, "dropout": 0.0},
-        "training": {"batch_size": 64, "epochs": 12, "lr": 0.01, "eval_every": 50, "loss": "mae"},
-    }
+    """`panel_config` for the daily promotion panel: two weeks of context, one ahead."""
+    layout = {"date_column": "day", "target": "sales", "context_length": 14, "horizon": 7, "val_rows": 14, "test_rows": 14}
+    config = panel_config(path, **layout, seasonality=7, **data)
+    config["seed"] = 1
+    config["training"] = {"batch_size": 64, "epochs": 12, "lr": 0.01, "eval_every": 50, "loss": "mae"}
+    return config
 
 
 def test_known_future_covariates_are_read_over_the_horizon(tmp_path, run_cli, monkeypatch):

@@ -111,11 +111,12 @@ def numeric_columns(frame: pd.DataFrame, columns: list[str], source: str, positi
         values = frame[column]
         numbers = pd.to_numeric(values, errors="coerce")
         unparsed = numbers.isna() & values.notna()  # only these cells can be a marker or an error
-        bad = pd.Series(False, index=values.index)
+        bad = np.zeros(len(values), dtype=bool)
         if unparsed.any():
-            bad[unparsed] = ~values[unparsed].astype(str).str.strip().str.lower().isin(_MISSING_MARKERS)
+            cells = values[unparsed].astype(str).str.strip().str.lower()
+            bad[unparsed.to_numpy()] = ~cells.isin(_MISSING_MARKERS).to_numpy()
         if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
+            i = int(np.flatnonzero(bad)[0])
             row = csv_row(positions[i]) if positions is not None else csv_row(i)
             raise SeqtoolError(f"{source}: row {row}, column '{column}': {values.iloc[i]!r} is not a number")
         numbers = numbers.astype("float64")
