@@ -153,7 +153,9 @@ def test_a_killed_trial_is_trained_on_from_its_checkpoint_by_the_rerun(job, run_
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     assert process.returncode != 0
-    time.sleep(1.5)  # past the grace period: the killed trial's heartbeat is stale
+    # Past the grace period: SQLite stores heartbeats to the whole second, so a one-second grace
+    # needs two seconds of real time before the killed trial's heartbeat is surely stale.
+    time.sleep(2.5)
     rerun = run_cli("tune", config, "--space", space, "--output", folder, *options).ok()
     assert "resumes trial 0" in rerun.out
     record = json.loads((folder / "trial-000" / "run.json").read_text())
