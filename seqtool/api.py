@@ -37,7 +37,7 @@ def train(
     *,
     resume: bool = False,
     force: bool = False,
-    init_from: str | Path | None = None,
+    init_from: str | Path | list[str | Path] | None = None,
     verbose: bool = False,
 ):
     """Train from a YAML config (plus dotted overrides); returns the engine's TrainResult

@@ -71,11 +71,11 @@ def train(
     ] = False,
     force: force_flag("an existing run in the run directory") = False,
     init_from: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             "--init-from",
-            help="Start a new run from a checkpoint's weights only (fresh optimiser and schedule)."
-            + shown_default("random weights"),
+            help="Start a new run from a checkpoint's weights only (fresh optimiser and schedule); a classifier also "
+            "from a language model run (twice for a bidirectional one: forward and backward)." + shown_default("random weights"),
         ),
     ] = None,
 ) -> None:
@@ -90,7 +90,7 @@ def train(
     console = Console(soft_wrap=True, quiet=launched_rank() != 0, file=report.PipeSafe(sys.stdout))
     run_dir = run_dir or Path("runs") / config.stem
     try:
-        result = engine.train(cfg, run_dir, resume=resume, force=force, init_from=init_from, console=console)
+        result = engine.train(cfg, run_dir, resume=resume, force=force, init_from=init_from or [], console=console)
     except TrainingInterrupted as exc:
         exc.resume_command = shlex.join(
             [*launcher_prefix(), "train", str(config), *(overrides or []), "--run-dir", str(run_dir), "--resume"]

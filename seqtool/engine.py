@@ -8,6 +8,7 @@ task-specific is behind the `Task` protocol in `seqtool.tasks`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,23 +33,25 @@ def train(
     *,
     resume: bool = False,
     force: bool = False,
-    init_from: str | Path | None = None,
+    init_from: str | Path | Sequence[str | Path] | None = None,
     console: Console | None = None,
     command: str | None = None,
     on_evaluation: EvaluationHook | None = None,
 ) -> TrainResult:
     """Train `config` into `run_dir`, holding the directory's lock. `resume` continues the run
     with its full state, `force` replaces it, `init_from` starts a new run from a checkpoint's
-    weights; `command` is recorded in run.json (default: this process's command line);
+    weights (or from parts of other kinds' runs, one or more, where the kind's `init_sources`
+    accept them); `command` is recorded in run.json (default: this process's command line);
     `on_evaluation(step, metrics)` may return a reason to stop (a search pruning a trial)."""
     run_dir = Path(run_dir)
+    sources = [] if init_from is None else [init_from] if isinstance(init_from, (str, Path)) else list(init_from)
     device = pick_device(config.training.device)
     cluster = Cluster.from_environment(device)
     try:
         # Under torchrun rank 0 alone locks, writes and draws progress.
         console = (console or Console()) if cluster.is_main else Console(quiet=True)
         with rundir.held(run_dir, cluster), callers_random_state_kept(), deterministic_algorithms(config.training.deterministic):
-            result = run_session(config, run_dir, resume, force, init_from, console, command, cluster, device, on_evaluation)
+            result = run_session(config, run_dir, resume, force, sources, console, command, cluster, device, on_evaluation)
         # No process tears the group down while another still uses it: a rank that left early
         # aborted now and then ("terminate called without an active exception") at exit.
         cluster.barrier()

@@ -25,7 +25,7 @@ RUN_RECORD = "run.json"
 
 TRAIN, VAL, GRAD_FLOW = "train", "val", "grad_flow"  # an event's split
 SKIPPED_BATCH, DIVERGED = "skipped_batch", "diverged"  # a training event's `event`, for a non-finite batch
-_FIXED = ("step", "epoch", "split", "loss", "lr", "elapsed_s", "event")
+_FIXED = ("step", "epoch", "split", "loss", "lr", "elapsed_s", "event", "phase")
 
 
 @dataclass
@@ -42,6 +42,9 @@ class Event:
     lr: float | None = None
     event: str | None = None  # SKIPPED_BATCH or DIVERGED: a training batch whose loss was not finite
     values: dict[str, Any] = field(default_factory=dict)
+    # A run trained before this one (`seqtool.tasks.Phase`, "pretrain-forward"), its steps its own;
+    # None for the run's own events, the only ones curves, `runs` and `compare` read.
+    phase: str | None = None
 
     def get(self, name: str) -> Any:
         """The loss or a value by name (a kind's main metric), None when absent."""
@@ -57,7 +60,8 @@ class Event:
         fixed = {"step": self.step, "epoch": self.epoch, "split": self.split, "loss": self.loss, "lr": self.lr}
         fixed = {k: v for k, v in fixed.items() if v is not None or (k == "loss" and self.split != GRAD_FLOW)}
         event = {"event": self.event} if self.event else {}
-        return {**fixed, "elapsed_s": self.elapsed_s, **self.values, **event}
+        phase = {"phase": self.phase} if self.phase else {}
+        return {**phase, **fixed, "elapsed_s": self.elapsed_s, **self.values, **event}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Event:
@@ -70,12 +74,14 @@ class Event:
             lr=data.get("lr"),
             event=data.get("event"),
             values={k: v for k, v in data.items() if k not in _FIXED},
+            phase=data.get("phase"),
         )
 
 
 def of_split(events: list[Event], split: str) -> list[Event]:
-    """The events of a split; for TRAIN, the logged averages only (not skipped batches)."""
-    return [e for e in events if e.split == split and not (split == TRAIN and e.event)]
+    """The run's own events of a split (none of an earlier phase's); for TRAIN, the logged
+    averages only (not skipped batches)."""
+    return [e for e in events if e.split == split and not e.phase and not (split == TRAIN and e.event)]
 
 
 def _clean(value: Any) -> Any:
@@ -127,8 +133,9 @@ class MetricsLog:
         return lines
 
     def truncate_after(self, step: int) -> None:
-        """Drop events logged after `step`: a resumed run logs them again from its checkpoint."""
-        kept = [e for e in self._lines() if e.get("step", 0) <= step]
+        """Drop events logged after `step`: a resumed run logs them again from its checkpoint
+        (an earlier phase's events stay: their steps are their own)."""
+        kept = [e for e in self._lines() if e.get("step", 0) <= step or e.get("phase")]
         atomic_write_text(self.path, "".join(json.dumps(e) + "\n" for e in kept))
         if self.csv_path is not None:
             atomic_write_text(self.csv_path, "step,epoch,split,metric,value\n" + "".join(_csv_rows(e) for e in kept))

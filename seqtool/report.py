@@ -244,9 +244,10 @@ def export_summary(result: Any, fmt: str) -> str:
 def tasks_table(kinds: list[dict[str, Any]]) -> Table:
     """`seqtool tasks`: every installed kind, where it comes from, and a plug-in's load error."""
     table = Table(title="Task kinds (task: NAME in a config)", box=box.SIMPLE_HEAD, title_justify="left")
-    for header in ("name", "description", "main metric", "from"):
+    for header in ("name", "description", "main metric", "--init-from runs of", "from"):
         table.add_column(header, overflow="fold")
     for kind in kinds:
         problem = f"[red]{kind['error']}[/]" if kind["error"] else kind["description"]
-        table.add_row(kind["name"], problem, kind["main_metric"] or "-", kind["origin"])
+        starts = ", ".join(kind["init_from"]) or "-"
+        table.add_row(kind["name"], problem, kind["main_metric"] or "-", starts, kind["origin"])
     return table

@@ -71,6 +71,10 @@ def plan(run_dir: Path, resume: bool, force: bool, say) -> Plan:
     if resume:
         if (run_dir / LAST).is_file():
             return Plan(load_checkpoint(run_dir / LAST), False)
+        phases = sorted(d.name for d in run_dir.iterdir() if (d / LAST).is_file()) if occupied else []
+        if phases:  # runs trained before this one (`seqtool.tasks.Phase`): they go on where they stopped
+            say(f"Resuming {run_dir} in its phases before fine-tuning ({', '.join(phases)})")
+            return Plan(None, False)
         if occupied:
             say(f"[yellow]Warning:[/] {run_dir} has no checkpoint yet (the run stopped before its first); starting from scratch")
         else:

@@ -136,8 +136,9 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.mps.set_rng_state(state["mps"])
 
 
-def make_optimizer(model: torch.nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
-    params = list(model.parameters())
+def make_optimizer(params: list[list[torch.nn.Parameter]], training: TrainingConfig) -> torch.optim.Optimizer:
+    """The optimiser over parameter groups (a kind's `parameter_groups`), all at `training.lr`."""
+    params = [{"params": group} for group in params]
     if training.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=training.lr, weight_decay=training.weight_decay)
     if training.optimizer == "adam":

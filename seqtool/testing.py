@@ -242,13 +242,13 @@ def check_sigkill_then_resume(kind: str, folder: Path) -> None:
         reference, duration = job.train("reference"), 30.0
     else:  # kills at random moments are timed by a whole run, process start included
         reference = job.run_dir("reference")
-        subprocess.run(_train_command(job, reference), check=True, capture_output=True)
+        assert SeqtoolProcess(_train_arguments(job, reference), folder / "reference.err").wait() == 0
         duration = time.perf_counter() - start
     rng = random.Random(f"{kind}-{trials}")
     killed = mid_run = 0
     for trial in range(trials):
         run = job.run_dir(f"trial{trial}")
-        process = subprocess.Popen(_train_command(job, run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = SeqtoolProcess(_train_arguments(job, run), folder / f"trial{trial}.err")
         if trial % 2:  # anywhere
             time.sleep(rng.uniform(0.3, 1.05) * duration)
         else:  # once training is under way, so that these land mid-run
@@ -263,16 +263,68 @@ def check_sigkill_then_resume(kind: str, folder: Path) -> None:
             if (run / name).exists():
                 load_checkpoint(run / name)
         mid_run += (run / "last.pt").exists() and not load_checkpoint(run / "last.pt")["train_state"]["finished"]
-        resumed = subprocess.run(_train_command(job, run, "--resume"), capture_output=True, text=True)
-        assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr[-2000:]
+        resumed = SeqtoolProcess(_train_arguments(job, run, "--resume"), folder / f"resumed{trial}.err")
+        code, stderr = resumed.wait(), resumed.stderr()
+        assert code == 0 and "Traceback" not in stderr, stderr[-2000:]
         assert_same_outcome(reference, run, f"kill trial {trial}")
         assert not list(run.glob("*.seqtool-tmp")), "temporary files of killed writes are left behind"
     assert killed >= 1 and mid_run >= 1, f"only {killed} kills, {mid_run} mid-run: raise SEQTOOL_KILL_TRIALS"
     print(f"{kind}: {trials} trials, {killed} killed, {mid_run} mid-run, all resumed bit-identical")
 
 
-def _train_command(job: Job, run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "seqtool", "train", str(job.config_path), "--run-dir", str(run_dir), *extra]
+def _train_arguments(job: Job, run_dir: Path, *extra: str) -> list[str]:
+    return ["train", str(job.config_path), "--run-dir", str(run_dir), *extra]
+
+
+class SeqtoolProcess:
+    """`seqtool ARGUMENTS` in a process of its own, stdout discarded and stderr in a file. Where
+    the platform has a fork server it is forked from one that imported seqtool and torch once,
+    so a check that starts many short runs pays for the imports once, not per run; elsewhere it
+    is a fresh interpreter (`python -m seqtool`). Either way it is a separate process that
+    `kill()` stops with SIGKILL, mid-write or not."""
+
+    def __init__(self, arguments: list[str], stderr_path: Path):
+        import multiprocessing
+
+        self.stderr_path = stderr_path
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["seqtool.cli", "torch._dynamo"])  # a no-op once the server runs
+            self.process: Any = context.Process(target=_seqtool_main, args=(arguments, str(stderr_path)))
+            self.process.start()
+        else:
+            with stderr_path.open("w") as stderr:
+                command = [sys.executable, "-m", "seqtool", *arguments]
+                self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+
+    def poll(self) -> int | None:
+        if isinstance(self.process, subprocess.Popen):
+            return self.process.poll()
+        return self.process.exitcode
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def wait(self) -> int:
+        if isinstance(self.process, subprocess.Popen):
+            return self.process.wait()
+        self.process.join()
+        return self.process.exitcode
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+def _seqtool_main(arguments: list[str], stderr_path: str) -> None:
+    """A forked process's life as `seqtool ARGUMENTS`: the entry point, stderr to a file."""
+    descriptor = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(descriptor, 2)
+    sys.stderr = open(2, "w", closefd=False)
+    sys.stdout = open(os.devnull, "w")
+    sys.argv = ["seqtool", *arguments]
+    from seqtool.cli import main
+
+    main()
 
 
 def check_checkpoint_round_trip(kind: str, folder: Path) -> None:

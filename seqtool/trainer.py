@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +26,22 @@ from rich.console import Console
 
 import seqtool
 from seqtool import rundir
-from seqtool.checkpoint import BEST, LAST, load_checkpoint, resolve_checkpoint, save_checkpoint
+from seqtool.checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, resolve_checkpoint, save_checkpoint
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError, TrainingInterrupted
-from seqtool.metrics import DIVERGED, GRAD_FLOW, SKIPPED_BATCH, TRAIN, VAL, Event, require_tensorboard, write_summary
+from seqtool.metrics import (
+    DIVERGED,
+    GRAD_FLOW,
+    METRICS_CSV,
+    METRICS_FILE,
+    SKIPPED_BATCH,
+    TRAIN,
+    VAL,
+    Event,
+    MetricsLog,
+    require_tensorboard,
+    write_summary,
+)
 from seqtool.models import count_parameters
 from seqtool.progress import Stopwatch, TrainingDisplay
 from seqtool.runtime import (
@@ -46,7 +59,7 @@ from seqtool.runtime import (
     total_steps,
 )
 from seqtool.schema import Config, TrainingConfig, model_label, parse_duration
-from seqtool.tasks import Task, make_task, task_class
+from seqtool.tasks import Phase, Task, make_task, task_class
 
 # Called after each evaluation with the step and the validation metrics; a reason returned
 # (such as a search pruning the trial) stops training there, as a budget would.
@@ -131,7 +144,7 @@ def run_session(
     run_dir: Path,
     resume: bool,
     force: bool,
-    init_from: str | Path | None,
+    init_from: list[str | Path],
     console: Console,
     command: str | None,
     cluster: Cluster,
@@ -147,9 +160,8 @@ def run_session(
     plan = rundir.plan(run_dir, resume, force, console.print)
     if plan.resumed is not None:
         rundir.check_resumable(config, plan.resumed, run_dir, cluster)
-    initial = load_checkpoint(resolve_checkpoint(init_from)) if init_from else None
-    if initial is not None and initial["config"]["task"] != config.task:
-        raise SeqtoolError(f"--init-from {init_from} is a {initial['config']['task']} checkpoint, not {config.task}")
+    sources = [(str(source), load_checkpoint(resolve_checkpoint(source))) for source in init_from]
+    initial = own_kind_source(config.task, sources)
     trainer = Trainer(config, run_dir, console, cluster, device)
     trainer.on_evaluation = on_evaluation
     trainer.setup(plan.resumed or initial)
@@ -163,9 +175,75 @@ def run_session(
             f"Resuming {run_dir} at step {trainer.state.step} (full state: weights, optimiser, schedule, data position, RNG)"
         )
     elif initial is not None:
-        trainer.load_weights(initial, init_from)
+        trainer.load_weights(initial, sources[0][0])
+    phases = [] if plan.resumed is not None or initial is not None else trainer.task.pretraining(run_dir)
+    if phases and sources:
+        raise SeqtoolError(f"--init-from and {phases[0].name} (training.pretrain) both start the model: give one of them")
+    if phases:
+        sources = run_phases(phases, run_dir, plan, console, command, cluster, device)
+        seed_everything(config.seed)  # the kind's own training draws as it would without the phases before it
+    if sources and initial is None:
+        for line in trainer.task.initialise_from(trainer.model, sources):
+            console.print(line, highlight=False)
     trainer.log = rundir.open_for_writing(run_dir, plan, config, trainer.device, command, cluster, trainer.state.step)
+    for phase in phases:
+        for event in MetricsLog(run_dir / phase.name).read():
+            trainer.log.write(dataclasses.replace(event, phase=phase.name))
     return trainer.fit()
+
+
+def run_phases(
+    phases: list[Phase],
+    run_dir: Path,
+    plan: rundir.Plan,
+    console: Console,
+    command: str | None,
+    cluster: Cluster,
+    device: torch.device,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Train the runs a kind trains before its own (`Task.pretraining`) in subfolders of the run
+    directory, each continued where it stopped, and return their best checkpoints. A `--force`d
+    run's old contents go first (its data has been read and checked by now)."""
+    if cluster.is_main:
+        if plan.clear:
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for phase in phases:
+            for name, text in phase.files.items():
+                atomic_write_text(run_dir / name, text)
+        for stale in (METRICS_FILE, METRICS_CSV):  # of the kind's own training, if it started: written again
+            (run_dir / stale).unlink(missing_ok=True)
+    plan.clear = False
+    cluster.barrier()
+    for number, phase in enumerate(phases, 1):
+        folder = run_dir / phase.name
+        resume = (folder / LAST).is_file()
+        console.print(f"[bold]Phase {number} of {len(phases) + 1}:[/] {phase.description} -> {folder}")
+        starts = [] if resume else [run_dir / earlier / BEST for earlier in phase.init_from]
+        with rundir.held(folder, cluster):
+            result = run_session(phase.config, folder, resume, False, starts, console, command, cluster, device)
+        if result.already_finished:
+            console.print(f"{folder} had finished; it is kept")
+    console.print(f"[bold]Phase {len(phases) + 1} of {len(phases) + 1}:[/] fine-tuning -> {run_dir}")
+    return [(str(run_dir / phase.name / BEST), load_checkpoint(run_dir / phase.name / BEST)) for phase in phases]
+
+
+def own_kind_source(kind: str, sources: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
+    """The checkpoint to start from when `--init-from` names a run of the same kind (all its
+    weights and artifacts); None when it names runs of other kinds, which the kind's
+    `init_sources` must accept (their parts are copied by `Task.initialise_from`)."""
+    if not sources:
+        return None
+    accepted = task_class(kind).init_sources
+    for source, payload in sources:
+        other = payload["config"]["task"]
+        if other != kind and other not in accepted:
+            starts = " or ".join(f"a {name} run ({what})" for name, what in {kind: "all its weights", **accepted}.items())
+            raise SeqtoolError(f"--init-from {source} is a {other} run; a {kind} run starts from {starts}")
+    same = [payload for _, payload in sources if payload["config"]["task"] == kind]
+    if same and len(sources) > 1:
+        raise SeqtoolError(f"--init-from: a {kind} run starts from one {kind} run, not {len(sources)} runs")
+    return same[0] if same else None
 
 
 class Trainer:
@@ -196,7 +274,7 @@ class Trainer:
             )
         if cluster.rank > 0:
             torch.manual_seed(config.seed + cluster.rank)  # but each rank its own dropout masks
-        self.optimizer = make_optimizer(self.model, training)
+        self.optimizer = make_optimizer(self.task.parameter_groups(self.model), training)
         self.steps_per_epoch = self.task.steps_per_epoch()
         self.steps = total_steps(training, self.steps_per_epoch)
 
@@ -227,8 +305,8 @@ class Trainer:
         """Schedule, forward, loss, backward, clip, finite check, optimiser step; returns the lr."""
         state, training, optimizer = self.state, self.training, self.optimizer
         lr = learning_rate(training, state.step, self.cluster.from_main([self.clock.elapsed()])[0], self.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for group, scale in zip(optimizer.param_groups, self.task.lr_scales(state.step), strict=True):
+            group["lr"] = lr * scale
         with compile_errors(training.compile):
             with autocast(self.device, training.precision):
                 loss = self.task.training_loss(self.trained, state.batch_in_epoch, self.device)

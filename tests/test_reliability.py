@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sys
+from typing import Any
 
 import pytest
 import torch
@@ -84,8 +85,10 @@ def test_a_lock_file_just_made_and_still_empty_is_not_taken_for_a_stale_one(tmp_
         assert not (tmp_path / "run").exists()
 
 
-def _train_in_child(argv: list[str], stderr_path: str) -> None:
-    """A forked `seqtool train`: the CLI's entry point with these arguments, stderr to a file."""
+def _train_in_child(argv: list[str], stderr_path: str, start: Any) -> None:
+    """A forked `seqtool train`: the CLI's entry point with these arguments, stderr to a file,
+    once every child is ready (`start`, a barrier): a child forked late would otherwise find
+    the other's run finished rather than running."""
     descriptor = os.open(stderr_path, os.O_WRONLY | os.O_CREAT)
     os.dup2(descriptor, 2)
     sys.stderr = open(2, "w", closefd=False)  # the child's whole life
@@ -93,6 +96,7 @@ def _train_in_child(argv: list[str], stderr_path: str) -> None:
     sys.argv = ["seqtool", *argv]
     from seqtool.cli import main
 
+    start.wait()
     main()
 
 
@@ -111,7 +115,8 @@ def test_two_writers_started_together_one_trains_and_the_other_names_it(tmp_path
         run = tmp_path / f"run{trial}"
         argv = ["train", str(config), "--run-dir", str(run)]
         errors = [tmp_path / f"err{trial}-{n}" for n in range(2)]
-        processes = [context.Process(target=_train_in_child, args=(argv, str(path))) for path in errors]
+        start = context.Barrier(2)
+        processes = [context.Process(target=_train_in_child, args=(argv, str(path), start)) for path in errors]
         for process in processes:
             process.start()
         for process in processes:

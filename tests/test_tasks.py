@@ -52,11 +52,13 @@ def test_tasks_command_lists_every_kind_with_its_origin(run_cli, monkeypatch):
     listing = run_cli("tasks")
     assert listing.code == 0, listing
     for name in BUILT_IN:
-        line = next(line for line in listing.out.splitlines() if f" {name} " in line)
+        line = next(line for line in listing.out.splitlines() if line.strip().startswith(f"{name} "))
         assert task_class(name).description[:40] in line and f"seqtool {seqtool.__version__}" in line
     rows = json.loads(run_cli("tasks", "--json").out)
     assert [row["name"] for row in rows] == names()
     assert {row["name"]: row["main_metric"] for row in rows}["forecast"] == "mase"
+    starts = {row["name"]: list(row["init_from"]) for row in rows}  # which runs `--init-from` takes
+    assert starts["classify"] == ["classify", "language_model"] and starts["forecast"] == ["forecast"]
 
 
 def test_an_unknown_kind_is_named_with_the_installed_ones(write_config, run_cli):

@@ -25,7 +25,7 @@ NEWLINE = "\n"
 # structure matters for poetry and plays, so "\n" is a token of its own.
 WORD_PATTERN = re.compile(r"\w+(?:'\w+)*|[^\w\s]|\n")
 # Detokenizing writes "word, word." rather than "word , word ." (and re-tokenizes to the same tokens).
-_CLOSING_PUNCTUATION = frozenset(",.;:!?)]}")
+CLOSING_PUNCTUATION = frozenset(",.;:!?)]}")
 _OPENING_BRACKETS = frozenset("([{")
 
 
@@ -62,7 +62,7 @@ def detokenize_pieces(tokens: Iterable[str], tokenizer: str, continues_line: boo
             yield NEWLINE
             glue_next = True
             continue
-        yield token if glue_next or token in _CLOSING_PUNCTUATION else " " + token
+        yield token if glue_next or token in CLOSING_PUNCTUATION else " " + token
         glue_next = token in _OPENING_BRACKETS
 
 

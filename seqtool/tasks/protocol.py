@@ -119,6 +119,25 @@ class BadInput:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """A run trained before the kind's own, in a subfolder of its run directory (a classifier's
+    language model, `training.pretrain`): an ordinary run of its config that `--resume` continues
+    where it stopped. Its events are copied into the run's metrics.jsonl marked with its name, and
+    its best checkpoint reaches the kind's model through `Task.initialise_from`."""
+
+    name: str
+    """The subfolder, and the `phase` of its events in metrics.jsonl ("pretrain-forward")."""
+    config: Config
+    """What it trains (a config of another kind, one of the kind's `init_sources`)."""
+    description: str
+    """For the line announcing it ("forward language model on 9,596 training texts")."""
+    init_from: tuple[str, ...] = ()
+    """Earlier phases whose best checkpoints start it (`--init-from` of its own kind)."""
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Files the phases read, by name in the run directory, written before the first phase runs."""
+
+
+@dataclass(frozen=True)
 class Example:
     """A small job of a kind, for the conformance checks (`seqtool.testing`): its data written
     into a folder, a config that trains in seconds on a budget of `training.max_steps`, the
@@ -197,6 +216,11 @@ class Task:
     not_read: ClassVar[dict[str, str]] = {}
     """Keys of the shared `model`/`training` sections the kind ignores, and why: giving one is an
     error, never a silent no-op (`unread_keys` when it depends on the data section)."""
+    init_sources: ClassVar[dict[str, str]] = {}
+    """Other kinds whose runs `seqtool train --init-from RUN` may start this kind from, each with
+    what is copied (`{"language_model": "the embedding and the recurrent layers"}`); `seqtool
+    tasks` lists them. A run of the kind's own always may (all its weights, vocabulary and
+    scalers). `initialise_from` does the copying."""
 
     config: Config
     """The run's validated config."""
@@ -327,6 +351,31 @@ class Task:
         """Move state restored by `load_state_dict` to the training device."""
 
     # ---- using a trained model -----------------------------------------------------------------
+
+    def parameter_groups(self, model: torch.nn.Module) -> list[list[torch.nn.Parameter]]:
+        """The model's parameters in groups that may learn at different rates (`lr_scales`), the
+        first the one whose rate training logs; by default one group of them all."""
+        return [list(model.parameters())]
+
+    def lr_scales(self, step: int) -> list[float]:
+        """Each group's share of the scheduled learning rate at `step`: 0 keeps a group frozen.
+        A resumed run must get the same scales at the same step (no state of their own)."""
+        return [1.0]
+
+    def pretraining(self, folder: Path) -> list[Phase]:
+        """Runs to train before this one, in order, in subfolders of `folder` (the run directory),
+        each named by its `Phase`; their best checkpoints then go to `initialise_from`. Called
+        after `load_training_data` when the kind's own training has not started yet (a fresh run,
+        or a resumed one interrupted in a phase). By default none."""
+        return []
+
+    def initialise_from(self, model: torch.nn.Module, sources: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        """`--init-from` runs of the kinds in `init_sources`, each as (where it is, its checkpoint
+        payload): copy what fits into `model`, which was built from this run's own data (its own
+        vocabulary), and return lines saying what was copied, mapped and left fresh. A mismatch
+        (cell, sizes, tokenizer, direction) raises SeqtoolError naming both sides; nothing has
+        been written yet. Called only for kinds that declare `init_sources`."""
+        raise NotImplementedError
 
     def predict(self, model: torch.nn.Module, options: dict[str, Any], out: TextIO) -> None:
         """`seqtool predict`: `options` maps each of `predict_options` by `PredictOption.name` to its

@@ -112,9 +112,11 @@ def describe_kinds() -> list[dict[str, Any]]:
     described = []
     for name, entry in entries().items():
         row = {"name": name, "origin": entry.origin, "target": entry.target, "description": "", "main_metric": None}
+        row["init_from"] = {}
         try:
             cls = task_class(name)
             row.update(description=cls.description, main_metric=cls.main_metric.name if cls.main_metric else None)
+            row["init_from"] = {name: "all its weights", **cls.init_sources}
             row["error"] = None
         except SeqtoolError as exc:
             row["error"] = str(exc)

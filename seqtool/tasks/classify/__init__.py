@@ -24,11 +24,23 @@ from seqtool.data.text import Vocabulary, vocabulary_metadata
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.models import SequenceModel
-from seqtool.schema import Config, Where
+from seqtool.schema import Config, Where, parse_duration
 from seqtool.signature import Signature, tensor_spec
-from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Unsuitable, WindowedTask, to_device
-from seqtool.tasks.classify import ngram, table
-from seqtool.tasks.classify.config import ClassifyData, ClassifyModel, ClassifyTraining, starter_config
+from seqtool.tasks import (
+    BadInput,
+    Example,
+    MainMetric,
+    Phase,
+    PredictOption,
+    ServeSpec,
+    Starter,
+    Unsuitable,
+    WindowedTask,
+    seeding,
+    to_device,
+)
+from seqtool.tasks.classify import ngram, pretraining, table
+from seqtool.tasks.classify.config import PRETRAIN_KEYS, ClassifyData, ClassifyModel, ClassifyTraining, starter_config
 from seqtool.tasks.classify.export import ClassifierGraph
 from seqtool.tasks.classify.metrics import classification_metrics
 
@@ -62,6 +74,7 @@ class ClassifyTask(WindowedTask):
     not_read: ClassVar[dict[str, str]] = {
         "training.log_grad_flow": "does not apply to task: classify (its packed batches have no per-step states to probe)"
     }
+    init_sources: ClassVar[dict[str, str]] = {"language_model": seeding.COPIED}
 
     def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
         super().__init__(config, artifacts, cluster)
@@ -81,6 +94,20 @@ class ClassifyTask(WindowedTask):
     @classmethod
     def check_config(cls, config: Config, where: Where) -> None:
         config.data.check(where)
+        if config.training.pretrain == "none":
+            defaults = ClassifyTraining()
+            for key in PRETRAIN_KEYS:
+                if getattr(config.training, key) != getattr(defaults, key):
+                    raise SeqtoolError(f"{where(f'training.{key}')} applies with training.pretrain: language_model only")
+            if config.data.unlabelled:
+                raise SeqtoolError(f"{where('data.unlabelled')} is read by training.pretrain: language_model only")
+        elif config.training.pretrain_max_time is not None:
+            try:
+                parse_duration(config.training.pretrain_max_time)
+            except ValueError as exc:
+                raise SeqtoolError(f"{where('training.pretrain_max_time')}: {exc}") from None
+        if config.training.pretrain_epochs is None and config.training.pretrain_max_time is None:
+            raise SeqtoolError(f"{where('training.pretrain_epochs')} or training.pretrain_max_time must bound pretraining")
 
     @classmethod
     def starter(cls, path: Path, frame: Any | None) -> Starter:
@@ -229,6 +256,49 @@ class ClassifyTask(WindowedTask):
 
     def build_model(self) -> SequenceModel:
         return SequenceModel(self.config.model, output_size=len(self.labels), vocab_size=len(self.vocabulary))
+
+    def pretraining(self, folder: Path) -> list[Phase]:
+        """training.pretrain: language_model (see `seqtool.tasks.classify.pretraining`)."""
+        if self.config.training.pretrain == "none":
+            return []
+        return pretraining.phases(self.config, self.train.texts, folder)
+
+    def parameter_groups(self, model: SequenceModel) -> list[list[torch.nn.Parameter]]:
+        """With per-layer rates or gradual unfreezing: the head, each recurrent layer from the top
+        (both directions together), then the embedding; else one group."""
+        training = self.config.training
+        if training.layer_lr_decay == 1.0 and training.unfreeze_every is None:
+            return super().parameter_groups(model)
+        layers = [
+            [p for name, p in model.recurrent.named_parameters() if name.split("_l")[-1].split("_")[0] == str(k)]
+            for k in reversed(range(self.config.model.num_layers))
+        ]
+        return [list(model.head.parameters()), *layers, list(model.embedding.parameters())]
+
+    def lr_scales(self, step: int) -> list[float]:
+        """Group d (0: the head) learns at 1 / layer_lr_decay**d of the rate, once unfrozen (at
+        step d x unfreeze_every)."""
+        training = self.config.training
+        if training.layer_lr_decay == 1.0 and training.unfreeze_every is None:
+            return [1.0]
+        depths = range(self.config.model.num_layers + 2)
+        every = training.unfreeze_every
+        return [0.0 if every and step < d * every else training.layer_lr_decay**-d for d in depths]
+
+    def initialise_from(self, model: SequenceModel, sources: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        """From language models (see `seqtool.tasks.seeding`)."""
+        vocabulary, data = self.vocabulary, self.config.data
+        reader = seeding.Reader(
+            "classifier",
+            self.config.model,
+            data.tokenizer,
+            "data.tokenizer",
+            vocabulary.tokens,
+            vocabulary.counts,
+            "embedding.weight",
+            "recurrent.",
+        )
+        return seeding.seed(model, reader, sources)
 
     def sample_count(self) -> int:
         return len(self.train.lengths)

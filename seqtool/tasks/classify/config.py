@@ -22,6 +22,11 @@ class ClassifyData(FileSplitData):
     lowercase: bool = option(True, "lower-case texts before tokenizing")
     max_length: int = option(256, "longer texts are truncated to this many tokens", ge=1)
     min_freq: int = option(2, "rarer tokens map to `<unk>`", ge=1)
+    unlabelled: str | None = option(
+        None,
+        "more texts for training.pretrain's language model only (never labelled, never scored): a text file of one "
+        "text per line, or a CSV/TSV with the text column",
+    )
 
 
 @dataclass
@@ -30,9 +35,35 @@ class ClassifyModel(TokenModelConfig):
     pooling: Literal["last", "mean", "max"] = option("last", "final state, or mean/max over time steps")
 
 
+PRETRAIN_KEYS = ("pretrain_epochs", "pretrain_max_time", "pretrain_lr", "pretrain_batch_size", "pretrain_seq_len")
+
+
 @dataclass
 class ClassifyTraining(TrainingConfig):
     class_weights: Literal["none", "balanced"] = option("none", "balanced weighs classes by inverse frequency")
+    pretrain: Literal["none", "language_model"] = option(
+        "none",
+        "language_model: first train a language model of the classifier's shape on the training texts (and "
+        "data.unlabelled; a backward one too for a bidirectional classifier), then fine-tune it as the classifier, "
+        "in one run directory",
+    )
+    pretrain_epochs: int | None = option(10, "passes over the pretraining texts, per language model", ge=1)
+    pretrain_max_time: str | None = option(None, 'wall-clock budget per language model, such as "3m"')
+    pretrain_lr: float = option(0.003, "the language model's peak learning rate", gt=0.0)
+    pretrain_batch_size: int = option(32, "the language model's parallel streams of text", ge=1)
+    pretrain_seq_len: int = option(64, "the language model's truncated-BPTT length", ge=1)
+    layer_lr_decay: float = option(
+        1.0,
+        "per-layer learning rates (ULMFiT's discriminative fine-tuning): each layer below the head, down to the "
+        "embedding, learns this many times slower than the one above it; 1: one rate for all",
+        ge=1.0,
+    )
+    unfreeze_every: int | None = option(
+        None,
+        "gradual unfreezing: at first only the head learns, and every this many steps the next layer down joins "
+        "(the top recurrent layer, ..., the embedding); null: all learn from the start",
+        ge=1,
+    )
 
 
 def starter_config(path: Path, frame: pd.DataFrame, text_columns: list[str]) -> Starter:

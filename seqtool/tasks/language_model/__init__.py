@@ -19,10 +19,12 @@ import numpy as np
 import torch
 
 from seqtool.data.text import (
+    CLOSING_PUNCTUATION,
     NEWLINE,
     Vocabulary,
     batchify,
     bptt_windows,
+    detokenize,
     detokenize_pieces,
     vocabulary_metadata,
 )
@@ -141,7 +143,13 @@ class LanguageModelTask(Task):
         self.vocabulary, splits = load_corpus(
             path, data.tokenizer, data.min_freq, val_fraction, test_fraction, self.vocabulary, self.cache_dir
         )
+        if self.backward:  # the same network, reading each part from its end
+            splits = {name: ids[::-1].copy() for name, ids in splits.items()}
         return splits
+
+    @property
+    def backward(self) -> bool:
+        return self.config.model.direction == "backward"
 
     def _split_ids(self) -> dict[str, tuple[str, np.ndarray]]:
         """split name -> (where it comes from, token ids) for the configured data."""
@@ -324,6 +332,8 @@ class LanguageModelTask(Task):
         every sample has read them)."""
         sampler = TokenSampler(num_samples, len(self.vocabulary), temperature, top_k, generator)
         steps = (step.tolist() for step in self._sample_ids(model, prompt, length, num_samples, sampler))
+        if self.backward:
+            return self._leading_texts(list(steps), prompt, num_samples)
         tokens, continues_line = self.vocabulary.tokens, _continues_line(prompt)
 
         def sample(index: int, steps: Iterator[list[int]]) -> Iterator[str]:
@@ -331,6 +341,20 @@ class LanguageModelTask(Task):
             return detokenize_pieces(pieces, self.vocabulary.tokenizer, continues_line)
 
         return [sample(index, copy) for index, copy in enumerate(itertools.tee(steps, num_samples))]
+
+    def _leading_texts(self, steps: list[list[int]], prompt: str, streams: int) -> list[Iterator[str]]:
+        """A backward model's samples: the text that leads up to the prompt. It is generated from
+        the prompt backwards, so it comes whole, as one piece (it cannot stream in reading order)."""
+        tokens, tokenizer = self.vocabulary.tokens, self.vocabulary.tokenizer
+        texts = []
+        for index in range(streams):
+            text = detokenize([tokens[ids[index]] for ids in reversed(steps)], tokenizer)
+            texts.append(iter([text + _space_before(prompt, text, tokenizer)]))
+        return texts
+
+    def whole_text(self, prompt: str, generated: str) -> str:
+        """The prompt and what was generated, in reading order: a backward model's text comes first."""
+        return generated + prompt if self.backward else prompt + generated
 
     def _sample_ids(
         self, model: SequenceModel, prompt: str, length: int, streams: int, sampler: TokenSampler
@@ -342,6 +366,8 @@ class LanguageModelTask(Task):
             if unknown:
                 raise SeqtoolError(f"--prompt has characters the model never saw in training: {''.join(unknown)!r}")
         prompt_ids = vocab.encode(prompt) if prompt else np.array([], dtype=np.int64)
+        if self.backward:
+            prompt_ids = prompt_ids[::-1].copy()
         if len(prompt_ids) == 0:
             start = NEWLINE if NEWLINE in vocab.tokens else vocab.tokens[1]
             prompt_ids = np.array([vocab.tokens.index(start)])
@@ -378,6 +404,10 @@ class LanguageModelTask(Task):
         )
         if num_samples == 1:
             (pieces,) = self.generate(model, prompt, *sampling)  # checks the prompt first
+            if self.backward:
+                out.write(self.whole_text(prompt, "".join(pieces)) + "\n")
+                out.flush()
+                return
             out.write(prompt)
             for piece in pieces:
                 out.write(piece)
@@ -387,7 +417,8 @@ class LanguageModelTask(Task):
             return
         for sample, pieces in enumerate(self.generate(model, prompt, *sampling, num_samples)):
             text = "".join(pieces)
-            out.write(f"{'' if sample == 0 else chr(10)}--- sample {sample + 1} of {num_samples} ---\n{prompt}{text}\n")
+            whole = self.whole_text(prompt, text)
+            out.write(f"{'' if sample == 0 else chr(10)}--- sample {sample + 1} of {num_samples} ---\n{whole}\n")
         out.flush()
 
     def predict_api(self, model: SequenceModel, data: Any, options: dict[str, Any]) -> str | list[str]:
@@ -402,8 +433,8 @@ class LanguageModelTask(Task):
         prompt, num_samples = options.get("prompt") or "", options.get("num_samples")
         sampling = (options.get("length") or 200, options.get("temperature", 1.0), options.get("top_k"), generator)
         if num_samples is not None:
-            return [prompt + "".join(pieces) for pieces in self.generate(model, prompt, *sampling, num_samples)]
-        return prompt + "".join(self.generate(model, prompt, *sampling)[0])
+            return [self.whole_text(prompt, "".join(pieces)) for pieces in self.generate(model, prompt, *sampling, num_samples)]
+        return self.whole_text(prompt, "".join(self.generate(model, prompt, *sampling)[0]))
 
     def serve_spec(self) -> ServeSpec:
         from seqtool.tasks.language_model.serve import spec
@@ -441,7 +472,11 @@ class LanguageModelTask(Task):
         return Signature(LanguageModelGraph(model), example, check, expected, inputs, outputs, axes)
 
     def export_metadata(self) -> dict[str, Any]:
-        return {"vocabulary": vocabulary_metadata(self.vocabulary, self.config.data.tokenizer, lowercase=False)}
+        """The vocabulary, and the reading direction: a backward model reads token ids last to first."""
+        return {
+            "vocabulary": vocabulary_metadata(self.vocabulary, self.config.data.tokenizer, lowercase=False),
+            "direction": self.config.model.direction,
+        }
 
 
 def _sampling_generator(seed: int | None) -> torch.Generator:
@@ -453,6 +488,13 @@ def _sampling_generator(seed: int | None) -> torch.Generator:
     else:
         generator.manual_seed(seed)
     return generator
+
+
+def _space_before(prompt: str, text: str, tokenizer: str) -> str:
+    """The space between a backward model's words and the prompt they lead up to."""
+    if tokenizer == "char" or not text or not prompt or text.endswith(NEWLINE) or prompt[0].isspace():
+        return ""
+    return "" if prompt[0] in CLOSING_PUNCTUATION else " "
 
 
 def _continues_line(prompt: str) -> bool:

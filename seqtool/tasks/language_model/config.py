@@ -30,6 +30,11 @@ class LanguageModelModel(TokenModelConfig):
     output: Literal["full", "adaptive"] = option(
         "full", "full softmax, or adaptive softmax (faster for vocabularies of 10k+ words)"
     )
+    direction: Literal["forward", "backward"] = option(
+        "forward",
+        "forward predicts each token from those before it; backward reads the text from its end and predicts each "
+        "token from those after it (it seeds the reverse half of a bidirectional classifier)",
+    )
 
 
 @dataclass

@@ -22,7 +22,7 @@ class GenerateRequest(BaseModel):
 
 
 class GenerateResponse(BaseModel):
-    text: str = Field(description="the prompt and its continuation")
+    text: str = Field(description="the prompt and its continuation (a backward model's: what leads up to the prompt)")
 
 
 def _pieces(task: Any, model: torch.nn.Module, request: GenerateRequest) -> Iterator[str]:
@@ -32,7 +32,9 @@ def _pieces(task: Any, model: torch.nn.Module, request: GenerateRequest) -> Iter
 
 def spec(task: Any) -> ServeSpec:
     def predict(model: torch.nn.Module, requests: list[GenerateRequest]) -> list[GenerateResponse]:
-        return [GenerateResponse(text=request.prompt + "".join(_pieces(task, model, request))) for request in requests]
+        return [
+            GenerateResponse(text=task.whole_text(request.prompt, "".join(_pieces(task, model, request)))) for request in requests
+        ]
 
     return ServeSpec(
         GenerateRequest,

@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,18 @@ from seqtool.data import csvfile, sniff, splits
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
 from seqtool.schema import Config, Where
-from seqtool.tasks import BadInput, Example, MainMetric, PredictOption, ServeSpec, Starter, Unsuitable, WindowedTask, to_device
+from seqtool.tasks import (
+    BadInput,
+    Example,
+    MainMetric,
+    PredictOption,
+    ServeSpec,
+    Starter,
+    Unsuitable,
+    WindowedTask,
+    seeding,
+    to_device,
+)
 from seqtool.tasks.seq2seq.config import PAIR_NAMES, Seq2SeqData, Seq2SeqModel, Seq2SeqTraining, starter_config
 from seqtool.tasks.seq2seq.metrics import sequence_metrics
 from seqtool.tasks.seq2seq.network import BOS, EOS, PAD, UNK, Seq2SeqNetwork
@@ -57,6 +68,7 @@ class Seq2SeqTask(WindowedTask):
     description = "sequence to sequence with attention: translation, grapheme-to-phoneme, question answering"
     data_schema = Seq2SeqData
     requires = (("sacrebleu", "seq2seq"),)
+    init_sources: ClassVar[dict[str, str]] = {"language_model": f"the encoder: {seeding.COPIED}, on the source side"}
     model_schema = Seq2SeqModel
     training_schema = Seq2SeqTraining
     reads = "it reads pairs of sequences, a source and a target"
@@ -188,6 +200,21 @@ class Seq2SeqTask(WindowedTask):
         return {"vocabulary": self.vocab, "majority_target": self.majority}
 
     # ---- training ------------------------------------------------------------------------------------
+
+    def initialise_from(self, model: Seq2SeqNetwork, sources: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        """The encoder from language models of the source language (see `seqtool.tasks.seeding`)."""
+        data = self.data
+        reader = seeding.Reader(
+            "encoder",
+            self.config.model,
+            data.source_tokenizer,
+            "data.source_tokenizer",
+            self.vocab["source"],
+            None,
+            "source_embedding.weight",
+            "encoder.",
+        )
+        return seeding.seed(model, reader, sources)
 
     def build_model(self) -> Seq2SeqNetwork:
         sizes = len(self.vocab["source"]), len(self.vocab["target"])
