@@ -40,12 +40,13 @@ from seqtool.configure import load_config
 from seqtool.metrics import SUMMARY_JSON
 from seqtool.tasks.classify import pretraining, table
 
+# name -> (pretrained?, fine-tuning overrides)
 ABLATIONS = {
-    "none": [],
-    "lm": ["training.pretrain=language_model"],
-    "lm+layers": ["training.pretrain=language_model", "training.layer_lr_decay=2.6"],
-    "lm+unfreeze": ["training.pretrain=language_model", "training.unfreeze_every=100"],
-    "lm+both": ["training.pretrain=language_model", "training.layer_lr_decay=2.6", "training.unfreeze_every=100"],
+    "none": (False, []),
+    "lm": (True, []),
+    "lm+layers": (True, ["training.layer_lr_decay=2.6"]),
+    "lm+unfreeze": (True, ["training.unfreeze_every=100"]),
+    "lm+both": (True, ["training.layer_lr_decay=2.6", "training.unfreeze_every=100"]),
 }
 
 
@@ -66,8 +67,6 @@ def run_fold(config_path: str, overrides: list[str], frame: pd.DataFrame, test: 
     rest = frame.drop(frame.index[test])
     rest.to_csv(folder / "train.csv", index=False)
     frame.iloc[test].to_csv(folder / "test.csv", index=False)
-    if lm_runs:  # the fold's language models are trained already: start from them
-        overrides = [o for o in overrides if o != "training.pretrain=language_model"]
     config = load_config(config_path, [*overrides, f"data.path={folder / 'train.csv'}", "data.test_fraction=0"])
     start = time.perf_counter()
     engine.train(config, folder / "run", init_from=lm_runs or None, console=Console(file=io.StringIO()))
@@ -102,6 +101,7 @@ def main() -> None:
     parser.add_argument("--ablations", default="none,lm")
     parser.add_argument("--set", nargs="*", default=[], help="overrides applied to every ablation")
     parser.add_argument("--seed", type=int, default=0, help="the folds' shuffle")
+    parser.add_argument("--pretrain", nargs="*", default=["training.pretrain_max_time=1m"], help="pretraining overrides")
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
     config = load_config(args.config, args.set)
@@ -116,10 +116,10 @@ def main() -> None:
             lm_runs: list[Path] = []
             for name in names:
                 folder = Path(tmp) / f"fold{k}" / name
-                uses_lm = "training.pretrain=language_model" in ABLATIONS[name]
-                accuracy, ngram, seconds = run_fold(
-                    args.config, [*ABLATIONS[name], *args.set], frame, parts[k], folder, lm_runs if uses_lm else []
-                )
+                uses_lm, tricks = ABLATIONS[name]
+                pretrain = ["training.pretrain=language_model", *args.pretrain] if uses_lm and not lm_runs else []
+                overrides = [*pretrain, *tricks, *args.set]
+                accuracy, ngram, seconds = run_fold(args.config, overrides, frame, parts[k], folder, lm_runs if uses_lm else [])
                 if uses_lm and lm_runs:  # it reused the language models: count their training too
                     seconds += sum(json.loads((run / SUMMARY_JSON).read_text())["wall_time_s"] for run in lm_runs)
                 elif uses_lm:  # later ablations start from this one's language models
@@ -146,7 +146,8 @@ def main() -> None:
     extra = f" --set {' '.join(args.set)}" if args.set else ""
     only = f" --only {args.only}" if args.only else ""
     print(
-        f"reproduce: .venv/bin/python benchmarks/classify_quality.py --config {args.config} --folds {args.folds}{only} --ablations {args.ablations}{extra}"
+        f"reproduce: .venv/bin/python benchmarks/classify_quality.py --config {args.config} --folds {args.folds}{only} "
+        f"--ablations {args.ablations} --pretrain {' '.join(args.pretrain)}{extra}"
     )
 
 

@@ -151,7 +151,8 @@ def run_session(
     device: torch.device,
     on_evaluation: EvaluationHook | None = None,
 ) -> TrainResult:
-    """Check everything that can be checked, set up, then train (the caller holds the lock)."""
+    """Check everything that can be checked, set up, train the runs the kind trains first (its
+    `Task.pretraining` phases, on a fresh start), then train (the caller holds the lock)."""
     require_extras(task_class(config.task))  # before any work: not at the first evaluation, 100 steps in
     if "tensorboard" in config.training.log:
         require_tensorboard()
@@ -181,7 +182,7 @@ def run_session(
         raise SeqtoolError(f"--init-from and {phases[0].name} (training.pretrain) both start the model: give one of them")
     if phases:
         sources = run_phases(phases, run_dir, plan, console, command, cluster, device)
-        seed_everything(config.seed)  # the kind's own training draws as it would without the phases before it
+        seed_everything(config.seed)  # the same draws whether the phases ran in this process or an earlier one
     if sources and initial is None:
         for line in trainer.task.initialise_from(trainer.model, sources):
             console.print(line, highlight=False)

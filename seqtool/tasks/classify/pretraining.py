@@ -92,17 +92,23 @@ def _corpus(texts: pd.Series, config: Config) -> str:
 
 def read_unlabelled(path: str, text_column: str) -> pd.Series:
     """`data.unlabelled`: a CSV or TSV with the text column, or a text file of one text per line.
-    A missing, empty or binary file is one error naming it."""
+    A missing, empty or binary file is one error naming the key and the file."""
+    try:
+        texts = _unlabelled_texts(path, text_column)
+    except SeqtoolError as exc:
+        raise SeqtoolError(f"data.unlabelled: {exc}") from None
+    texts = texts[texts.str.strip() != ""]
+    if texts.empty:
+        raise SeqtoolError(f"data.unlabelled: {path} holds no text")
+    return texts
+
+
+def _unlabelled_texts(path: str, text_column: str) -> pd.Series:
     if Path(path).suffix.lower() in (".csv", ".tsv"):
         frame = csvfile.read_csv(path)
         csvfile.check_columns(frame, {"text_column": [text_column]}, path)
-        texts = frame[text_column].dropna().astype(str)
-    else:
-        text = read_text(path)  # missing, not UTF-8, or empty: one line naming it
-        if "\x00" in text:
-            raise SeqtoolError(f"data.unlabelled {path}: a binary file (it holds NUL bytes), not text of one text per line")
-        texts = pd.Series(text.splitlines())
-    texts = texts[texts.str.strip() != ""]
-    if texts.empty:
-        raise SeqtoolError(f"data.unlabelled {path}: the file holds no text")
-    return texts
+        return frame[text_column].dropna().astype(str)
+    text = read_text(path)  # missing, not UTF-8, or empty: one line naming it
+    if "\x00" in text:
+        raise SeqtoolError(f"{path} is a binary file (it holds NUL bytes), not text of one text per line")
+    return pd.Series(text.splitlines())
