@@ -27,6 +27,7 @@ from rich.console import Console
 import seqtool
 from seqtool import rundir
 from seqtool.checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, resolve_checkpoint, save_checkpoint
+from seqtool.configure import build_config
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError, TrainingInterrupted
 from seqtool.metrics import (
@@ -218,11 +219,12 @@ def run_phases(
     cluster.barrier()
     for number, phase in enumerate(phases, 1):
         folder = run_dir / phase.name
+        config = build_config(phase.config, f"the {phase.name} phase's config")
         resume = (folder / LAST).is_file()
         console.print(f"[bold]Phase {number} of {len(phases) + 1}:[/] {phase.description} -> {folder}")
         starts = [] if resume else [run_dir / earlier / BEST for earlier in phase.init_from]
         with rundir.held(folder, cluster):
-            result = run_session(phase.config, folder, resume, False, starts, console, command, cluster, device)
+            result = run_session(config, folder, resume, False, starts, console, command, cluster, device)
         if result.already_finished:
             console.print(f"{folder} had finished; it is kept")
     console.print(f"[bold]Phase {len(phases) + 1} of {len(phases) + 1}:[/] fine-tuning -> {run_dir}")

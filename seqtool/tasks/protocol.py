@@ -127,8 +127,9 @@ class Phase:
 
     name: str
     """The subfolder, and the `phase` of its events in metrics.jsonl ("pretrain-forward")."""
-    config: Config
-    """What it trains (a config of another kind, one of the kind's `init_sources`)."""
+    config: dict[str, Any]
+    """What it trains, as a config file would hold it (a config of one of the kind's
+    `init_sources`); the engine validates it as it does a file."""
     description: str
     """For the line announcing it ("forward language model on 9,596 training texts")."""
     init_from: tuple[str, ...] = ()

@@ -13,6 +13,7 @@ bidirectional reader, whose embedding comes from the forward model. The rest sta
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from seqtool.data.text import Vocabulary
 from seqtool.errors import SeqtoolError
 from seqtool.schema import ModelConfig
+from seqtool.tasks.registry import task_class
 
 COPIED = "the embedding (token by token) and the recurrent layers"
 
@@ -66,13 +68,10 @@ def seed(model: torch.nn.Module, reader: Reader, sources: list[tuple[str, dict[s
 def _by_direction(reader: Reader, sources: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[str, dict[str, Any]]]:
     """direction -> (source, payload): a forward model, and a backward one exactly when the
     reader is bidirectional; each one's tokenizer and layer shapes checked against it."""
-    from seqtool.configure import config_from_dict  # configure reaches the kinds through the registry
-
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for source, payload in sources:
-        other = config_from_dict(payload["config"], source=f"{source} (stored config)")
-        _check_fits(reader, other, source)
-        direction = other.model.direction
+        _check_fits(reader, payload, source)
+        direction = _stored(payload, "model", "direction")
         if direction in found:
             raise SeqtoolError(f"--init-from {found[direction][0]} and {source} are both {direction} language models; give one")
         found[direction] = (source, payload)
@@ -92,12 +91,20 @@ def _by_direction(reader: Reader, sources: list[tuple[str, dict[str, Any]]]) -> 
     return found
 
 
-def _check_fits(reader: Reader, other: Any, source: str) -> None:
+def _stored(payload: dict[str, Any], section: str, key: str) -> Any:
+    """A key of a checkpoint's stored config, or its kind's default when the run predates it."""
+    kind = task_class(payload["config"]["task"])
+    schema = kind.data_schema if section == "data" else kind.model_schema
+    default = next(f.default for f in dataclasses.fields(schema) if f.name == key)
+    return (payload["config"].get(section) or {}).get(key, default)
+
+
+def _check_fits(reader: Reader, payload: dict[str, Any], source: str) -> None:
     """One line naming the first key that differs, with both sides' values."""
-    mine, theirs = reader.model, other.model
+    mine = reader.model
     keys = [*_SHAPE_KEYS, *(("nonlinearity",) if mine.type == "rnn" else ())]
-    pairs = [(reader.tokenizer_key, other.data.tokenizer, reader.tokenizer)]
-    pairs += [(f"model.{key}", getattr(theirs, key), getattr(mine, key)) for key in keys]
+    pairs = [(reader.tokenizer_key, _stored(payload, "data", "tokenizer"), reader.tokenizer)]
+    pairs += [(f"model.{key}", _stored(payload, "model", key), getattr(mine, key)) for key in keys]
     for key, lm_value, reader_value in pairs:
         if lm_value != reader_value:
             raise SeqtoolError(

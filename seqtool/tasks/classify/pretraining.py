@@ -33,8 +33,6 @@ LM_VAL_FRACTION = 0.05  # of the pretraining texts: it chooses the language mode
 
 def phases(config: Config, training_texts: pd.Series, folder: Path) -> list[Phase]:
     """The language models to train before the classifier, and the file of texts they read."""
-    from seqtool.configure import build_config
-
     unlabelled = read_unlabelled(config.data.unlabelled, config.data.text_column) if config.data.unlabelled else None
     texts = pd.concat([training_texts, unlabelled]) if unlabelled is not None else training_texts
     corpus = _corpus(texts, config)
@@ -43,8 +41,7 @@ def phases(config: Config, training_texts: pd.Series, folder: Path) -> list[Phas
     directions = ("forward", "backward") if config.model.bidirectional else ("forward",)
     found = []
     for direction in directions:
-        raw = _language_model_config(config, folder / CORPUS, direction)
-        lm = build_config(raw, f"training.pretrain of the classify config ({direction} language model)")
+        lm = _language_model_config(config, folder / CORPUS, direction)
         name = FORWARD if direction == "forward" else BACKWARD
         start = (FORWARD,) if direction == "backward" else ()
         files = {CORPUS: corpus} if direction == "forward" else {}
