@@ -23,7 +23,7 @@ from seqtool.data import csvfile, sniff
 from seqtool.data.text import Vocabulary, vocabulary_metadata
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.models import SequenceModel
+from seqtool.models import SequenceModel, layer_weights
 from seqtool.schema import Config, Where, parse_duration
 from seqtool.signature import Signature, tensor_spec
 from seqtool.tasks import (
@@ -263,14 +263,20 @@ class ClassifyTask(WindowedTask):
             return []
         return pretraining.phases(self.config, self.train.texts, folder)
 
+    @property
+    def _layered(self) -> bool:
+        """Whether fine-tuning treats layers apart (per-layer rates or gradual unfreezing)."""
+        training = self.config.training
+        return training.layer_lr_decay != 1.0 or training.unfreeze_every is not None
+
     def parameter_groups(self, model: SequenceModel) -> list[list[torch.nn.Parameter]]:
         """With per-layer rates or gradual unfreezing: the head, each recurrent layer from the top
         (both directions together), then the embedding; else one group."""
-        training = self.config.training
-        if training.layer_lr_decay == 1.0 and training.unfreeze_every is None:
+        if not self._layered:
             return super().parameter_groups(model)
+        directions = (False, True) if self.config.model.bidirectional else (False,)
         layers = [
-            [p for name, p in model.recurrent.named_parameters() if name.split("_l")[-1].split("_")[0] == str(k)]
+            [weight for reverse in directions for weight in layer_weights(model.recurrent, k, reverse)]
             for k in reversed(range(self.config.model.num_layers))
         ]
         return [list(model.head.parameters()), *layers, list(model.embedding.parameters())]
@@ -278,11 +284,11 @@ class ClassifyTask(WindowedTask):
     def lr_scales(self, step: int) -> list[float]:
         """Group d (0: the head) learns at 1 / layer_lr_decay**d of the rate, once unfrozen (at
         step d x unfreeze_every)."""
-        training = self.config.training
-        if training.layer_lr_decay == 1.0 and training.unfreeze_every is None:
+        if not self._layered:
             return [1.0]
-        depths = range(self.config.model.num_layers + 2)
+        training = self.config.training
         every = training.unfreeze_every
+        depths = range(self.config.model.num_layers + 2)
         return [0.0 if every and step < d * every else training.layer_lr_decay**-d for d in depths]
 
     def initialise_from(self, model: SequenceModel, sources: list[tuple[str, dict[str, Any]]]) -> list[str]:
