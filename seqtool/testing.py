@@ -281,21 +281,29 @@ class SeqtoolProcess:
     the platform has a fork server it is forked from one that imported seqtool and torch once,
     so a check that starts many short runs pays for the imports once, not per run; elsewhere it
     is a fresh interpreter (`python -m seqtool`). Either way it is a separate process that
-    `kill()` stops with SIGKILL, mid-write or not."""
+    `kill()` stops with SIGKILL, mid-write or not. `start`, a barrier of the fork-server context
+    (`multiprocessing.get_context("forkserver").Barrier(n)`), holds it until n processes are
+    ready, so that they run at the same instant (a lock race)."""
 
-    def __init__(self, arguments: list[str], stderr_path: Path):
+    def __init__(self, arguments: list[str], stderr_path: Path, start: Any = None):
         import multiprocessing
 
         self.stderr_path = stderr_path
         if "forkserver" in multiprocessing.get_all_start_methods():
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["seqtool.cli", "torch._dynamo"])  # a no-op once the server runs
-            self.process: Any = context.Process(target=_seqtool_main, args=(arguments, str(stderr_path)))
+            self.process: Any = context.Process(target=_seqtool_main, args=(arguments, str(stderr_path), start))
             self.process.start()
+        elif start is not None:
+            raise unittest.SkipTest("processes started together need a fork server, which this platform lacks")
         else:
             with stderr_path.open("w") as stderr:
                 command = [sys.executable, "-m", "seqtool", *arguments]
                 self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def poll(self) -> int | None:
         if isinstance(self.process, subprocess.Popen):
@@ -315,8 +323,9 @@ class SeqtoolProcess:
         return self.stderr_path.read_text(errors="replace")
 
 
-def _seqtool_main(arguments: list[str], stderr_path: str) -> None:
-    """A forked process's life as `seqtool ARGUMENTS`: the entry point, stderr to a file."""
+def _seqtool_main(arguments: list[str], stderr_path: str, start: Any = None) -> None:
+    """A forked process's life as `seqtool ARGUMENTS`: the entry point, stderr to a file, once
+    `start` (a barrier, if any) lets it go."""
     descriptor = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(descriptor, 2)
     sys.stderr = open(2, "w", closefd=False)
@@ -324,6 +333,8 @@ def _seqtool_main(arguments: list[str], stderr_path: str) -> None:
     sys.argv = ["seqtool", *arguments]
     from seqtool.cli import main
 
+    if start is not None:
+        start.wait()
     main()
 
 

@@ -5,8 +5,6 @@ import json
 import os
 import signal
 import socket
-import sys
-from typing import Any
 
 import pytest
 import torch
@@ -20,6 +18,7 @@ from seqtool.engine import train
 from seqtool.errors import SeqtoolError
 from seqtool.lock import run_dir_lock
 from seqtool.tasks.language_model import LanguageModelTask
+from seqtool.testing import SeqtoolProcess
 
 
 def poison(monkeypatch, at_calls):
@@ -85,43 +84,22 @@ def test_a_lock_file_just_made_and_still_empty_is_not_taken_for_a_stale_one(tmp_
         assert not (tmp_path / "run").exists()
 
 
-def _train_in_child(argv: list[str], stderr_path: str, start: Any) -> None:
-    """A forked `seqtool train`: the CLI's entry point with these arguments, stderr to a file,
-    once every child is ready (`start`, a barrier): a child forked late would otherwise find
-    the other's run finished rather than running."""
-    descriptor = os.open(stderr_path, os.O_WRONLY | os.O_CREAT)
-    os.dup2(descriptor, 2)
-    sys.stderr = open(2, "w", closefd=False)  # the child's whole life
-    sys.stdout = open(os.devnull, "w")
-    sys.argv = ["seqtool", *argv]
-    from seqtool.cli import main
-
-    start.wait()
-    main()
-
-
 @pytest.mark.slow
 def test_two_writers_started_together_one_trains_and_the_other_names_it(tmp_path, write_config):
     """20 times, two `seqtool train` processes on one run directory at the same instant: exactly
     one trains, the other exits 2 naming the holder's PID (an empty lock file just created is
     not taken for a stale one). The processes fork from a server that has imported seqtool and
-    torch once (its preload), so each race costs the training, not two interpreter start-ups."""
+    torch once (`seqtool.testing.SeqtoolProcess`), so each race costs the training, not two
+    interpreter start-ups, and wait on a barrier so that neither finds the other's run finished."""
     import multiprocessing
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["seqtool.cli", "seqtool.tasks.language_model", "torch._dynamo"])
     config = write_config(training={"max_steps": 2, "eval_every": 2})
     for trial in range(20):
         run = tmp_path / f"run{trial}"
         argv = ["train", str(config), "--run-dir", str(run)]
-        errors = [tmp_path / f"err{trial}-{n}" for n in range(2)]
-        start = context.Barrier(2)
-        processes = [context.Process(target=_train_in_child, args=(argv, str(path), start)) for path in errors]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join(timeout=120)
-        results = [(p.exitcode, path.read_text(), p.pid) for p, path in zip(processes, errors, strict=True)]
+        start = multiprocessing.get_context("forkserver").Barrier(2)
+        processes = [SeqtoolProcess(argv, tmp_path / f"err{trial}-{n}", start) for n in range(2)]
+        results = [(p.wait(), p.stderr(), p.pid) for p in processes]
         assert sorted(code for code, _, _ in results) == [0, 2], (trial, results)
         (winner,) = [pid for code, _, pid in results if code == 0]
         (refusal,) = [err for code, err, _ in results if code == 2]
