@@ -216,6 +216,8 @@ def test_pretraining_keys_without_pretraining_are_errors(runs, tmp_path, run_cli
         "training.pretrain_epochs", "training.pretrain: language_model"
     )
     run_cli("train", config, "data.unlabelled=x.txt").clean_error("data.unlabelled", "training.pretrain: language_model")
+    deep = ["training.pretrain=language_model", "model.bidirectional=true", "model.num_layers=2"]
+    run_cli("train", config, *deep).clean_error("training.pretrain", "bidirectional classifier of 2 layers")
 
 
 def test_a_seq2seq_encoder_starts_from_language_models_of_the_source_side(runs, tmp_path, run_cli):

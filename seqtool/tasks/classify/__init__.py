@@ -101,6 +101,12 @@ class ClassifyTask(WindowedTask):
                     raise SeqtoolError(f"{where(f'training.{key}')} applies with training.pretrain: language_model only")
             if config.data.unlabelled:
                 raise SeqtoolError(f"{where('data.unlabelled')} is read by training.pretrain: language_model only")
+        elif config.model.bidirectional and config.model.num_layers > 1:
+            raise SeqtoolError(
+                f"{where('training.pretrain')}: a bidirectional classifier of {config.model.num_layers} layers feeds both "
+                "directions into its upper layers, which no language model's layers fit; use model.num_layers: 1, or "
+                "model.bidirectional: false"
+            )
         elif config.training.pretrain_max_time is not None:
             try:
                 parse_duration(config.training.pretrain_max_time)
