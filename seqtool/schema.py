@@ -74,6 +74,13 @@ class TrainingConfig:
     eval_every: int = option(200, "evaluate and checkpoint every N steps", ge=1)
     log_every: int = option(20, "log training loss every N steps", ge=1)
     early_stopping_patience: int | None = option(None, "stop after N evaluations without improvement", ge=1)
+    ema_decay: float | None = option(
+        None,
+        "evaluate, save and predict with an exponential moving average of the weights, moved this much less "
+        "than all the way each step (0.999: about the last 1,000 steps); null: the trained weights",
+        gt=0.0,
+        lt=1.0,
+    )
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = option("fp32", "bf16 uses autocast where the device supports it")
     log_grad_flow: bool = option(

@@ -12,6 +12,7 @@ the run directory's lifecycle is `seqtool.rundir`; the step's parts are in `seqt
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -26,6 +27,7 @@ from rich.console import Console
 
 import seqtool
 from seqtool import rundir
+from seqtool.averaging import TRAINING_WEIGHTS, WeightAverage
 from seqtool.checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, resolve_checkpoint, save_checkpoint
 from seqtool.configure import build_config
 from seqtool.distributed import Cluster
@@ -260,6 +262,7 @@ class Trainer:
         self.log: Any = None  # the metrics log, opened once the run directory is ready
         self.on_evaluation: EvaluationHook | None = None
         self.stop_asked = ""  # what the evaluation hook said, if it asked to stop
+        self.average: WeightAverage | None = None  # training.ema_decay: the weights evaluated and saved
 
     # ---- set-up and restore --------------------------------------------------------------------
 
@@ -283,7 +286,12 @@ class Trainer:
 
     def restore(self, payload: dict[str, Any]) -> None:
         """The full state of a checkpoint: weights, optimiser, step, batch order, carried state, RNG."""
-        self.model.load_state_dict(payload["model"])
+        if self.training.ema_decay is not None:  # its `model` is the average; the trained weights go on
+            self.model.load_state_dict(payload[TRAINING_WEIGHTS])
+            self.average = WeightAverage(self.model, self.training.ema_decay)
+            self.average.load_state_dict(payload["model"])
+        else:
+            self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = TrainState.from_stored(payload["train_state"], str(self.run_dir / LAST))
         self.state.finished, self.state.stop_reason = False, ""
@@ -348,6 +356,8 @@ class Trainer:
 
     def _optimizer_step(self, loss: torch.Tensor) -> None:
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update(self.model, self.state.step + 1)
         self.running_loss += loss
         self.state.steps_since_log += 1
 
@@ -402,7 +412,8 @@ class Trainer:
         best-checkpoint and early-stopping decisions agree everywhere."""
         state, cluster = self.state, self.cluster
         if cluster.is_main:
-            self.last_metrics = score(self.task, self.model, "val", self.device)
+            with self.average.applied(self.model) if self.average is not None else contextlib.nullcontext():
+                self.last_metrics = score(self.task, self.model, "val", self.device)
         val_loss = cluster.from_main([self.last_metrics["loss"] if cluster.is_main else 0.0])[0]
         if not cluster.is_main:
             self.last_metrics = {"loss": val_loss}
@@ -484,6 +495,8 @@ class Trainer:
         """The module trained, the clock, the on-device running sums and the display, from where
         the (restored) state stands."""
         state = self.state
+        if self.training.ema_decay is not None and self.average is None:  # after any --init-from or pretraining
+            self.average = WeightAverage(self.model, self.training.ema_decay)
         self.trained = self.cluster.wrap(self.model)  # DDP under torchrun: its backward averages gradients
         if self.training.compile:
             self.trained = torch.compile(self.trained)  # training steps only: evaluation shapes vary, checkpoints use `model`
@@ -553,13 +566,21 @@ def payload(trainer: Trainer, task_states: list, rngs: list) -> dict[str, Any]:
         "task": config.task,
         "config": config.to_dict(),
         "artifacts": trainer.task.artifacts(),
-        "model": trainer.model.state_dict(),
+        **weights(trainer),
         "optimizer": trainer.optimizer.state_dict(),
         "train_state": dataclasses.asdict(trainer.state),
         "task_state": task_states[0] if len(task_states) == 1 else {"per_rank": task_states},
         "rng": rngs[0] if len(rngs) == 1 else {"per_rank": rngs},
         "metrics": dict(trainer.last_metrics),
     }
+
+
+def weights(trainer: Trainer) -> dict[str, Any]:
+    """The checkpoint's `model`: the weights to predict with (the average, with training.ema_decay,
+    beside the trained weights that a resume continues)."""
+    if trainer.average is None:
+        return {"model": trainer.model.state_dict()}
+    return {"model": trainer.average.state_dict(trainer.model), TRAINING_WEIGHTS: trainer.model.state_dict()}
 
 
 def gradient_flow(task: Task, model: torch.nn.Module, batch_index: int, device: torch.device) -> list[float]:
