@@ -62,7 +62,8 @@ def folds(labels: np.ndarray, count: int, seed: int) -> list[np.ndarray]:
 
 def run_fold(config_path: str, overrides: list[str], frame: pd.DataFrame, test: np.ndarray, folder: Path, lm_runs: list[Path]):
     """Train on every row but `test` (with pretrained language models from `lm_runs` when given),
-    then score the held-out fold; returns (accuracy, n-gram accuracy, seconds)."""
+    then score the held-out fold; returns (accuracy, the network's alone, n-gram accuracy, seconds). With
+    model.ngram_weight the accuracy is the product's, and the network's alone is reported beside it."""
     folder.mkdir(parents=True, exist_ok=True)
     rest = frame.drop(frame.index[test])
     rest.to_csv(folder / "train.csv", index=False)
@@ -72,7 +73,7 @@ def run_fold(config_path: str, overrides: list[str], frame: pd.DataFrame, test: 
     engine.train(config, folder / "run", init_from=lm_runs or None, console=Console(file=io.StringIO()))
     seconds = time.perf_counter() - start
     metrics = engine.evaluate(folder / "run", data_path=str(folder / "test.csv")).metrics
-    return metrics["accuracy"], metrics["ngram_accuracy"], seconds
+    return metrics["accuracy"], metrics.get("network_accuracy", metrics["accuracy"]), metrics["ngram_accuracy"], seconds
 
 
 def mean_and_error(values: list[float]) -> str:
@@ -110,6 +111,7 @@ def main() -> None:
     chosen = [int(k) for k in args.only.split(",")] if args.only else list(range(args.folds))
     names = args.ablations.split(",")
     scores: dict[str, list[float]] = {name: [] for name in [*names, "n-gram"]}
+    alone: dict[str, list[float]] = {name: [] for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         for k in chosen:
@@ -119,7 +121,9 @@ def main() -> None:
                 uses_lm, tricks = ABLATIONS[name]
                 pretrain = ["training.pretrain=language_model", *args.pretrain] if uses_lm and not lm_runs else []
                 overrides = [*pretrain, *tricks, *args.set]
-                accuracy, ngram, seconds = run_fold(args.config, overrides, frame, parts[k], folder, lm_runs if uses_lm else [])
+                accuracy, network, ngram, seconds = run_fold(
+                    args.config, overrides, frame, parts[k], folder, lm_runs if uses_lm else []
+                )
                 if uses_lm and lm_runs:  # it reused the language models: count their training too
                     seconds += sum(json.loads((run / SUMMARY_JSON).read_text())["wall_time_s"] for run in lm_runs)
                 elif uses_lm:  # later ablations start from this one's language models
@@ -129,17 +133,24 @@ def main() -> None:
                         if run.is_dir()
                     ]
                 scores[name].append(accuracy)
+                alone[name].append(network)
                 times[name].append(seconds)
-                print(f"fold {k} {name}: accuracy {accuracy:.4f} (n-gram {ngram:.4f}), {seconds:.0f} s", flush=True)
+                print(
+                    f"fold {k} {name}: accuracy {accuracy:.4f} (network alone {network:.4f}, n-gram {ngram:.4f}), {seconds:.0f} s",
+                    flush=True,
+                )
             scores["n-gram"].append(ngram)
     result = Table(
         title=f"{args.config}: {args.folds}-fold cross-validation (folds {','.join(map(str, chosen))}), mean ± standard error"
     )
-    for column in ("model", "accuracy", "train s per fold"):
+    for column in ("model", "accuracy", "network alone", "minus n-gram, paired", "train s per fold"):
         result.add_column(column, justify="right" if column != "model" else "left")
     for name in names:
-        result.add_row(name, mean_and_error(scores[name]), f"{np.mean(times[name]):.0f}")
-    result.add_row("n-gram baseline (same folds)", mean_and_error(scores["n-gram"]), "-")
+        paired = np.array(scores[name]) - np.array(scores["n-gram"])
+        wins = f" (wins {int((paired > 0).sum())} of {len(paired)})"
+        row = [mean_and_error(scores[name]), mean_and_error(alone[name]), mean_and_error(list(paired)) + wins]
+        result.add_row(name, *row, f"{np.mean(times[name]):.0f}")
+    result.add_row("n-gram baseline (same folds)", mean_and_error(scores["n-gram"]), "-", "-", "-")
     Console(width=200).print(result)
     rows, seconds = tokenization_speed(args.config, args.rows)
     print(f"tokenize + vocabulary + encode {rows:,} rows: {seconds:.2f} s ({rows / seconds:,.0f} rows/s)")

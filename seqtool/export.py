@@ -194,6 +194,7 @@ class ExportResult:
     task: str
     files: dict[str, Path]  # part ("" for a single graph) -> file
     graphs: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]  # part -> (inputs, outputs)
+    note: str | None = None  # what the graph leaves out of seqtool's own predictions (the metadata's "note")
 
 
 def build(task: Task, model: nn.Module, fmt: str) -> tuple[bytes, Signature]:
@@ -271,7 +272,7 @@ def export(target: str | Path, fmt: str, output: str | Path | None = None, force
         except OSError as exc:
             raise SeqtoolError(f"could not write {path}: {exc.strerror or exc}") from None
     graphs = {part: (s.inputs, s.outputs) for part, s in signatures.items()}
-    return ExportResult(metadata_file, diff, TOLERANCE, kind, paths, graphs)
+    return ExportResult(metadata_file, diff, TOLERANCE, kind, paths, graphs, info.get("note"))
 
 
 def _output_path(target: Path, fmt: str, output: str | Path | None) -> tuple[Path, bool]:

@@ -238,6 +238,7 @@ def export_summary(result: Any, fmt: str) -> str:
         f"{result.max_abs_diff:.2g} (limit {result.tolerance:g})"
         + (", and greedy decoding through the parts equals seqtool's" if len(result.files) > 1 else "")
         + f".\nWrote {written}, and {result.metadata_path}"
+        + (f"\nNote: {result.note}" if result.note else "")
     )
 
 

@@ -85,6 +85,8 @@ class ClassifyTask(WindowedTask):
         stored_ngram = (artifacts or {}).get("ngram")  # absent from runs of earlier versions
         self.ngram: ngram.NgramModel | None = ngram.NgramModel.from_dict(stored_ngram) if stored_ngram else None
         self._ngram_cache: dict[str, Any] = {}
+        if config.model.ngram_weight > 0:  # evaluate shows the network alone beside the product
+            self.baselines = ("network", *ClassifyTask.baselines)
         self.train: EncodedTexts | None = None
         self.val: EncodedTexts | None = None
         self.order = np.empty(0, dtype=np.int64)
@@ -343,8 +345,8 @@ class ClassifyTask(WindowedTask):
     # ---- inference and evaluation ------------------------------------------------------------
 
     @torch.no_grad()
-    def probabilities(self, model: SequenceModel, encoded: EncodedTexts, device: torch.device) -> np.ndarray:
-        """Class probabilities (rows, classes), computed in batches of similar length."""
+    def network_probabilities(self, model: SequenceModel, encoded: EncodedTexts, device: torch.device) -> np.ndarray:
+        """The network's class probabilities (rows, classes), computed in batches of similar length."""
         order = np.argsort(encoded.lengths, kind="stable")
         result = np.empty((len(order), len(self.labels)), dtype=np.float64)
         for start in range(0, len(order), EVAL_BATCH):
@@ -352,6 +354,21 @@ class ClassifyTask(WindowedTask):
             tokens, lengths = self._batch(encoded, rows, device)
             result[rows] = torch.softmax(model.pooled_logits(tokens, lengths).float(), dim=-1).cpu().numpy()
         return result
+
+    def probabilities(self, model: SequenceModel, encoded: EncodedTexts, device: torch.device) -> np.ndarray:
+        """The class probabilities that predict, serve and evaluate use: the network's alone, or with
+        `model.ngram_weight` w > 0 a product of experts with the n-gram baseline, p_net^(1-w) * p_ngram^w
+        renormalised. The two err on different texts (word order against exact phrases), so the
+        product beats both on sentence polarity (docs/benchmarks.md)."""
+        return self._combined(self.network_probabilities(model, encoded, device), encoded)
+
+    def _combined(self, network: np.ndarray, encoded: EncodedTexts) -> np.ndarray:
+        weight = self.config.model.ngram_weight
+        if weight == 0:
+            return network
+        logs = (1 - weight) * np.log(np.maximum(network, 1e-12)) + weight * np.log(self._ngram_probabilities(encoded))
+        exp = np.exp(logs - logs.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
 
     def _eval_data(self, split: str, data_path: str | None) -> EncodedTexts:
         if data_path:
@@ -368,20 +385,23 @@ class ClassifyTask(WindowedTask):
         source, frame = splits[split]
         return self.encode(frame[self.data.text_column], source, frame[self.data.label_column])
 
-    def _ngram_labels(self, encoded: EncodedTexts) -> np.ndarray:
-        """The n-gram baseline's labels for a set of texts, computed once per set (training's
-        validation passes score the same texts again and again)."""
+    def _ngram_probabilities(self, encoded: EncodedTexts) -> np.ndarray:
+        """The n-gram baseline's class probabilities for a set of texts, computed once per set
+        (training's validation passes score the same texts again and again)."""
         if self._ngram_cache.get("texts") is not encoded:
-            self._ngram_cache = {"texts": encoded, "labels": self.ngram.predict(ngram.word_tokens(encoded.texts))}
-        return self._ngram_cache["labels"]
+            self._ngram_cache = {"texts": encoded, "probabilities": self.ngram.probabilities(ngram.word_tokens(encoded.texts))}
+        return self._ngram_cache["probabilities"]
 
     def evaluate(self, model: SequenceModel, split: str, device: torch.device, data_path: str | None = None) -> dict[str, float]:
         encoded = self._eval_data(split, data_path)
-        probabilities = self.probabilities(model, encoded, device)
+        network = self.network_probabilities(model, encoded, device)
+        probabilities = self._combined(network, encoded)
         truth = encoded.labels
-        nll = -np.log(np.maximum(probabilities[np.arange(len(truth)), truth], 1e-12))
-        # The objective training minimises, so the best checkpoint is chosen on it: with class
-        # weights, the weighted mean (as torch's weighted cross-entropy), else the plain mean.
+        nll = -np.log(np.maximum(network[np.arange(len(truth)), truth], 1e-12))
+        # The objective training minimises, so the best checkpoint is chosen on it: the network's
+        # own (the product's would choose a barely trained network, whose near-uniform answer
+        # softens the n-gram model's overconfidence); with class weights, the weighted mean (as
+        # torch's weighted cross-entropy), else the plain mean.
         weights = np.ones(len(self.labels)) if self.class_weights is None else self.class_weights.numpy().astype(np.float64)
         loss = float((weights[truth] * nll).sum() / weights[truth].sum())
         predicted = probabilities.argmax(axis=1)
@@ -389,8 +409,11 @@ class ClassifyTask(WindowedTask):
         metrics.update(classification_metrics(truth, predicted, self.labels))
         majority = np.full_like(truth, self.majority)
         metrics.update({f"majority_{k}": v for k, v in classification_metrics(truth, majority, self.labels).items()})
+        if self.config.model.ngram_weight > 0:
+            alone = network.argmax(axis=1)
+            metrics.update({f"network_{k}": v for k, v in classification_metrics(truth, alone, self.labels).items()})
         if self.ngram is not None:
-            guessed = self._ngram_labels(encoded)
+            guessed = self._ngram_probabilities(encoded).argmax(axis=1)
             metrics.update({f"ngram_{k}": v for k, v in classification_metrics(truth, guessed, self.labels).items()})
         confusion = np.zeros((len(self.labels), len(self.labels)), dtype=np.int64)
         np.add.at(confusion, (truth, predicted), 1)
@@ -518,6 +541,17 @@ class ClassifyTask(WindowedTask):
             "labels": list(self.labels),
             "max_length": data.max_length,
             "text_column": data.text_column,
+            **self._ngram_note(),
+        }
+
+    def _ngram_note(self) -> dict[str, Any]:
+        weight = self.config.model.ngram_weight
+        if weight == 0:
+            return {}
+        return {
+            "ngram_weight": weight,
+            "note": f"the graph is the network alone: seqtool's predictions multiply its probabilities with the n-gram "
+            f"baseline's (model.ngram_weight {weight:g}), which the graph does not hold",
         }
 
 

@@ -33,6 +33,13 @@ class ClassifyData(FileSplitData):
 class ClassifyModel(TokenModelConfig):
     bidirectional: bool = option(False, "read the text in both directions")
     pooling: Literal["last", "mean", "max"] = option("last", "final state, or mean/max over time steps")
+    ngram_weight: float = option(
+        0.0,
+        "predict with the network's class probabilities times the n-gram baseline's, p_net^(1-w) * p_ngram^w "
+        "renormalised (a product of experts; 0.5: their geometric mean); 0: the network alone",
+        ge=0.0,
+        lt=1.0,
+    )
 
 
 PRETRAIN_KEYS = ("pretrain_epochs", "pretrain_max_time", "pretrain_lr", "pretrain_batch_size", "pretrain_seq_len")
@@ -96,20 +103,23 @@ data:
   min_freq: 2              # rarer words map to <unk>
   val_fraction: 0.1        # stratified; it chooses the checkpoint
 {f"  test_fraction: {test}       # stratified; it chooses nothing{chr(10)}" if test else ""}model:
-  type: lstm
+  type: gru
   hidden_size: 128
   num_layers: 1
-  bidirectional: true
+  bidirectional: false
   pooling: max             # last | mean | max
   embedding_size: 128
   dropout: 0.5
+  ngram_weight: 0.5        # predict with the network times the n-gram baseline (0: the network alone)
 training:
   batch_size: 64
-  epochs: 12
+  epochs: 20
+  max_time: 9m             # whichever budget comes first
   lr: 3e-3
   weight_decay: 0.1
+  ema_decay: 0.998         # evaluate and predict with an average of the recent weights
   class_weights: {"none" if balanced else "balanced"}
-  eval_every: 50
-  early_stopping_patience: 6
+  eval_every: 100
+  early_stopping_patience: 10
 """
     return Starter(2, body, reasons)

@@ -73,6 +73,13 @@ class NgramModel:
     def predict(self, tokens: pd.Series) -> np.ndarray:
         return self.scores(tokens).argmax(axis=1)
 
+    def probabilities(self, tokens: pd.Series) -> np.ndarray:
+        """Class probabilities (texts, classes): the softmax of the class scores (exact for TF-IDF's
+        multinomial regression; for NBSVM's one-against-the-rest scores, their normalised exponentials)."""
+        scores = self.scores(tokens)
+        exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
