@@ -15,23 +15,19 @@ from seqtool.tasks.seq2seq import Seq2SeqTask
 from seqtool.tasks.seq2seq.config import Seq2SeqModel
 from seqtool.tasks.seq2seq.metrics import edit_distance, sequence_metrics
 from seqtool.tasks.seq2seq.network import EOS, Seq2SeqNetwork
-from seqtool.tasks.seq2seq.tokens import join_tokens, tokenize
+from seqtool.tasks.seq2seq.tokens import Codec, join_tokens, tokenize
 
 
 def test_edit_distance_and_token_error_rate_by_hand():
     assert edit_distance(list("kitten"), list("sitting")) == 3
     assert edit_distance([], ["a", "b"]) == 2
-    metrics = sequence_metrics(
-        [["HH", "AH0", "L", "OW1"], ["K", "AE1"]], [["HH", "AH0", "L", "OW1"], ["K", "AE1", "T"]], "whitespace"
-    )
+    metrics = sequence_metrics(["HH AH0 L OW1", "K AE1"], ["HH AH0 L OW1", "K AE1 T"], Codec("whitespace"))
     assert metrics["exact_match"] == 0.5
     assert metrics["token_error_rate"] == pytest.approx(1 / 7)  # one deletion over 7 reference phonemes
-    perfect = sequence_metrics(
-        [tokenize("Die Datei wurde nicht gefunden.", "word")], [tokenize("Die Datei wurde nicht gefunden.", "word")], "word"
-    )
-    assert perfect["bleu"] == pytest.approx(100.0) and perfect["chrf"] == pytest.approx(100.0)
+    perfect = sequence_metrics(["Die Datei wurde nicht gefunden."], ["Die Datei wurde nicht gefunden."], Codec("word"))
+    assert perfect["bleu"] == pytest.approx(100.0) and perfect["chrf"] == pytest.approx(100.0) and perfect["ter"] == 0
     # BLEU of one-word answers: 2 of 3 right, not the 0 of standard BLEU's empty 2- to 4-grams
-    answers = sequence_metrics([["garden"], ["office"], ["kitchen"]], [["garden"], ["hallway"], ["kitchen"]], "word")
+    answers = sequence_metrics(["garden", "office", "kitchen"], ["garden", "hallway", "kitchen"], Codec("word"))
     assert answers["bleu"] == pytest.approx(200 / 3) and answers["exact_match"] == pytest.approx(2 / 3)
 
 
@@ -40,9 +36,9 @@ def test_bleu_is_sacrebleus_standard_corpus_bleu_on_sentences():
 
     hypotheses = ["Die Datei wurde nicht gefunden .", "Ordner öffnen", "Speichern unter ..."]
     references = ["Die Datei wurde nicht gefunden .", "Den Ordner öffnen", "Speichern als ..."]
-    tokens = [h.split() for h in hypotheses], [r.split() for r in references]
-    ours = sequence_metrics(*tokens, "whitespace")["bleu"]
-    assert ours == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score)
+    ours = sequence_metrics(hypotheses, references, Codec("whitespace"))
+    assert ours["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score)
+    assert ours["ter"] == pytest.approx(sacrebleu.corpus_ter(hypotheses, [references]).score) and ours["ter"] > 0
 
 
 def test_tokenizers_round_trip():
@@ -107,7 +103,9 @@ def test_a_model_learns_to_reverse_number_words_and_beats_copying(tmp_path, run_
     assert result.err == ""
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("three eleven\n"))
     result = run_cli("predict", tmp_path / "run")
-    assert result.code == 0 and "not in the training vocabulary, read as <unk>: 'eleven'" in result.err
+    assert (
+        result.code == 0 and "not in the training vocabulary, read as <unk>: 'l'" in result.err
+    )  # 'eleven' in pieces: only its l is new
     out = tmp_path / "out.csv"
     assert run_cli("predict", tmp_path / "run", "--data", tmp_path / "new.csv", "--output", out).code == 0
     assert out.read_text().splitlines()[0] == "source,prediction"
@@ -243,7 +241,10 @@ def test_qa_stories_are_reproducible_and_every_answer_follows_from_the_story(tmp
 def test_onnx_export_decodes_like_predict_with_only_the_metadata(tmp_path, run_cli, monkeypatch, model):
     """A deployment's greedy loop, written here from the metadata alone: encode once, then step."""
     ort = pytest.importorskip("onnxruntime")
+    import base64
+
     import numpy as np
+    import sentencepiece
 
     from seqtool.testing import prepare
 
@@ -256,11 +257,14 @@ def test_onnx_export_decodes_like_predict_with_only_the_metadata(tmp_path, run_c
     sessions = {p: ort.InferenceSession(str(tmp_path / "out" / meta["parts"][p]["model_file"])) for p in meta["parts"]}
     source_index = {t: i for i, t in enumerate(meta["vocabulary"]["source"])}
     ids = meta["special_ids"]
+    assert meta["tokenizers"]["source"] == "bpe"  # the example's source is read in learned pieces
+    pieces = sentencepiece.SentencePieceProcessor(model_proto=base64.b64decode(meta["subword_models"]["source"]))
     sentences = ["three one four", "nine", "two two seven five"]
-    lengths = np.array([len(s.split()) for s in sentences])
+    cut = [pieces.encode(sentence, out_type=str) for sentence in sentences]
+    lengths = np.array([len(c) for c in cut])
     source = np.zeros((3, lengths.max()), dtype=np.int64)
-    for row, sentence in enumerate(sentences):
-        source[row, : lengths[row]] = [source_index.get(w, ids["unk"]) for w in sentence.split()]
+    for row, sentence in enumerate(cut):
+        source[row, : lengths[row]] = [source_index.get(piece, ids["unk"]) for piece in sentence]
     names = [o["name"] for o in meta["parts"]["encoder"]["outputs"]]
     encoded = dict(zip(names, sessions["encoder"].run(names, {"source": source, "lengths": lengths}), strict=True))
     step_inputs = [i["name"] for i in meta["parts"]["decoder_step"]["inputs"]]
@@ -337,10 +341,10 @@ def test_a_missing_extra_is_one_line_before_training_starts(tmp_path, run_cli, m
 
 def test_the_attention_rows_are_the_tokens_decoded_with_unk_kept_whole(tmp_path, run_cli, monkeypatch):
     from seqtool.tasks.seq2seq import Seq2SeqTask
-    from seqtool.tasks.seq2seq.tokens import output_tokens
 
-    assert output_tokens("Datei <unk> gefunden.", "word") == ["Datei", "<unk>", "gefunden", "."]
-    assert output_tokens("<unk>", "word") == ["<unk>"] and output_tokens("ab<unk>", "char") == ["a", "b", "<unk>"]
+    assert Codec("word").output_tokens("Datei <unk> gefunden.") == ["Datei", "<unk>", "gefunden", "."]
+    assert Codec("word").output_tokens("<unk>") == ["<unk>"]
+    assert Codec("char").output_tokens("ab<unk>") == ["a", "b", "<unk>"]
     config = _pairs_config(tmp_path, ["one two", "three four", "five six"] * 10)
     run_cli("train", config, "--run-dir", tmp_path / "run").ok()
     drawn = {}

@@ -1,11 +1,13 @@
 """Sequence to sequence: translation, grapheme-to-phoneme, question answering.
 
 A CSV or TSV holds a source and a target column. Each side has its own tokenizer (`char`, `word`,
-or `whitespace` for phoneme strings) and vocabulary (or one shared). The network
+`whitespace` for phoneme strings, or subword pieces, `bpe` or `unigram`, learned on the training
+part: `subwords.py`) and vocabulary (or one shared). The network
 (`network.py`) encodes the source and decodes the target with attention, teacher-forced
 in training. Evaluation decodes for real (greedy, or beam search with `evaluate --beam-size`) and
-scores the outputs with sacrebleu's BLEU and chrF, exact match and token error rate (edit distance
-over target tokens: the phoneme error rate for G2P), each beside two baselines: `copy` outputs the
+scores the outputs with sacrebleu's BLEU, chrF and TER on the joined texts, exact match and token
+error rate (edit distance over target tokens: the phoneme error rate for G2P; over words for
+subword models), each beside two baselines: `copy` outputs the
 source unchanged, `majority` the training data's most frequent target (the majority answer in QA).
 """
 
@@ -39,10 +41,18 @@ from seqtool.tasks import (
     seeding,
     to_device,
 )
-from seqtool.tasks.seq2seq.config import PAIR_NAMES, Seq2SeqData, Seq2SeqModel, Seq2SeqTraining, starter_config
+from seqtool.tasks.seq2seq.config import (
+    DEFAULT_VOCAB_SIZE,
+    PAIR_NAMES,
+    Seq2SeqData,
+    Seq2SeqModel,
+    Seq2SeqTraining,
+    starter_config,
+)
 from seqtool.tasks.seq2seq.metrics import sequence_metrics
 from seqtool.tasks.seq2seq.network import BOS, EOS, PAD, UNK, Seq2SeqNetwork
-from seqtool.tasks.seq2seq.tokens import join_tokens, output_tokens, tokenize
+from seqtool.tasks.seq2seq.subwords import Subwords, learn
+from seqtool.tasks.seq2seq.tokens import SUBWORD_TOKENIZERS, UNKNOWN, Codec
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]  # ids PAD, UNK, BOS, EOS
 EVAL_BATCH = 128
@@ -67,7 +77,7 @@ class Seq2SeqTask(WindowedTask):
     name = "seq2seq"
     description = "sequence to sequence with attention: translation, grapheme-to-phoneme, question answering"
     data_schema = Seq2SeqData
-    requires = (("sacrebleu", "seq2seq"),)
+    requires = (("sacrebleu", "seq2seq"), ("sentencepiece", "seq2seq"))
     init_sources: ClassVar[dict[str, str]] = {"language_model": f"the encoder: {seeding.COPIED}, on the source side"}
     model_schema = Seq2SeqModel
     training_schema = Seq2SeqTraining
@@ -97,6 +107,32 @@ class Seq2SeqTask(WindowedTask):
         self.majority: str | None = artifacts.get("majority_target") if artifacts else None
         self.splits: dict[str, Encoded] = {}
         self._indexes: dict[str, dict[str, int]] = {}
+        stored = (artifacts or {}).get("tokenizers")  # absent from runs of earlier versions
+        if stored is not None and stored != self._tokenizer_spec():
+            raise SeqtoolError(
+                f"the checkpoint's tokenizers ({_describe(stored)}) do not match this config's "
+                f"({_describe(self._tokenizer_spec())}): its vocabulary and weights fit only its own"
+            )
+        self.subword_models: dict[str, str] = dict((artifacts or {}).get("subwords") or {})  # side -> base64 model
+        self.codecs = {side: self._codec(side, self.subword_models.get(side)) for side in ("source", "target")}
+
+    def _tokenizer_spec(self) -> dict[str, Any]:
+        """What the vocabulary depends on, stored with the run and compared when a run starts from it."""
+        data = self.data
+        subword = {data.source_tokenizer, data.target_tokenizer} & set(SUBWORD_TOKENIZERS)
+        return {
+            "source": data.source_tokenizer,
+            "target": data.target_tokenizer,
+            "vocab_size": self._vocab_size() if subword else None,
+            "shared": data.share_vocabulary,
+        }
+
+    def _vocab_size(self) -> int:
+        return self.data.vocab_size or DEFAULT_VOCAB_SIZE
+
+    def _codec(self, side: str, model: str | None) -> Codec:
+        tokenizer = self.data.source_tokenizer if side == "source" else self.data.target_tokenizer
+        return Codec(tokenizer, Subwords(model, "checkpoint") if model else None)
 
     @classmethod
     def check_config(cls, config: Config, where: Where) -> None:
@@ -107,8 +143,33 @@ class Seq2SeqTask(WindowedTask):
                 f"{where('model.tie_embeddings')} needs model.embedding_size == model.hidden_size "
                 f"(got {model.embedding_size} and {model.hidden_size})"
             )
-        if config.data.share_vocabulary and config.data.source_tokenizer != config.data.target_tokenizer:
+        data = config.data
+        if data.share_vocabulary and data.source_tokenizer != data.target_tokenizer:
             raise SeqtoolError(f"{where('data.share_vocabulary')} needs the same tokenizer on both sides")
+        sides = {data.source_tokenizer, data.target_tokenizer}
+        if data.vocab_size is not None and not sides & set(SUBWORD_TOKENIZERS):
+            raise SeqtoolError(f"{where('data.vocab_size')} applies to the subword tokenizers (bpe, unigram) only")
+        if data.min_freq != 1 and sides <= set(SUBWORD_TOKENIZERS):
+            raise SeqtoolError(
+                f"{where('data.min_freq')} applies to char, word and whitespace tokenizers: a subword vocabulary "
+                "has data.vocab_size pieces"
+            )
+
+    @classmethod
+    def unread_keys(cls, config: dict[str, Any]) -> dict[str, str]:
+        unread = super().unread_keys(config)
+        model = config.get("model")
+        if isinstance(model, dict) and model.get("attention") == "none":
+            unread["model.copy_unknown"] = "needs attention: it copies the source token the attention points at"
+        return unread
+
+    @classmethod
+    def migrate_stored(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Runs from before `model.copy_unknown` printed `<unk>`; they keep doing so."""
+        model = config.get("model") or {}
+        if "copy_unknown" not in model and model.get("attention") != "none":
+            config = {**config, "model": {**model, "copy_unknown": False}}
+        return config
 
     # ---- data --------------------------------------------------------------------------------------
 
@@ -130,7 +191,7 @@ class Seq2SeqTask(WindowedTask):
         if len(train) < 2 or "val" not in frames:
             raise SeqtoolError(f"{source}: {len(train)} training pairs and no validation pairs; give more pairs")
         if self.vocab is None:
-            self.vocab = self._build_vocabulary(train)
+            self.vocab = self._build_vocabulary(train, source)
             self.majority = str(train[self.data.target_column].value_counts().index[0])
         self.splits = {split: self._encode(frame) for split, (_, frame) in frames.items()}
         self._refuse_mostly_cut(self.splits["train"], source)
@@ -149,21 +210,30 @@ class Seq2SeqTask(WindowedTask):
         train = getattr(self, "splits", {}).get("train")
         return {} if train is None else {f"{side}_truncated_pairs": count for side, count in train.cut.items()}
 
-    def _build_vocabulary(self, frame: pd.DataFrame) -> dict[str, list[str]]:
+    def _build_vocabulary(self, frame: pd.DataFrame, source: str) -> dict[str, list[str]]:
+        """Each side's tokens: a subword side's learned pieces (one model for both sides with
+        data.share_vocabulary), a rule tokenizer's tokens seen `min_freq` times or more."""
         data = self.data
-        counts = {
-            side: Counter(t for text in frame[column] for t in tokenize(text, tokenizer))
-            for side, column, tokenizer in (
-                ("source", data.source_column, data.source_tokenizer),
-                ("target", data.target_column, data.target_tokenizer),
-            )
-        }
+        columns = {"source": data.source_column, "target": data.target_column}
+        texts = {side: frame[column].tolist() for side, column in columns.items()}
         if data.share_vocabulary:
-            counts = {"source": counts["source"] + counts["target"], "target": counts["source"] + counts["target"]}
-        return {
-            side: SPECIALS + sorted((t for t, n in count.items() if n >= data.min_freq), key=lambda t: (-count[t], t))
-            for side, count in counts.items()
-        }
+            texts = {side: texts["source"] + texts["target"] for side in texts}
+        vocabulary: dict[str, list[str]] = {}
+        for side, codec in self.codecs.items():
+            if codec.tokenizer in SUBWORD_TOKENIZERS:
+                shared = data.share_vocabulary and side == "target"
+                model = (
+                    self.subword_models["source"] if shared else learn(texts[side], codec.tokenizer, self._vocab_size(), source)
+                )
+                self.subword_models[side] = model
+                self.codecs[side] = Codec(codec.tokenizer, Subwords(model, source))
+                vocabulary[side] = self.codecs[side].subwords.pieces()
+                continue
+            count = Counter(t for text in texts[side] for t in codec.tokens(text))
+            vocabulary[side] = SPECIALS + sorted(
+                (t for t, n in count.items() if n >= data.min_freq), key=lambda t: (-count[t], t)
+            )
+        return vocabulary
 
     def _index(self, side: str) -> dict[str, int]:
         """token -> id of one side, built once (predict encodes line by line)."""
@@ -174,12 +244,11 @@ class Seq2SeqTask(WindowedTask):
     def _ids(self, texts: list[str], side: str, limit: int, end: bool) -> tuple[np.ndarray, np.ndarray, int, int]:
         """Padded ids (texts, limit [+1 for </s>]), lengths, how many texts were cut, and the
         longest text's length in tokens."""
-        index = self._index(side)
-        tokenizer = self.data.source_tokenizer if side == "source" else self.data.target_tokenizer
+        index, codec = self._index(side), self.codecs[side]
         ids = np.full((len(texts), limit + end), PAD, dtype=np.int64)
         lengths, cut, longest = np.zeros(len(texts), dtype=np.int64), 0, 0
         for row, text in enumerate(texts):
-            tokens = [index.get(t, UNK) for t in tokenize(text, tokenizer)] or [UNK]
+            tokens = [index.get(t, UNK) for t in codec.tokens(text)] or [UNK]
             cut += len(tokens) > limit
             longest = max(longest, len(tokens))
             tokens = tokens[:limit] + ([EOS] if end else [])
@@ -197,7 +266,12 @@ class Seq2SeqTask(WindowedTask):
         return Encoded(source, source_lengths, target, target_lengths, sources, targets, max(cut.values()), cut, longest)
 
     def artifacts(self) -> dict[str, Any]:
-        return {"vocabulary": self.vocab, "majority_target": self.majority}
+        return {
+            "vocabulary": self.vocab,
+            "majority_target": self.majority,
+            "tokenizers": self._tokenizer_spec(),
+            "subwords": self.subword_models,
+        }
 
     # ---- training ------------------------------------------------------------------------------------
 
@@ -253,17 +327,17 @@ class Seq2SeqTask(WindowedTask):
     def decode(
         self,
         model: Seq2SeqNetwork,
-        source: np.ndarray,
-        lengths: np.ndarray,
+        texts: list[str],
         max_length: int,
         beam: tuple[int, int, float] | None = None,
-    ) -> list[list[tuple[float | None, list[str]]]]:
-        """Each sequence's outputs as target tokens, in batches of similar source length: greedy
-        (one output, no score), or with `beam` = (beams, n_best, length-penalty exponent) the
-        n_best best by beam search, with their scores."""
+    ) -> list[list[tuple[float | None, str]]]:
+        """Each text's outputs, joined, in batches of similar source length: greedy (one output, no
+        score), or with `beam` = (beams, n_best, length-penalty exponent) the n_best best by beam
+        search, with their scores. With `model.copy_unknown`, each `<unk>` written becomes the
+        source token the attention points at (Luong et al. 2015)."""
+        source, lengths, _, _ = self._ids(texts, "source", self.data.max_source_length, end=False)
         order, device = np.argsort(lengths, kind="stable"), next(model.parameters()).device
-        outputs: list[list[tuple[float | None, list[str]]]] = [[] for _ in order]
-        tokens = self.vocab["target"]
+        outputs: list[list[tuple[float | None, str]]] = [[] for _ in order]
         for start in range(0, len(order), EVAL_BATCH):
             rows = order[start : start + EVAL_BATCH]
             batch = to_device(torch.from_numpy(source[rows, : lengths[rows].max()]), device), torch.from_numpy(lengths[rows])
@@ -273,8 +347,23 @@ class Seq2SeqTask(WindowedTask):
             else:
                 found = [hypotheses[: beam[1]] for hypotheses in model.beam_search(*batch, max_length, beam[0], beam[2], beam[1])]
             for row, hypotheses in zip(rows, found, strict=True):
-                outputs[row] = [(score, [tokens[i] for i in ids if i not in (PAD, BOS)]) for score, ids in hypotheses]
+                written = [(score, [i for i in ids if i not in (PAD, BOS)]) for score, ids in hypotheses]
+                outputs[row] = [(score, self._output_text(model, texts[row], ids)) for score, ids in written]
         return outputs
+
+    def _output_text(self, model: Seq2SeqNetwork, text: str, ids: list[int]) -> str:
+        """An output's ids as text, each `<unk>` replaced by the source token it attended to most
+        (with `model.copy_unknown`; a source token the vocabulary lacks is copied as written)."""
+        tokens = [self.vocab["target"][i] for i in ids]
+        if UNK in ids and self.config.model.copy_unknown and self.config.model.attention != "none":
+            source, lengths, _, _ = self._ids([text], "source", self.data.max_source_length, end=False)
+            device = next(model.parameters()).device
+            read = to_device(torch.from_numpy(source[:, : lengths[0]]), device)
+            weights = model.align(read, torch.from_numpy(lengths), to_device(torch.tensor([ids]), device))
+            pieces = self.codecs["source"].tokens(text)[: self.data.max_source_length] or [UNKNOWN]
+            pointed = weights[0, : len(ids), : len(pieces)].argmax(dim=-1).tolist()
+            tokens = [pieces[pointed[j]] if i == UNK else token for j, (i, token) in enumerate(zip(ids, tokens, strict=True))]
+        return self.codecs["target"].join(tokens)
 
     def _eval_split(self, split: str, data_path: str | None) -> Encoded:
         if data_path:
@@ -294,16 +383,17 @@ class Seq2SeqTask(WindowedTask):
         nats = sum(
             float(self._token_loss(model, encoded, rows[i : i + EVAL_BATCH], device)) for i in range(0, len(rows), EVAL_BATCH)
         )
-        decoded = self.decode(model, encoded.source, encoded.source_lengths, self.data.max_target_length, self._beam())
+        decoded = self.decode(model, encoded.sources, self.data.max_target_length, self._beam())
         hypotheses = [outputs[0][1] for outputs in decoded]
-        references = [tokenize(t, self.data.target_tokenizer) for t in encoded.targets]
-        copies = [tokenize(s, self.data.target_tokenizer) for s in encoded.sources]
+        codec = self.codecs["target"]
+        references = [codec.normal(t) for t in encoded.targets]
+        copies = [codec.normal(s) for s in encoded.sources]
         metrics = {"loss": nats / float(encoded.target_lengths.sum())}
-        metrics.update(sequence_metrics(hypotheses, references, self.data.target_tokenizer))
-        metrics.update({f"copy_{k}": v for k, v in sequence_metrics(copies, references, self.data.target_tokenizer).items()})
+        metrics.update(sequence_metrics(hypotheses, references, codec))
+        metrics.update({f"copy_{k}": v for k, v in sequence_metrics(copies, references, codec).items()})
         if self.majority is not None:  # (runs trained before this baseline existed do not know it)
-            majority = [tokenize(self.majority, self.data.target_tokenizer)] * len(references)
-            scored = sequence_metrics(majority, references, self.data.target_tokenizer)
+            majority = [codec.normal(self.majority)] * len(references)
+            scored = sequence_metrics(majority, references, codec)
             metrics.update({f"majority_{k}": v for k, v in scored.items()})
         metrics["pairs"] = len(rows)
         metrics["truncated_pairs"] = encoded.truncated
@@ -340,14 +430,12 @@ class Seq2SeqTask(WindowedTask):
             if n_best > beams:
                 raise SeqtoolError(f"--n-best {n_best} is more than --beam-size {beams}: a beam search keeps only that many")
             beam = (beams, n_best, 1.0 if options.get("length_penalty") is None else options["length_penalty"])
-        source, lengths, _, _ = self._ids(texts, "source", self.data.max_source_length, end=False)
-        decoded = self.decode(model, source, lengths, options.get("max_length") or self.data.max_target_length, beam)
-        return [[(score, join_tokens(tokens, self.data.target_tokenizer)) for score, tokens in outputs] for outputs in decoded]
+        return self.decode(model, texts, options.get("max_length") or self.data.max_target_length, beam)
 
     def _warn_unknown(self, texts: list[str]) -> None:
         """Source tokens the training data never had are read as <unk>: said on stderr, once per input."""
         known = set(self.vocab["source"])
-        unknown = sorted({t for text in texts for t in tokenize(text, self.data.source_tokenizer)} - known)
+        unknown = sorted({t for text in texts for t in self.codecs["source"].tokens(text)} - known)
         if unknown:
             shown = ", ".join(repr(t) for t in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
             print(
@@ -414,10 +502,22 @@ class Seq2SeqTask(WindowedTask):
         return {
             "vocabulary": {"source": self.vocab["source"], "target": self.vocab["target"]},
             "tokenizers": {"source": data.source_tokenizer, "target": data.target_tokenizer},
+            **self._subword_metadata(),
             "special_ids": {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS},
             "max_source_length": data.max_source_length,
             "max_target_length": data.max_target_length,
             "decoding": "encode once; then feed <s>, and each step's argmax (greedy) with the returned state, until </s>",
+        }
+
+    def _subword_metadata(self) -> dict[str, Any]:
+        """The SentencePiece models of the subword sides, for a deployment to cut and join text exactly as seqtool does."""
+        if not self.subword_models:
+            return {}
+        return {
+            "subword_models": dict(self.subword_models),
+            "subwords": "base64 of a SentencePiece model per side: sentencepiece.SentencePieceProcessor(model_proto="
+            "base64.b64decode(...)); its encode(text, out_type=str) gives the pieces, looked up in the vocabulary; "
+            "an output's pieces joined, with U+2581 read as a space, give the text",
         }
 
     def _draw_alignment(self, model: Seq2SeqNetwork, text: str, output: str, path: Path) -> None:
@@ -426,11 +526,11 @@ class Seq2SeqTask(WindowedTask):
 
         source, lengths, _, _ = self._ids([text], "source", self.data.max_source_length, end=False)
         index = self._index("target")
-        tokens = output_tokens(output, self.data.target_tokenizer)[: self.data.max_target_length]
+        tokens = self.codecs["target"].output_tokens(output)[: self.data.max_target_length]
         ids = torch.tensor([index.get(t, UNK) for t in tokens], dtype=torch.long).view(1, -1)
         device = next(model.parameters()).device  # rows: <s> chooses tokens[0], ..., the last one </s>
         weights = model.align(to_device(torch.from_numpy(source), device), torch.from_numpy(lengths), ids.to(device))
-        source_tokens = tokenize(text, self.data.source_tokenizer)[: self.data.max_source_length] or ["<unk>"]
+        source_tokens = self.codecs["source"].tokens(text)[: self.data.max_source_length] or [UNKNOWN]
         alignment_plot(path, weights[0, :, : len(source_tokens)].float().cpu().numpy(), source_tokens, tokens + ["</s>"])
         print(f"Attention alignment of {text[:40]!r} written to {path}", file=sys.stderr)
 
@@ -472,7 +572,8 @@ class Seq2SeqTask(WindowedTask):
 
     @classmethod
     def example(cls, folder: Path) -> Example:
-        """Number words to digits, reversed: "three one four" -> "4 1 3"."""
+        """Number words to digits, reversed: "three one four" -> "4 1 3"; the words are read as
+        learned BPE pieces, so every check of the kit also runs a subword vocabulary."""
         words = "zero one two three four five six seven eight nine".split()
         rng = np.random.default_rng(0)
         rows = [rng.integers(0, 10, rng.integers(2, 6)) for _ in range(300)]
@@ -486,7 +587,12 @@ class Seq2SeqTask(WindowedTask):
         config = {
             "task": cls.name,
             "seed": 4,
-            "data": {"path": str(folder / "pairs.csv"), "target_tokenizer": "whitespace"},
+            "data": {
+                "path": str(folder / "pairs.csv"),
+                "source_tokenizer": "bpe",
+                "vocab_size": 50,
+                "target_tokenizer": "whitespace",
+            },
             "model": {"hidden_size": 16, "num_layers": 1, "embedding_size": 8, "dropout": 0.1},
             "training": {"batch_size": 16, "lr": 0.01},
         }
@@ -496,6 +602,7 @@ class Seq2SeqTask(WindowedTask):
             ),
             BadInput("empty target cell", "row 6: empty cell in column 'target'", files={"pairs.csv": empty.to_csv(index=False)}),
             BadInput("empty file", "empty", files={"pairs.csv": ""}),
+            BadInput("vocabulary larger than the text allows", "the largest that works is", overrides=("data.vocab_size=5000",)),
             BadInput(
                 "tied embeddings of unequal sizes",
                 "needs model.embedding_size == model.hidden_size",
@@ -504,3 +611,10 @@ class Seq2SeqTask(WindowedTask):
         )
         serve = {"sources": ["three one four", "nine"]}
         return Example(config, ("--data", str(folder / "new.csv")), "three one four\nnine\n", bad, serve)
+
+
+def _describe(spec: dict[str, Any]) -> str:
+    """'source bpe, target bpe, 8000 pieces, shared' from a stored tokenizer spec."""
+    parts = [f"source {spec['source']}", f"target {spec['target']}"]
+    parts += [f"{spec['vocab_size']} pieces"] if spec.get("vocab_size") else []
+    return ", ".join(parts + (["shared"] if spec.get("shared") else []))

@@ -12,6 +12,8 @@ from seqtool.schema import FileSplitData, TokenModelConfig, TrainingConfig, opti
 from seqtool.tasks import Starter
 from seqtool.tasks.seq2seq.tokens import Tokenizer, tokenize
 
+DEFAULT_VOCAB_SIZE = 8000  # pieces per subword vocabulary when data.vocab_size is null
+
 
 @dataclass
 class Seq2SeqData(FileSplitData):
@@ -19,10 +21,19 @@ class Seq2SeqData(FileSplitData):
 
     source_column: str = option("source", "column holding the input sequence")
     target_column: str = option("target", "column holding the output sequence")
-    source_tokenizer: Tokenizer = option("word", "char, word (words and punctuation) or whitespace (space-separated symbols)")
+    source_tokenizer: Tokenizer = option(
+        "word",
+        "char, word (words and punctuation), whitespace (space-separated symbols), or subword pieces learned on the "
+        "training part with SentencePiece: bpe (byte-pair encoding) or unigram (unigram language model)",
+    )
     target_tokenizer: Tokenizer = option("word", "as source_tokenizer, for the target side")
-    share_vocabulary: bool = option(False, "one vocabulary (and embedding) for both sides")
-    min_freq: int = option(1, "rarer tokens map to `<unk>`", ge=1)
+    share_vocabulary: bool = option(
+        False, "one vocabulary (and embedding) for both sides; for subwords, one model learned on both"
+    )
+    vocab_size: int | None = option(
+        None, f"pieces per subword vocabulary (bpe, unigram; null: {DEFAULT_VOCAB_SIZE:,}, or set it lower for small data)", ge=8
+    )
+    min_freq: int = option(1, "rarer tokens map to `<unk>` (char, word and whitespace tokenizers)", ge=1)
     max_source_length: int = option(100, "longer sources are truncated (and counted)", ge=1)
     max_target_length: int = option(100, "longer targets are truncated (and counted); also the decoding limit", ge=1)
     test_fraction: float = test_fraction_option(0.1)
@@ -36,6 +47,9 @@ class Seq2SeqModel(TokenModelConfig):
     )
     input_feeding: bool = option(True, "feed each step's attentional state into the next step (Luong)")
     tie_embeddings: bool = option(False, "share the decoder's input embedding and output matrix (embedding_size == hidden_size)")
+    copy_unknown: bool = option(
+        True, "each <unk> in an output becomes the source token the attention points at (Luong et al. 2015)"
+    )
 
 
 @dataclass
@@ -78,7 +92,7 @@ data:
   path: {path}
   source_column: {source}
   target_column: {target}
-  source_tokenizer: {tokenizers[source]}   # char | word | whitespace
+  source_tokenizer: {tokenizers[source]}   # char | word | whitespace | bpe | unigram (subwords)
   target_tokenizer: {tokenizers[target]}
   min_freq: {2 if len(frame) > 5000 else 1}   # rarer tokens map to <unk>
   max_source_length: {lengths[source]}
