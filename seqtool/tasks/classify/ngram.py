@@ -17,6 +17,7 @@ network's own tokenizer.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -49,12 +50,16 @@ class NgramModel:
     regularisation: float
     validation_accuracy: float
 
-    def counts(self, tokens: pd.Series) -> Any:
-        """Sparse n-gram counts (texts, features) over the stored vocabulary."""
+    @functools.cached_property
+    def _vectorizer(self) -> Any:
+        """Built once per model: predict and serve label one text at a time."""
         from sklearn.feature_extraction.text import CountVectorizer
 
-        index = {gram: i for i, gram in enumerate(self.vocabulary)}
-        return CountVectorizer(analyzer=ngrams, vocabulary=index).transform(tokens)
+        return CountVectorizer(analyzer=ngrams, vocabulary={gram: i for i, gram in enumerate(self.vocabulary)})
+
+    def counts(self, tokens: pd.Series) -> Any:
+        """Sparse n-gram counts (texts, features) over the stored vocabulary."""
+        return self._vectorizer.transform(tokens)
 
     def scores(self, tokens: pd.Series) -> np.ndarray:
         """Class scores (texts, classes); the prediction is their argmax."""
