@@ -105,7 +105,7 @@ def seqtool_decode(run: Path, sources: list[str], beam: int | None) -> tuple[lis
     import torch
 
     task, model = _seqtool_model(run)
-    options = {"beam_size": beam, "length_penalty": 1.0 if beam else None}
+    options = {"beam_size": beam or 1, "length_penalty": 1.0 if beam else None}  # 1: greedy, whatever the recipe's default
     with torch.no_grad():
         start = time.perf_counter()
         outputs = task.translate(model, sources, options)

@@ -207,7 +207,7 @@ def test_help_shows_every_default_and_no_value_placeholder_on_flags(run_cli, mon
     for text in (train, evaluate, _help(run_cli, monkeypatch)):
         assert "<bool>" not in text
     beam = next(line for line in evaluate.splitlines() if " --beam-size " in line)  # a kind's evaluate option
-    assert "[default: 1: greedy]" in beam and "no options" not in evaluate
+    assert "[default: model.beam_size]" in beam and "no options" not in evaluate
 
 
 def test_commands_are_listed_in_the_order_a_user_meets_them(run_cli, monkeypatch):

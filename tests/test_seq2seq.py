@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -355,3 +356,41 @@ def test_the_attention_rows_are_the_tokens_decoded_with_unk_kept_whole(tmp_path,
     )
     run_cli("predict", tmp_path / "run", "--attention", tmp_path / "a.png", stdin="one two\n").ok()
     assert drawn["rows"] == ["one", "<unk>", "two", "</s>"] and drawn["shape"][0] == 4
+
+
+def test_an_output_stops_near_the_longest_plausible_length(tmp_path, run_cli):
+    """A model that loops stops at the training pairs' 99.5th-percentile
+    target/source length ratio times the source length, plus 10 tokens, not at max_target_length."""
+    import math
+
+    from seqtool import engine
+
+    sources = ["alpha beta gamma delta", "beta gamma", "gamma delta alpha beta alpha beta"] * 20
+    config = _pairs_config(tmp_path, sources, target_tokenizer="whitespace")
+    run_cli("train", config, "--run-dir", tmp_path / "run").ok()
+    task, model, _ = engine.load_trained(tmp_path / "run")
+    train = task._eval_split("train", None)
+    expected = np.quantile(train.target_lengths / train.source_lengths, 0.995)  # targets count their </s>
+    assert task.length_ratio == pytest.approx(expected)
+    with torch.no_grad():  # a model that never ends: "beta beta beta ..."
+        model.output.bias[task.vocab["target"].index("beta")] = 1e4
+    text = "alpha beta gamma delta alpha beta gamma delta"
+    output = task.translate(model, [text], {})[0][0][1].split()
+    assert set(output) == {"beta"} and len(output) == math.ceil(expected * 8) + 10 < 100  # max_target_length: 100
+
+
+def test_the_configs_beam_is_the_default_decoding_everywhere(tmp_path, run_cli):
+    """model.beam_size / length_penalty: evaluate, predict and serve decode by beam search unless
+    an option says otherwise (--beam-size 1: greedy)."""
+    config = _pairs_config(tmp_path, ["one two", "three four", "five six two"] * 10)
+    run_cli("train", config, "model.beam_size=3", "model.length_penalty=0.6", "--run-dir", tmp_path / "run").ok()
+    assert "Decoded by beam search (3 beams, length penalty 0.6)" in run_cli("evaluate", tmp_path / "run").ok().out
+    assert "Decoded greedily" in run_cli("evaluate", tmp_path / "run", "--beam-size", "1").ok().out
+    assert "length penalty 0.9" in run_cli("evaluate", tmp_path / "run", "--length-penalty", "0.9").ok().out
+    from seqtool import engine
+
+    task, model, _ = engine.load_trained(tmp_path / "run")
+    by_default = task.translate(model, ["one two five"], {})[0]
+    assert by_default == task.translate(model, ["one two five"], {"beam_size": 3, "length_penalty": 0.6})[0]
+    assert by_default[0][0] is not None  # a beam search's answer carries its score
+    assert task.translate(model, ["one two five"], {"beam_size": 1})[0][0][0] is None  # greedy: none

@@ -56,6 +56,8 @@ from seqtool.tasks.seq2seq.tokens import SUBWORD_TOKENIZERS, UNKNOWN, Codec
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]  # ids PAD, UNK, BOS, EOS
 EVAL_BATCH = 128
+LENGTH_QUANTILE = 0.995  # of the training pairs' target/source length ratios: the output length cap
+LENGTH_SLACK = 10  # tokens an output may run past length_ratio x its source length
 
 
 @dataclass
@@ -89,14 +91,20 @@ class Seq2SeqTask(WindowedTask):
         PredictOption("--data", Path, "CSV/TSV with the source column; a prediction column is added", "lines on stdin"),
         PredictOption("--output", Path, "write the CSV here", "stdout"),
         PredictOption("--max-length", int, "longest output in tokens", "data.max_target_length", min=1),
-        PredictOption("--beam-size", int, "beam search with this many beams", "1: greedy", min=1),
+        PredictOption("--beam-size", int, "beam search with this many beams (1: greedy)", "model.beam_size", min=1),
         PredictOption("--n-best", int, "print the N best outputs (at most --beam-size) with their scores", "1", min=1),
-        PredictOption("--length-penalty", float, "beam search: GNMT length-penalty exponent (0: none)", "1.0", min=0.0),
+        PredictOption(
+            "--length-penalty", float, "beam search: GNMT length-penalty exponent (0: none)", "model.length_penalty", min=0.0
+        ),
         PredictOption("--attention", Path, "draw the attention alignment of the first input to this PNG", "no plot"),
     )
     evaluate_options = (
-        PredictOption("--beam-size", int, "decode the split by beam search with this many beams", "1: greedy", min=1),
-        PredictOption("--length-penalty", float, "beam search: GNMT length-penalty exponent (0: none)", "1.0", min=0.0),
+        PredictOption(
+            "--beam-size", int, "decode the split by beam search with this many beams (1: greedy)", "model.beam_size", min=1
+        ),
+        PredictOption(
+            "--length-penalty", float, "beam search: GNMT length-penalty exponent (0: none)", "model.length_penalty", min=0.0
+        ),
     )
 
     def __init__(self, config: Config, artifacts: dict[str, Any] | None = None, cluster: Cluster | None = None):
@@ -105,6 +113,8 @@ class Seq2SeqTask(WindowedTask):
         self.vocab: dict[str, list[str]] | None = dict(artifacts["vocabulary"]) if artifacts else None
         # The training data's most frequent target: the `majority` baseline (the majority answer in QA).
         self.majority: str | None = artifacts.get("majority_target") if artifacts else None
+        # Outputs stop at length_ratio x the source's tokens + LENGTH_SLACK (runs of earlier versions: no such cap).
+        self.length_ratio: float | None = (artifacts or {}).get("length_ratio")
         self.splits: dict[str, Encoded] = {}
         self._indexes: dict[str, dict[str, int]] = {}
         stored = (artifacts or {}).get("tokenizers")  # absent from runs of earlier versions
@@ -195,6 +205,10 @@ class Seq2SeqTask(WindowedTask):
             self.majority = str(train[self.data.target_column].value_counts().index[0])
         self.splits = {split: self._encode(frame) for split, (_, frame) in frames.items()}
         self._refuse_mostly_cut(self.splits["train"], source)
+        if self.length_ratio is None:
+            train_pairs = self.splits["train"]
+            ratios = train_pairs.target_lengths / np.maximum(train_pairs.source_lengths, 1)
+            self.length_ratio = float(np.quantile(ratios, LENGTH_QUANTILE))
 
     def _refuse_mostly_cut(self, train: Encoded, source: str) -> None:
         """Training on the first tokens of most pairs is a config mistake, not data to learn."""
@@ -269,6 +283,7 @@ class Seq2SeqTask(WindowedTask):
         return {
             "vocabulary": self.vocab,
             "majority_target": self.majority,
+            "length_ratio": self.length_ratio,
             "tokenizers": self._tokenizer_spec(),
             "subwords": self.subword_models,
         }
@@ -336,20 +351,30 @@ class Seq2SeqTask(WindowedTask):
         search, with their scores. With `model.copy_unknown`, each `<unk>` written becomes the
         source token the attention points at (Luong et al. 2015)."""
         source, lengths, _, _ = self._ids(texts, "source", self.data.max_source_length, end=False)
+        caps = self._length_caps(lengths, max_length)
         order, device = np.argsort(lengths, kind="stable"), next(model.parameters()).device
         outputs: list[list[tuple[float | None, str]]] = [[] for _ in order]
         for start in range(0, len(order), EVAL_BATCH):
             rows = order[start : start + EVAL_BATCH]
             batch = to_device(torch.from_numpy(source[rows, : lengths[rows].max()]), device), torch.from_numpy(lengths[rows])
+            limit = int(caps[rows].max())
             if beam is None:
-                ids, _ = model.greedy(*batch, max_length)
+                ids, _ = model.greedy(*batch, limit)
                 found = [[(None, sequence[: sequence.index(EOS)] if EOS in sequence else sequence)] for sequence in ids.tolist()]
             else:
-                found = [hypotheses[: beam[1]] for hypotheses in model.beam_search(*batch, max_length, beam[0], beam[2], beam[1])]
+                found = [hypotheses[: beam[1]] for hypotheses in model.beam_search(*batch, limit, beam[0], beam[2], beam[1])]
             for row, hypotheses in zip(rows, found, strict=True):
-                written = [(score, [i for i in ids if i not in (PAD, BOS)]) for score, ids in hypotheses]
+                written = [(score, [i for i in ids if i not in (PAD, BOS)][: caps[row]]) for score, ids in hypotheses]
                 outputs[row] = [(score, self._output_text(model, texts[row], ids)) for score, ids in written]
         return outputs
+
+    def _length_caps(self, lengths: np.ndarray, max_length: int) -> np.ndarray:
+        """Each output's most tokens: `max_length`, and at most the training pairs' 99.5th-percentile
+        target/source length ratio times its source length, plus 10. A model that falls into a loop
+        ("Datei Datei Datei ...") stops near the longest plausible translation, not at max_length."""
+        if self.length_ratio is None:
+            return np.full(len(lengths), max_length)
+        return np.minimum(max_length, np.ceil(self.length_ratio * lengths).astype(np.int64) + LENGTH_SLACK)
 
     def _output_text(self, model: Seq2SeqNetwork, text: str, ids: list[int]) -> str:
         """An output's ids as text, each `<unk>` replaced by the source token it attended to most
@@ -400,13 +425,16 @@ class Seq2SeqTask(WindowedTask):
         return metrics
 
     def _beam(self) -> tuple[int, int, float] | None:
-        """`evaluate --beam-size N [--length-penalty A]`: (beams, 1 best, A); greedy without it."""
-        beams, penalty = self.evaluation_options.get("beam_size"), self.evaluation_options.get("length_penalty")
-        if beams is None:
+        """`evaluate [--beam-size N] [--length-penalty A]`, each defaulting to the config's
+        model.beam_size and model.length_penalty: (beams, 1 best, A), or None for greedy (1 beam)."""
+        options, model = self.evaluation_options, self.config.model
+        beams = options.get("beam_size") or model.beam_size
+        penalty = options.get("length_penalty")
+        if beams == 1:
             if penalty is not None:
-                raise SeqtoolError("--length-penalty applies to beam search: give --beam-size too")
+                raise SeqtoolError("--length-penalty applies to beam search: give --beam-size too (or set model.beam_size)")
             return None
-        return beams, 1, 1.0 if penalty is None else penalty
+        return beams, 1, model.length_penalty if penalty is None else penalty
 
     def shown_apart(self, metric: str) -> bool:
         return super().shown_apart(metric) or metric == "truncated_pairs"
@@ -421,15 +449,19 @@ class Seq2SeqTask(WindowedTask):
     # ---- predict ---------------------------------------------------------------------------------------
 
     def translate(self, model: Seq2SeqNetwork, texts: list[str], options: dict[str, Any]) -> list[list[tuple[float | None, str]]]:
-        """Each text's outputs: greedy (one, no score) unless `beam_size` or `n_best` is given,
-        then the n_best best by beam search with their scores."""
-        beams, n_best = options.get("beam_size"), options.get("n_best")
+        """Each text's outputs: greedy (one, no score) with one beam, else the n_best best by beam
+        search with their scores. `beam_size` and `length_penalty` default to the config's
+        model.beam_size and model.length_penalty; `n_best` alone asks for that many beams."""
+        model_config = self.config.model
+        n_best = options.get("n_best")
+        beams = options.get("beam_size") or max(model_config.beam_size, n_best or 1)
         beam = None
-        if beams is not None or n_best is not None:
-            beams, n_best = beams or n_best, n_best or 1
+        if beams > 1 or n_best is not None:
+            n_best = n_best or 1
             if n_best > beams:
                 raise SeqtoolError(f"--n-best {n_best} is more than --beam-size {beams}: a beam search keeps only that many")
-            beam = (beams, n_best, 1.0 if options.get("length_penalty") is None else options["length_penalty"])
+            penalty = options.get("length_penalty")
+            beam = (beams, n_best, model_config.length_penalty if penalty is None else penalty)
         return self.decode(model, texts, options.get("max_length") or self.data.max_target_length, beam)
 
     def _warn_unknown(self, texts: list[str]) -> None:
@@ -506,7 +538,10 @@ class Seq2SeqTask(WindowedTask):
             "special_ids": {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS},
             "max_source_length": data.max_source_length,
             "max_target_length": data.max_target_length,
-            "decoding": "encode once; then feed <s>, and each step's argmax (greedy) with the returned state, until </s>",
+            "length_ratio": self.length_ratio,
+            "beam_size": self.config.model.beam_size,  # seqtool's own default; the graphs step one token at a time
+            "decoding": "encode once; then feed <s>, and each step's argmax (greedy) with the returned state, until </s>, "
+            f"max_target_length tokens, or ceil(length_ratio x source tokens) + {LENGTH_SLACK} tokens",
         }
 
     def _subword_metadata(self) -> dict[str, Any]:

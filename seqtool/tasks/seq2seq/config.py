@@ -47,6 +47,12 @@ class Seq2SeqModel(TokenModelConfig):
     )
     input_feeding: bool = option(True, "feed each step's attentional state into the next step (Luong)")
     tie_embeddings: bool = option(False, "share the decoder's input embedding and output matrix (embedding_size == hidden_size)")
+    beam_size: int = option(
+        1, "beams when evaluate, predict, serve and training's validation decode (--beam-size overrides); 1: greedy", ge=1
+    )
+    length_penalty: float = option(
+        1.0, "beam search's GNMT length-penalty exponent (--length-penalty overrides; 0: none)", ge=0.0
+    )
     copy_unknown: bool = option(
         True, "each <unk> in an output becomes the source token the attention points at (Luong et al. 2015)"
     )

@@ -16,9 +16,13 @@ class Seq2SeqRequest(BaseModel):
     sources: list[Annotated[str, Field(min_length=1)]] = Field(
         min_length=1, max_length=MAX_SOURCES, description="texts to translate"
     )
-    beam_size: int | None = Field(None, ge=1, le=64, description="beam search with this many hypotheses (default: greedy)")
+    beam_size: int | None = Field(
+        None, ge=1, le=64, description="beam search with this many hypotheses (default: the model's model.beam_size; 1: greedy)"
+    )
     max_length: int | None = Field(None, ge=1, le=1024, description="output tokens at most (default: the model's)")
-    length_penalty: float | None = Field(None, ge=0.0, le=5.0, description="beam search's length penalty alpha")
+    length_penalty: float | None = Field(
+        None, ge=0.0, le=5.0, description="beam search's length penalty alpha (default: model.length_penalty)"
+    )
 
 
 class Seq2SeqResponse(BaseModel):
