@@ -322,7 +322,7 @@ def g2p(dictionary: Path, max_time: str = "15m") -> None:
             table.add_column(header, justify="left" if header == "decoding" else "right")
         for beam in (None, BEAM):
             start = time.perf_counter()
-            metrics = engine.evaluate(run, args=["--beam-size", str(beam)] if beam else []).metrics
+            metrics = engine.evaluate(run, args=["--beam-size", str(beam or 1)]).metrics  # 1: greedy, whatever the default
             name = f"beam {beam}" if beam else "greedy"
             wer = 1 - metrics["exact_match"]
             table.add_row(
