@@ -200,12 +200,13 @@ class Seq2SeqTask(WindowedTask):
         source, train = frames["train"]
         if len(train) < 2 or "val" not in frames:
             raise SeqtoolError(f"{source}: {len(train)} training pairs and no validation pairs; give more pairs")
-        if self.vocab is None:
+        fresh = self.vocab is None  # a new run; a trained one keeps what it stored
+        if fresh:
             self.vocab = self._build_vocabulary(train, source)
             self.majority = str(train[self.data.target_column].value_counts().index[0])
         self.splits = {split: self._encode(frame) for split, (_, frame) in frames.items()}
         self._refuse_mostly_cut(self.splits["train"], source)
-        if self.length_ratio is None:
+        if fresh:
             train_pairs = self.splits["train"]
             ratios = train_pairs.target_lengths / np.maximum(train_pairs.source_lengths, 1)
             self.length_ratio = float(np.quantile(ratios, LENGTH_QUANTILE))

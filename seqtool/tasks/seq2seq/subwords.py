@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-from typing import Any
 
 from seqtool.errors import SeqtoolError
 
@@ -78,6 +77,3 @@ class Subwords:
         """SentencePiece's decoding, for any piece: also one copied from the source for an
         unknown word, or a literal `<unk>`."""
         return "".join(tokens).replace(SPACE, " ").strip()
-
-    def describe(self) -> dict[str, Any]:
-        return {"pieces": self.processor.get_piece_size()}
