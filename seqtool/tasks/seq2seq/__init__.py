@@ -346,12 +346,17 @@ class Seq2SeqTask(WindowedTask):
         texts: list[str],
         max_length: int,
         beam: tuple[int, int, float] | None = None,
+        encoded: Encoded | None = None,
     ) -> list[list[tuple[float | None, str]]]:
         """Each text's outputs, joined, in batches of similar source length: greedy (one output, no
         score), or with `beam` = (beams, n_best, length-penalty exponent) the n_best best by beam
         search, with their scores. With `model.copy_unknown`, each `<unk>` written becomes the
-        source token the attention points at (Luong et al. 2015)."""
-        source, lengths, _, _ = self._ids(texts, "source", self.data.max_source_length, end=False)
+        source token the attention points at (Luong et al. 2015). `encoded`: the texts' ids when
+        the caller has them (evaluate's splits), so that they are not tokenized again."""
+        if encoded is None:
+            source, lengths, _, _ = self._ids(texts, "source", self.data.max_source_length, end=False)
+        else:
+            source, lengths = encoded.source, encoded.source_lengths
         caps = self._length_caps(lengths, max_length)
         order, device = np.argsort(lengths, kind="stable"), next(model.parameters()).device
         outputs: list[list[tuple[float | None, str]]] = [[] for _ in order]
@@ -366,7 +371,8 @@ class Seq2SeqTask(WindowedTask):
                 found = [hypotheses[: beam[1]] for hypotheses in model.beam_search(*batch, limit, beam[0], beam[2], beam[1])]
             for row, hypotheses in zip(rows, found, strict=True):
                 written = [(score, [i for i in ids if i not in (PAD, BOS)][: caps[row]]) for score, ids in hypotheses]
-                outputs[row] = [(score, self._output_text(model, texts[row], ids)) for score, ids in written]
+                read = source[row : row + 1, : lengths[row]]
+                outputs[row] = [(score, self._output_text(model, texts[row], read, ids)) for score, ids in written]
         return outputs
 
     def _length_caps(self, lengths: np.ndarray, max_length: int) -> np.ndarray:
@@ -377,15 +383,15 @@ class Seq2SeqTask(WindowedTask):
             return np.full(len(lengths), max_length)
         return np.minimum(max_length, np.ceil(self.length_ratio * lengths).astype(np.int64) + LENGTH_SLACK)
 
-    def _output_text(self, model: Seq2SeqNetwork, text: str, ids: list[int]) -> str:
+    def _output_text(self, model: Seq2SeqNetwork, text: str, read: np.ndarray, ids: list[int]) -> str:
         """An output's ids as text, each `<unk>` replaced by the source token it attended to most
-        (with `model.copy_unknown`; a source token the vocabulary lacks is copied as written)."""
+        (with `model.copy_unknown`; a source token the vocabulary lacks is copied as written).
+        `read`: the source's ids (1, its length)."""
         tokens = [self.vocab["target"][i] for i in ids]
         if UNK in ids and self.config.model.copy_unknown and self.config.model.attention != "none":
-            source, lengths, _, _ = self._ids([text], "source", self.data.max_source_length, end=False)
             device = next(model.parameters()).device
-            read = to_device(torch.from_numpy(source[:, : lengths[0]]), device)
-            weights = model.align(read, torch.from_numpy(lengths), to_device(torch.tensor([ids]), device))
+            length = torch.tensor([read.shape[1]])
+            weights = model.align(to_device(torch.from_numpy(read), device), length, to_device(torch.tensor([ids]), device))
             pieces = self.codecs["source"].tokens(text)[: self.data.max_source_length] or [UNKNOWN]
             pointed = weights[0, : len(ids), : len(pieces)].argmax(dim=-1).tolist()
             tokens = [pieces[pointed[j]] if i == UNK else token for j, (i, token) in enumerate(zip(ids, tokens, strict=True))]
@@ -409,7 +415,7 @@ class Seq2SeqTask(WindowedTask):
         nats = sum(
             float(self._token_loss(model, encoded, rows[i : i + EVAL_BATCH], device)) for i in range(0, len(rows), EVAL_BATCH)
         )
-        decoded = self.decode(model, encoded.sources, self.data.max_target_length, self._beam())
+        decoded = self.decode(model, encoded.sources, self.data.max_target_length, self._beam(), encoded)
         hypotheses = [outputs[0][1] for outputs in decoded]
         codec = self.codecs["target"]
         references = [codec.normal(t) for t in encoded.targets]
