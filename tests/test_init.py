@@ -49,7 +49,7 @@ def test_init_guesses_the_task_and_the_config_trains(tmp_path, run_cli, name):
 @pytest.mark.parametrize(
     ("name", "source", "target", "tokenizers"),
     [
-        ("messages-en-de.tsv", "source", "target", ("word", "word")),
+        ("messages-en-de.tsv", "source", "target", ("bpe", "bpe")),  # 23,564 distinct words: shared subwords
         ("qa-babi.tsv", "source", "target", ("word", "word")),  # one-word answers beside prose: words
         ("cmudict-20k.tsv", "word", "phonemes", ("char", "whitespace")),  # spelling to phoneme symbols
     ],
@@ -61,6 +61,9 @@ def test_init_reads_a_table_of_pairs_as_sequence_to_sequence(tmp_path, run_cli, 
     config = load_config(data.with_suffix(".yaml"))
     assert config.task == "seq2seq" and (config.data.source_column, config.data.target_column) == (source, target)
     assert (config.data.source_tokenizer, config.data.target_tokenizer) == tokenizers
+    if "bpe" in tokenizers:  # the retuned recipe, its vocabulary sized to the data
+        assert config.data.share_vocabulary and config.data.vocab_size == 4000 and config.model.type == "gru"
+        assert config.model.beam_size == 5 and config.training.ema_decay == 0.999
 
 
 def test_init_task_can_be_forced_and_is_checked(tmp_path, run_cli):
