@@ -1,25 +1,33 @@
-"""Sequence to sequence beside JoeyNMT: the same English->German split, the same model shape,
-the same wall time on the same cores, then test BLEU/chrF, training tokens/s and decoding speed.
+"""Sequence to sequence beside JoeyNMT: BLEU against wall time, each tool with its own recipe,
+for an hour on the same split, then G2P and seqtool's decoding speed.
 
-The data file is split once (seeded 90/5/5 by row) into train/val/test files that both tools
-read: seqtool as TSV (`data.train/val/test` over the shipped recipe), JoeyNMT as plain parallel
-files pre-tokenized by seqtool's word tokenizer (JoeyNMT's word level splits on spaces), so both
-see the same tokens. Both train a bidirectional LSTM encoder and an LSTM decoder with Luong
-(general) attention, without input feeding, of the recipe's sizes, with Adam at the recipe's
-rate, batch size, dropout, label smoothing and vocabulary cut-off, and both choose their
-checkpoint by validation perplexity. seqtool trains first with the recipe's `max_time`; JoeyNMT
-then gets the wall time seqtool's train command took, and is stopped with SIGINT (it saves its
-state and keeps its best checkpoint).
+The data file is split once (seeded 90/5/5 by row) into train/val/test files that both tools read:
+seqtool as TSV (`data.train/val/test` over `configs/messages_en_de.yaml` with `training.max_time`
+set to the budget), JoeyNMT as plain parallel files with a joint SentencePiece BPE model of 4,000
+pieces, trained as JoeyNMT's scripts/build_vocab.py trains it (its special ids, one piece per line
+in the vocabulary file), the size seqtool's recipe uses. JoeyNMT runs its documented small-data
+recipe, configs/iwslt14_deen_bpe.yaml (a pre-norm Transformer of 6+6 layers of 256, 4 heads,
+tied embeddings, AdamW 3e-4, plateau decay on validation BLEU, batches of 4,096 tokens, beam 5
+with alpha 1.0), with three changes: BPE from SentencePiece rather than subword-nmt's 32,000
+merges (a size for 160,000 pairs, not 19,000), cased text (the references are cased), and
+validation every 100 updates rather than 1,000 (at about 4 s an update on one core, 1,000 would
+give one checkpoint an hour), with its plateau patience scaled by the same factor, so the rate
+still decays after 5,000 updates without a better BLEU; and JoeyNMT's default output limit (1.5
+times the source) rather than the recipe's 100 tokens, since an early model writes to the limit
+and its Transformer decoder recomputes every earlier position at each step: at 100 tokens one
+validation of 1,076 sentences took over 6 minutes on one core. JoeyNMT 2.3's plateau scheduler passes
+`verbose`, which torch 2.13 no longer takes: a three-line shim drops it.
 
-Scores: both tools' test outputs (greedy, and beam 5 with length penalty 1.0) are detokenized the
-same way and scored here by sacrebleu against the same references. Training tokens/s counts
-target tokens (with the end token) per second of training steps, validation excluded: JoeyNMT's
-own "Tokens per Sec" log lines, and seqtool's samples/s times the mean target length of the
-training split. Decoding speed is the decoding time alone (JoeyNMT's "Generation took" line,
-seqtool timed around its batched decode), model loading excluded.
+Both train at once, one core each (OMP_NUM_THREADS=1: two processes of two threads on two cores
+run several times slower), for `--minutes`. Every 5 s the script copies each tool's best
+checkpoint when it changes (seqtool's best.pt, JoeyNMT's best.ckpt), with the seconds since the
+command started. At each budget of the curve, the checkpoint that was best at that time decodes
+the test part (beam 5, length penalty 1.0, two threads), and sacrebleu scores both tools' joined
+outputs against the same references: BLEU as in the tools' own evaluation (13a, cased).
 
-    python -m venv /tmp/joey && /tmp/joey/bin/pip install torch==2.13.0 joeynmt==2.3.0
-    .venv/bin/python benchmarks/seq2seq_quality.py --joey /tmp/joey/bin/python [--max-time 6m]
+    python -m venv /tmp/joey && /tmp/joey/bin/pip install torch==2.13.0 joeynmt==2.3.0 importlib_metadata
+    .venv/bin/python benchmarks/seq2seq_quality.py --joey /tmp/joey/bin/python [--minutes 60] [--plot docs/seq2seq_peers.png]
+    .venv/bin/python benchmarks/seq2seq_quality.py --words   # the recipe with word vocabularies: <unk> copied or not
     .venv/bin/python benchmarks/seq2seq_quality.py --speed-only --max-time 2m   # greedy speed, memory
     .venv/bin/python benchmarks/seq2seq_quality.py --g2p ../shared/data/cmudict.tsv   # G2P on the full CMUdict
 
@@ -31,8 +39,9 @@ rates, greedy and with beam 5, beside the copy baseline.
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +56,17 @@ from rich.table import Table
 
 RECIPE = "configs/messages_en_de.yaml"
 BEAM = 5
+CURVE_MINUTES = (2.5, 5, 10, 20, 30, 45, 60)  # the budgets decoded, as fractions of --minutes / 60
+TABLE_MINUTES = (5, 10, 30, 60)
+JOEY_SPECIALS = {"unk": 0, "pad": 1, "bos": 2, "eos": 3}
+JOEY_SHIM = """import sys, runpy, torch.optim.lr_scheduler as schedulers
+import joeynmt.builders as builders
+class Plateau(schedulers.ReduceLROnPlateau):
+    def __init__(self, *args, verbose=None, **kwargs): super().__init__(*args, **kwargs)
+builders.ReduceLROnPlateau = Plateau
+sys.argv = ["joeynmt", *sys.argv[1:]]
+runpy.run_module("joeynmt", run_name="__main__")
+"""
 
 
 def split_files(data: str, folder: Path, seed: int) -> dict[str, Path]:
@@ -62,16 +82,30 @@ def split_files(data: str, folder: Path, seed: int) -> dict[str, Path]:
     return paths
 
 
+def one_core() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 # ---- seqtool -------------------------------------------------------------------------------------
 
 
-def train_seqtool(paths: dict[str, Path], folder: Path, max_time: str) -> tuple[Path, float, list[float]]:
-    """The recipe trained on the split: the run, the command's wall time, and the training
-    process's resident memory (MiB) sampled once a second."""
+def start_seqtool(
+    paths: dict[str, Path], folder: Path, max_time: str, env: dict[str, str] | None = None, changes: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, Path]:
+    """The recipe (with `changes`) training on the split, in the background: the process and its run directory."""
     run = folder / "seqtool_run"
     overrides = ["data.path=null", *(f"data.{split}={path}" for split, path in paths.items()), f"training.max_time={max_time}"]
-    start, rss = time.perf_counter(), []
-    process = subprocess.Popen([sys.executable, "-m", "seqtool", "train", RECIPE, *overrides, "--run-dir", str(run)])
+    overrides += changes
+    log = open(folder / "seqtool_train.log", "w")  # the child writes it until it ends
+    command = [sys.executable, "-m", "seqtool", "train", RECIPE, *overrides, "--run-dir", str(run)]
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), run
+
+
+def train_seqtool(paths: dict[str, Path], folder: Path, max_time: str, changes: tuple[str, ...] = ()) -> tuple[Path, list[float]]:
+    """The recipe (with `changes`) trained on the split (two threads): the run, and the training
+    process's resident memory (MiB) sampled once a second."""
+    process, run = start_seqtool(paths, folder, max_time, changes=changes)
+    rss = []
     while process.poll() is None:
         status = Path(f"/proc/{process.pid}/status")
         found = re.search(r"VmRSS:\s+(\d+) kB", status.read_text()) if status.exists() else None
@@ -79,32 +113,18 @@ def train_seqtool(paths: dict[str, Path], folder: Path, max_time: str) -> tuple[
             rss.append(int(found.group(1)) / 1024)
         time.sleep(1.0)
     if process.returncode != 0:
-        raise SystemExit(f"seqtool train failed ({process.returncode})")
-    return run, time.perf_counter() - start, rss
+        raise SystemExit(f"seqtool train failed ({process.returncode}); see {folder / 'seqtool_train.log'}")
+    return run, rss
 
 
-def seqtool_tokens_per_s(run: Path, train: Path) -> float:
-    """Median samples/s of the training log lines times the mean target tokens (with </s>)."""
-    from seqtool.metrics import MetricsLog
-
-    rates = [e.values["samples_per_s"] for e in MetricsLog(run).read() if e.split == "train"]
-    task = _seqtool_model(run)[0]
-    targets = pd.read_csv(train, sep="\t", dtype=str, keep_default_na=False)[task.data.target_column]
-    _, lengths, _ = task._ids(targets.tolist(), "target", task.data.max_target_length, end=True)
-    return statistics.median(rates[1:] or rates) * float(lengths.mean())
-
-
-def _seqtool_model(run: Path):
-    from seqtool import engine
-
-    task, model, _ = engine.load_trained(run)
-    return task, model.eval()
-
-
-def seqtool_decode(run: Path, sources: list[str], beam: int | None) -> tuple[list[str], float]:
+def seqtool_decode(checkpoint: Path, sources: list[str], beam: int | None) -> tuple[list[str], float]:
+    """A checkpoint's outputs for the sources (beam search, or greedy without `beam`), and the
+    decoding time alone."""
     import torch
 
-    task, model = _seqtool_model(run)
+    from seqtool import engine
+
+    task, model, _ = engine.load_trained(checkpoint)
     options = {"beam_size": beam or 1, "length_penalty": 1.0 if beam else None}  # 1: greedy, whatever the recipe's default
     with torch.no_grad():
         start = time.perf_counter()
@@ -117,123 +137,188 @@ def seqtool_decode(run: Path, sources: list[str], beam: int | None) -> tuple[lis
 
 
 def joey_files(paths: dict[str, Path], folder: Path) -> Path:
-    """Plain parallel files (`train.en`, `train.de`, ...), tokens joined by spaces."""
-    from seqtool.tasks.seq2seq.tokens import tokenize
+    """Plain parallel files (`train.en`, `train.de`, ...) as written, and one SentencePiece BPE
+    model of 4,000 pieces learned on both sides' training text, as JoeyNMT's build_vocab.py
+    learns it (`sp.model`, and `sp.vocab` with one piece per line)."""
+    import sentencepiece
 
     data = folder / "joey_data"
     data.mkdir()
     for split, path in paths.items():
         frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
         for side, column in (("en", "source"), ("de", "target")):
-            lines = [" ".join(tokenize(text, "word")) for text in frame[column]]
-            (data / f"{split}.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            (data / f"{split}.{side}").write_text("\n".join(frame[column]) + "\n", encoding="utf-8")
+    corpus = data / "spm_train.txt"
+    corpus.write_text(
+        (data / "train.en").read_text(encoding="utf-8") + (data / "train.de").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    sentencepiece.SentencePieceTrainer.Train(
+        input=str(corpus),
+        model_prefix=str(data / "sp"),
+        model_type="bpe",
+        vocab_size=4000,
+        character_coverage=1.0,
+        vocabulary_output_piece_score=False,
+        num_threads=1,
+        minloglevel=2,
+        **{f"{name}_piece": f"<{name}>" if name != "eos" else "</s>" for name in JOEY_SPECIALS},
+        **{f"{name}_id": index for name, index in JOEY_SPECIALS.items()},
+    )
     return data
 
 
-def joey_config(data: Path, folder: Path, recipe: dict) -> Path:
-    model, training = recipe["model"], recipe["training"]
-    side = {"level": "word", "voc_min_freq": recipe["data"]["min_freq"], "max_length": 60, "lowercase": False}
-    rnn = {"type": "recurrent", "rnn_type": model["type"], "hidden_size": model["hidden_size"], "num_layers": model["num_layers"]}
-    embeddings = {"embedding_dim": model["embedding_size"]}
+def joey_config(data: Path, folder: Path, seed: int, every: int) -> Path:
+    """JoeyNMT's configs/iwslt14_deen_bpe.yaml on these files (the changes: see the top)."""
+    tokenizer = {"model_file": str(data / "sp.model"), "pretokenizer": "none"}
+    side = {"max_length": 62, "lowercase": False, "normalize": False, "level": "bpe", "voc_min_freq": 1}
+    side |= {"voc_file": str(data / "sp.vocab"), "tokenizer_type": "sentencepiece", "tokenizer_cfg": tokenizer}
+    layers = {"type": "transformer", "num_layers": 6, "num_heads": 4, "hidden_size": 256, "ff_size": 1024, "dropout": 0.3}
+    layers |= {"embeddings": {"embedding_dim": 256, "scale": True, "dropout": 0.0}, "layer_norm": "pre", "activation": "relu"}
+    symbols = {f"{name}_token": f"<{name}>" if name != "eos" else "</s>" for name in JOEY_SPECIALS}
     config = {
-        "name": "joey_en_de",
+        "name": "joey_iwslt14_recipe",
+        "model_dir": str(folder / "joey_model"),
+        "use_cuda": False,
+        "fp16": False,
+        "random_seed": seed,
         "data": {
-            "train": str(data / "train"),
+            **{split: str(data / split) for split in ("train", "test")},
             "dev": str(data / "val"),
-            "test": str(data / "test"),
             "dataset_type": "plain",
             "src": {"lang": "en", **side},
             "trg": {"lang": "de", **side},
+            "special_symbols": {**symbols, **{f"{name}_id": index for name, index in JOEY_SPECIALS.items()}},
         },
-        # decoding batches of 128 sentences, as seqtool's
-        "testing": {"beam_size": 1, "alpha": 1.0, "eval_metrics": ["bleu"], "batch_size": 128, "batch_type": "sentence"},
-        "training": {
-            "random_seed": recipe["seed"],
-            "optimizer": "adam",
-            "learning_rate": training["lr"],
-            "batch_size": training["batch_size"],
-            "batch_type": "sentence",
-            "label_smoothing": training["label_smoothing"],
-            "clip_grad_norm": 1.0,
-            # JoeyNMT 2.3's "plateau" passes `verbose`, which torch 2.13's ReduceLROnPlateau no
-            # longer takes, and it has no cosine: an exponential decay by 1.0, a constant rate.
-            "scheduling": "exponential",
-            "decrease_factor": 1.0,
-            "epochs": 1000,
-            "validation_freq": training["eval_every"],
-            "logging_freq": training["log_every"],
-            "early_stopping_metric": "ppl",
-            "model_dir": str(folder / "joey_model"),
-            "overwrite": True,
-            "use_cuda": False,
-            "num_workers": 0,
-            "keep_best_ckpts": 1,
-        },
+        "testing": {"n_best": 1, "beam_size": BEAM, "beam_alpha": 1.0, "batch_size": 1024, "batch_type": "token"}
+        | {"max_output_length": -1, "eval_metrics": ["bleu"], "sacrebleu_cfg": {"tokenize": "13a", "lowercase": False}},
+        "training": {"optimizer": "adamw", "normalization": "tokens", "adam_betas": [0.9, 0.999], "scheduling": "plateau"}
+        | {"patience": 5 * 1000 // every, "decrease_factor": 0.7, "loss": "crossentropy", "learning_rate": 0.0003}
+        | {"learning_rate_min": 1e-8, "weight_decay": 0.0, "label_smoothing": 0.1, "batch_size": 4096, "batch_type": "token"}
+        | {"early_stopping_metric": "bleu", "epochs": 1000, "validation_freq": every, "logging_freq": max(1, every // 5)}
+        | {"overwrite": True, "shuffle": True, "keep_best_ckpts": 5, "num_workers": 0},
         "model": {
-            "encoder": {**rnn, "bidirectional": True, "dropout": model["dropout"], "embeddings": embeddings},
-            "decoder": {
-                **rnn,
-                "attention": "luong",
-                "input_feeding": False,
-                "init_hidden": "bridge",
-                "dropout": model["dropout"],
-                "hidden_dropout": model["dropout"],
-                "embeddings": embeddings,
-            },
-        },
+            "initializer": "xavier_uniform",
+            "embed_initializer": "xavier_uniform",
+            "embed_init_gain": 1.0,
+            "init_gain": 1.0,
+        }
+        | {"bias_initializer": "zeros", "tied_embeddings": True, "tied_softmax": True, "encoder": layers, "decoder": layers},
     }
     path = folder / "joey.yaml"
     path.write_text(yaml.safe_dump(config))
+    (folder / "joey_shim.py").write_text(JOEY_SHIM)
     return path
 
 
-def train_joey(python: str, config: Path, seconds: float, folder: Path) -> float:
-    """JoeyNMT's median training tokens/s (its own log), stopped after `seconds` of wall time."""
-    log = folder / "joey_train.log"
-    with open(log, "w") as handle:
-        subprocess.run(
-            ["timeout", "-s", "INT", str(round(seconds)), python, "-m", "joeynmt", "train", str(config)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    rates = [float(r) for r in re.findall(r"Tokens per Sec:\s+([\d.]+)", log.read_text())]
-    if not rates:
-        raise SystemExit(f"JoeyNMT logged no training step; see {log}")
-    return statistics.median(rates[1:] or rates)
+def start_joey(python: str, config: Path, seconds: float, folder: Path) -> subprocess.Popen:
+    """JoeyNMT training in the background, one core, interrupted (SIGINT: it saves) after `seconds`."""
+    log = open(folder / "joey_train.log", "w")  # the child writes it until it ends
+    command = [
+        "timeout",
+        "-s",
+        "INT",
+        str(round(seconds)),
+        python,
+        str(folder / "joey_shim.py"),
+        "train",
+        str(config),
+        "--skip-test",
+    ]
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=one_core())
 
 
-def joey_decode(python: str, config: Path, folder: Path, beam: int) -> tuple[list[str], float]:
-    """JoeyNMT's test outputs with its best checkpoint, and its decoding time."""
+def joey_decode(python: str, config: Path, checkpoint: Path, folder: Path) -> list[str]:
+    """A JoeyNMT checkpoint's test outputs (its recipe's beam 5, alpha 1.0), two threads."""
     settings = yaml.safe_load(config.read_text())
-    settings["testing"]["beam_size"] = beam
-    beam_config = folder / f"joey_beam{beam}.yaml"
-    beam_config.write_text(yaml.safe_dump(settings))
-    out = folder / f"joey_hyp_beam{beam}"
-    result = subprocess.run(
-        [python, "-m", "joeynmt", "test", str(beam_config), "--output-path", str(out)],  # its best.ckpt
-        capture_output=True,
-        text=True,
-    )
-    seconds = [float(s) for s in re.findall(r"Generation took ([\d.]+)\[sec\]", result.stdout + result.stderr)]
+    settings["testing"]["load_model"] = str(checkpoint)
+    del settings["data"]["dev"]  # `joeynmt test` decodes each split it is given: the test part alone
+    decode_config = folder / f"joey_test_{checkpoint.stem}.yaml"
+    decode_config.write_text(yaml.safe_dump(settings))
+    out = folder / f"joey_hyp_{checkpoint.stem}"
+    command = [python, str(folder / "joey_shim.py"), "test", str(decode_config), "--output-path", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True)
     hypotheses = Path(f"{out}.test")
-    if result.returncode != 0 or not hypotheses.exists() or not seconds:
+    if result.returncode != 0 or not hypotheses.exists():
         raise SystemExit(f"joeynmt test failed:\n{(result.stdout + result.stderr)[-3000:]}")
-    return hypotheses.read_text(encoding="utf-8").splitlines(), seconds[-1]
+    return hypotheses.read_text(encoding="utf-8").splitlines()
 
 
-# ---- scores and the table ------------------------------------------------------------------------
+def joey_updates(folder: Path) -> int:
+    """The updates JoeyNMT took (its log's last step line)."""
+    steps = re.findall(r"Step:\s+(\d+)", (folder / "joey_model" / "train.log").read_text(errors="replace"))
+    return int(steps[-1]) if steps else 0
 
 
-def scores(hypotheses: list[str], references: list[str]) -> tuple[float, float]:
+# ---- both at once --------------------------------------------------------------------------------
+
+
+def snapshot_while_training(
+    processes: dict[str, subprocess.Popen], best: dict[str, Path], folder: Path
+) -> dict[str, list[tuple[float, Path]]]:
+    """Every 5 s, a copy of each tool's best checkpoint when it changed, with the seconds since
+    the start: what a user stopping the tool at that time would have."""
+    start, seen = time.perf_counter(), {name: None for name in processes}
+    copies: dict[str, list[tuple[float, Path]]] = {name: [] for name in processes}
+    while any(p.poll() is None for p in processes.values()):
+        time.sleep(5.0)
+        for name, path in best.items():
+            stamp = path.stat().st_mtime_ns if path.exists() else None
+            if stamp is not None and stamp != seen[name]:
+                elapsed = time.perf_counter() - start
+                copy = folder / "snapshots" / name / f"{elapsed:07.0f}{path.suffix}"
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, copy)  # follows JoeyNMT's best.ckpt link
+                seen[name], copies[name] = stamp, [*copies[name], (elapsed, copy)]
+    return copies
+
+
+def best_at(copies: list[tuple[float, Path]], seconds: float) -> Path | None:
+    earlier = [path for elapsed, path in copies if elapsed <= seconds]
+    return earlier[-1] if earlier else None
+
+
+def converge(args: argparse.Namespace) -> None:
+    """Both tools for `--minutes`, at once on one core each; the test BLEU of each at each budget."""
     import sacrebleu
 
-    return sacrebleu.corpus_bleu(hypotheses, [references]).score, sacrebleu.corpus_chrf(hypotheses, [references]).score
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.work or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = split_files(args.data, folder, args.seed)
+        test = pd.read_csv(paths["test"], sep="\t", dtype=str, keep_default_na=False)
+        sources, references = test["source"].tolist(), test["target"].tolist()
+        joey = joey_config(joey_files(paths, folder), folder, args.seed, args.joey_every)
+        seconds = args.minutes * 60
+        # seqtool's clock starts after its start-up, and it ends with a last evaluation: a budget
+        # a minute shorter ends within the hour
+        seqtool, run = start_seqtool(paths, folder, f"{max(1.0, args.minutes - 1):g}m", one_core())
+        processes = {"seqtool": seqtool, "JoeyNMT": start_joey(args.joey, joey, seconds, folder)}
+        best = {"seqtool": run / "best.pt", "JoeyNMT": folder / "joey_model" / "best.ckpt"}
+        copies = snapshot_while_training(processes, best, folder)
+        budgets = [m * args.minutes / 60 for m in CURVE_MINUTES]
+        scored: dict[Path, float] = {}  # a checkpoint still best at a later budget is decoded once
+        for name in processes:
+            for checkpoint in {best_at(copies[name], minutes * 60) for minutes in budgets} - {None}:
+                if name == "seqtool":
+                    outputs = seqtool_decode(checkpoint, sources, BEAM)[0]
+                else:
+                    outputs = joey_decode(args.joey, joey, checkpoint, folder)
+                scored[checkpoint] = sacrebleu.corpus_bleu(outputs, [references]).score
+        curve = {name: [scored.get(best_at(copies[name], minutes * 60)) for minutes in budgets] for name in processes}
+        copy = sacrebleu.corpus_bleu(sources, [references]).score
+        updates = {"seqtool": _seqtool_updates(run), "JoeyNMT": joey_updates(folder)}
+        show_curve(budgets, curve, copy, updates, len(sources))
+        if args.plot:
+            plot_curve(args.plot, budgets, curve, copy)
 
 
-def detokenized(lines: list[str]) -> list[str]:
-    from seqtool.data.text import detokenize
+def _seqtool_updates(run: Path) -> int:
+    from seqtool.metrics import MetricsLog
 
-    return [detokenize(line.split(" "), "word") for line in lines]
+    return max((e.step for e in MetricsLog(run).read()), default=0)
+
+
+# ---- tables, plot and the command ---------------------------------------------------------------
 
 
 def speed_and_memory(run: Path, sources: list[str], rss: list[float]) -> None:
@@ -254,55 +339,101 @@ def speed_and_memory(run: Path, sources: list[str], rss: list[float]) -> None:
         print(f"training process, resident memory at 10/25/50/75/100% of the run: {', '.join(f'{m:.0f}' for m in marks)} MiB")
 
 
+def show_curve(
+    budgets: list[float], curve: dict[str, list[float | None]], copy: float, updates: dict[str, int], tests: int
+) -> None:
+    table = Table(
+        title=f"English->German messages, test BLEU (beam {BEAM}) of the checkpoint best at each budget; {tests:,} test pairs, copying {copy:.2f}"
+    )
+    table.add_column("tool")
+    shown = [i for i, minutes in enumerate(budgets) if round(minutes * 60 / budgets[-1]) in TABLE_MINUTES]
+    for i in shown:
+        table.add_column(f"{budgets[i]:g} min", justify="right")
+    table.add_column("updates", justify="right")
+    for name, scores in curve.items():
+        cells = ["-" if scores[i] is None else f"{scores[i]:.2f}" for i in shown]
+        table.add_row(name, *cells, f"{updates[name]:,}")
+    Console(width=160).print(table)
+
+
+def plot_curve(path: Path, budgets: list[float], curve: dict[str, list[float | None]], copy: float) -> None:
+    from seqtool.plots import label_axis, save_png, subplots
+
+    figure, axis = subplots(figsize=(6.4, 4.0))
+    for name, scores in curve.items():
+        points = [(m, s) for m, s in zip(budgets, scores, strict=True) if s is not None]
+        axis.plot(*zip(*points, strict=True), marker="o", label=name)
+    axis.axhline(copy, color="grey", linestyle="--", label="copying the source")
+    label_axis(axis, "wall time, minutes (one core each)", f"test BLEU, beam {BEAM}", "English->German messages")
+    save_png(figure, path)
+    print(f"plot -> {path}")
+
+
+WORD_LEVEL = (
+    "data.source_tokenizer=word",
+    "data.target_tokenizer=word",
+    "data.share_vocabulary=false",
+    "data.vocab_size=null",
+    "data.min_freq=2",
+)
+
+
+def unknown_words(args: argparse.Namespace) -> None:
+    """The recipe with word vocabularies (words seen once are `<unk>`), its test outputs decoded
+    with and without `model.copy_unknown`: BLEU, chrF and the `<unk>` left in the outputs."""
+    import sacrebleu
+
+    from seqtool import engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = split_files(args.data, Path(tmp), args.seed)
+        run, _ = train_seqtool(paths, Path(tmp), args.max_time or "10m", WORD_LEVEL)
+        test = pd.read_csv(paths["test"], sep="\t", dtype=str, keep_default_na=False)
+        sources, references = test["source"].tolist(), test["target"].tolist()
+        table = Table(
+            title=f"The recipe at word level ({args.max_time or '10m'}), test part: {len(sources):,} pairs, beam {BEAM}"
+        )
+        for header in ("unknown words", "BLEU", "chrF", "<unk> written", "sentences with <unk>"):
+            table.add_column(header, justify="left" if header == "unknown words" else "right")
+        task, model, _ = engine.load_trained(run)
+        for copy in (True, False):
+            task.config.model.copy_unknown = copy
+            outputs = [o[0][1] for o in task.translate(model, sources, {})]
+            name = "copied from the source (copy_unknown)" if copy else "left as <unk>"
+            counts = [o.count("<unk>") for o in outputs]
+            bleu, chrf = sacrebleu.corpus_bleu(outputs, [references]).score, sacrebleu.corpus_chrf(outputs, [references]).score
+            table.add_row(name, f"{bleu:.2f}", f"{chrf:.2f}", f"{sum(counts):,}", f"{sum(c > 0 for c in counts):,}")
+        Console(width=160).print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/messages-en-de.tsv")
-    parser.add_argument("--joey", help="a Python with joeynmt installed (see above); without it, seqtool alone")
-    parser.add_argument("--max-time", default="6m", help="seqtool's training.max_time; JoeyNMT gets the same wall time")
+    parser.add_argument("--joey", help="a Python with joeynmt installed (see above): the curve beside it")
+    parser.add_argument("--minutes", type=float, default=60.0, help="the curve's length (its budgets scale with it)")
+    parser.add_argument("--plot", type=Path, help="where to write the curve as a PNG")
+    parser.add_argument("--work", type=Path, help="keep the curve's files (logs, checkpoints) in this new folder")
+    parser.add_argument("--joey-every", type=int, default=100, help="JoeyNMT's validation_freq (updates)")
+    parser.add_argument("--max-time", help="seqtool's training.max_time for --speed-only (2m) and --words (10m)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--speed-only", action="store_true", help="seqtool alone: greedy speed and memory")
     parser.add_argument("--g2p", type=Path, help="the full CMU dictionary (word, phonemes TSV): G2P instead")
+    parser.add_argument("--words", action="store_true", help="the recipe at word level: unknown words copied or not")
     args = parser.parse_args()
     if args.g2p:
         g2p(args.g2p)
-        return
-    recipe = yaml.safe_load(Path(RECIPE).read_text())
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        paths = split_files(args.data, folder, args.seed)
-        test = pd.read_csv(paths["test"], sep="\t", dtype=str, keep_default_na=False)
-        sources, references = test["source"].tolist(), test["target"].tolist()
-        run, wall, rss = train_seqtool(paths, folder, args.max_time)
-        if args.speed_only:
-            speed_and_memory(run, sources, rss)
-            return
-        rows = {"seqtool": [seqtool_tokens_per_s(run, paths["train"]), wall]}
-        for beam in (None, BEAM):
-            outputs, seconds = seqtool_decode(run, sources, beam)
-            rows["seqtool"] += [*scores(outputs, references), len(sources) / seconds]
-        if args.joey:
-            config = joey_config(joey_files(paths, folder), folder, recipe)
-            start = time.perf_counter()
-            rows["JoeyNMT 2.3"] = [train_joey(args.joey, config, wall, folder), time.perf_counter() - start]
-            for beam in (1, BEAM):
-                outputs, seconds = joey_decode(args.joey, config, folder, beam)
-                rows["JoeyNMT 2.3"] += [*scores(detokenized(outputs), references), len(sources) / seconds]
-        copy = scores(sources, references)
-        show(rows, copy, len(sources), len(pd.read_csv(paths["train"], sep="\t")))
-
-
-def show(rows: dict[str, list[float]], copy: tuple[float, float], tests: int, trains: int) -> None:
-    table = Table(
-        title=f"English->German messages: {trains:,} training pairs, {tests:,} test pairs (copy: BLEU {copy[0]:.2f}, chrF {copy[1]:.2f})"
-    )
-    headers = ["tool", "train tok/s", "train wall s", "greedy BLEU", "greedy chrF", "greedy sent/s"]
-    headers += [f"beam {BEAM} BLEU", f"beam {BEAM} chrF", f"beam {BEAM} sent/s"]
-    for header in headers:
-        table.add_column(header, justify="left" if header == "tool" else "right")
-    for name, values in rows.items():
-        formats = ["{:,.0f}", "{:.0f}", "{:.2f}", "{:.2f}", "{:.0f}", "{:.2f}", "{:.2f}", "{:.0f}"]
-        table.add_row(name, *(f.format(v) for f, v in zip(formats, values, strict=True)))
-    Console(width=160).print(table)
+    elif args.speed_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = split_files(args.data, Path(tmp), args.seed)
+            run, rss = train_seqtool(paths, Path(tmp), args.max_time or "2m")
+            test = pd.read_csv(paths["test"], sep="\t", dtype=str, keep_default_na=False)
+            speed_and_memory(run, test["source"].tolist(), rss)
+    elif args.words:
+        unknown_words(args)
+    elif args.joey:
+        converge(args)
+    else:
+        parser.error("give --joey PYTHON (the curve beside JoeyNMT), --words, --speed-only or --g2p FILE")
 
 
 def g2p(dictionary: Path, max_time: str = "15m") -> None:
