@@ -82,10 +82,6 @@ def _tokenizer_for(values: pd.Series) -> Tokenizer | None:
 SUBWORD_TYPES = 2000  # prose pairs with more distinct words than this get a shared BPE vocabulary
 
 
-def _word_types(frame: pd.DataFrame, columns: tuple[str, str]) -> int:
-    return len({token for column in columns for text in frame[column] for token in tokenize(str(text), "word")})
-
-
 def _subword_size(types: int) -> int:
     """A shared vocabulary about a sixth of the word types, in thousands, 1,000 to 8,000: 4,000 for
     the 23,564 types of the bundled English-German messages, the size tuned on them."""
@@ -96,7 +92,8 @@ def starter_config(path: Path, frame: pd.DataFrame, source: str, target: str, fi
     guessed = {column: _tokenizer_for(frame[column]) for column in (source, target)}
     prose = "word" in guessed.values()  # single words beside prose (answers, glossaries) are words
     tokenizers = {column: tokenizer or ("word" if prose else "char") for column, tokenizer in guessed.items()}
-    longest = {column: max(len(tokenize(str(t), tokenizers[column])) for t in frame[column]) for column in (source, target)}
+    tokens = {column: [tokenize(str(t), tokenizers[column]) for t in frame[column]] for column in (source, target)}
+    longest = {column: max(map(len, tokens[column])) for column in (source, target)}
     lengths = {column: min(n, MAX_STARTER_LENGTH) for column, n in longest.items()}
     cut = [f"{c} at {MAX_STARTER_LENGTH} tokens (the longest has {n})" for c, n in longest.items() if n > MAX_STARTER_LENGTH]
     reasons = [
@@ -112,7 +109,7 @@ data:
   source_column: {source}
   target_column: {target}
 """
-    types = _word_types(frame, (source, target)) if prose else 0
+    types = len({t for column in (source, target) if tokenizers[column] == "word" for text in tokens[column] for t in text})
     if types > SUBWORD_TYPES:
         size = _subword_size(types)
         reasons[1] = (
