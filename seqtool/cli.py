@@ -418,8 +418,19 @@ def tasks(as_json: json_flag("a JSON list of kinds") = False) -> None:
     report.print_table(report.tasks_table(kinds))
 
 
+def cells(as_json: json_flag("a JSON list of cells") = False) -> None:
+    """List the recurrent cells installed (model.type): seqtool's own and plug-ins', with what each supports."""
+    from seqtool.cells import describe_cells
+
+    described = describe_cells()
+    if as_json:
+        typer.echo(json.dumps(described))
+        return
+    report.print_table(report.cells_table(described))
+
+
 # In the order a user meets them: the help lists them so.
-for _command in (init, train, evaluate, predict, runs, compare, tune, serve, plot, export, tasks):
+for _command in (init, train, evaluate, predict, runs, compare, tune, serve, plot, export, tasks, cells):
     if _command in (predict, evaluate):  # some options are the kind's, parsed once the checkpoint says which kind
         app.command(cls=KindOptionsCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(_command)
     else:

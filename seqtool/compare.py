@@ -14,22 +14,21 @@ import io
 import json
 import shutil
 import statistics
-import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from seqtool.cells import registry as cells
 from seqtool.checkpoint import atomic_write_text
 from seqtool.configure import load_config
 from seqtool.errors import SeqtoolError
 from seqtool.metrics import TRAIN, VAL, MetricsLog, of_split
 from seqtool.runs import describe_run
-from seqtool.schema import Config, ModelType, parse_yaml
+from seqtool.schema import Config, parse_yaml
 from seqtool.tasks import MainMetric
 
-MODEL_TYPES: tuple[str, ...] = typing.get_args(ModelType)  # the cells the config schema accepts
 COMPARE_FILES = ("compare.json", "compare.csv", "compare.png")
 
 
@@ -68,9 +67,10 @@ class VariantResult:
 
 def parse_models(text: str) -> list[str]:
     models = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in models if m not in MODEL_TYPES]
+    installed = cells.names()
+    unknown = [m for m in models if m not in installed]
     if not models or unknown:
-        raise SeqtoolError(f"--models takes a comma-separated list of {', '.join(MODEL_TYPES)}; got {text!r}")
+        raise SeqtoolError(f"--models takes a comma-separated list of the installed cells {', '.join(installed)}; got {text!r}")
     if len(set(models)) != len(models):
         raise SeqtoolError(f"--models lists a model twice: {text!r}")
     return models

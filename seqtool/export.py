@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 import seqtool
+from seqtool.cells import registry
 from seqtool.checkpoint import MAGIC, atomic_write_bytes, resolve_checkpoint
 from seqtool.engine import load_trained
 from seqtool.errors import SeqtoolError, first_line
@@ -258,6 +259,11 @@ def export(target: str | Path, fmt: str, output: str | Path | None = None, force
     kind = task.config.task
     if not task.exports():
         raise SeqtoolError(f"export does not apply to {target}: a {kind} model cannot be exported ({task.not_exportable})")
+    cell = task.config.model.type
+    if fmt == "onnx" and not registry.cell(cell).onnx:
+        raise SeqtoolError(
+            f"ONNX export does not support model.type={cell} (seqtool cells says which do); use --format torchscript"
+        )
     files, signatures, diff = _checked_parts(task, model, fmt, source)
     paths = {part: part_path(output, part) for part in files}
     _refuse_to_overwrite([p for p in paths.values() if p != output], force)

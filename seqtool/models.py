@@ -1,4 +1,4 @@
-"""One model for every task: input layer -> torch.nn.RNN/LSTM/GRU (fused kernels) -> head.
+"""One model for every task: input layer -> a recurrent stack (any registered cell) -> head.
 
 The model returns outputs; the task computes the loss. It sees its own config section only.
 `reference.py` holds the textbook equations these fused modules are tested against.
@@ -15,10 +15,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqtool.schema import ModelConfig
 
-# LSTM state is (h, c); RNN and GRU state is h alone. Each has shape (num_layers, batch, hidden).
-RecurrentState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-_RECURRENT = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+# A stack's carried state: h alone (RNN, GRU, minGRU, minLSTM), or a tuple whose first tensor is h
+# (LSTM: (h, c)). Each tensor is (num_layers * directions, batch, ...); see seqtool.cells.protocol.
+RecurrentState = torch.Tensor | tuple[torch.Tensor, ...]
 
 # Options a kind's model section may add (`embedding_size`, `output`, ...), and their values for a
 # kind whose section does not have them.
@@ -122,43 +121,35 @@ class SequenceModel(nn.Module):
         the mean or max over the text's own time steps.
         """
         embedded = self.dropout(self.embedding(tokens))  # (batch, time, embedding_size)
-        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        outputs, state = self.recurrent(packed)
+        outputs, state = run_padded(self.recurrent, embedded, lengths)
         if model_option(self.config, "pooling") == "last":
             h = state[0] if isinstance(state, tuple) else state  # (layers * directions, batch, hidden)
             features = torch.cat([h[-2], h[-1]], dim=-1) if model_option(self.config, "bidirectional") else h[-1]
         else:
-            padded, _ = pad_packed_sequence(outputs, batch_first=True)  # (batch, longest, hidden * directions)
-            features = pool_over_time(padded, lengths.to(padded.device), model_option(self.config, "pooling"))
+            features = pool_over_time(outputs, lengths.to(outputs.device), model_option(self.config, "pooling"))
         return self.head(self.dropout(features))
 
 
 def recurrent_layers(config: ModelConfig, input_size: int) -> nn.Module:
-    """The fused torch.nn.RNN/LSTM/GRU stack a model config describes, batch first."""
-    extra = {"nonlinearity": config.nonlinearity} if config.type == "rnn" else {}
-    recurrent = _RECURRENT[config.type](
-        input_size,
-        config.hidden_size,
-        num_layers=config.num_layers,
-        dropout=config.dropout if config.num_layers > 1 else 0.0,
-        batch_first=True,
-        bidirectional=model_option(config, "bidirectional"),
-        **extra,
-    )
-    if config.type == "lstm":
-        _init_forget_bias(recurrent, config.hidden_size, config.forget_bias)
-    return recurrent
+    """The stack of `config.type`'s cell (from the cell registry) a model config describes, batch
+    first, with nn.LSTM's interface (seqtool.cells.protocol)."""
+    from seqtool.cells import registry
+
+    return registry.cell(config.type).build(config, input_size)
 
 
-@torch.no_grad()
-def _init_forget_bias(recurrent: nn.Module, size: int, value: float) -> None:
-    """Start every LSTM layer's forget gate at sigmoid(value): with 1.0 the cell keeps most of
-    its memory from the first step, which long-range dependencies need to be learnt at all
-    (Gers et al. 2000; Jozefowicz et al. 2015). PyTorch's two biases add up; the value goes
-    in one of them."""
-    for name, bias in recurrent.named_parameters():
-        if name.startswith("bias_"):
-            bias[size : 2 * size] = value if name.startswith("bias_ih") else 0.0
+def run_padded(stack: nn.Module, x: torch.Tensor, lengths: torch.Tensor, state: RecurrentState | None = None):
+    """A stack over padded sequences x (batch, time, features) of `lengths`, as if each ran alone:
+    outputs (batch, time, hidden * directions), zero at padding, and the final state. torch's
+    fused modules read a packed batch; the other cells' stacks mask the padding themselves,
+    which an exported graph can hold (a packed batch traces into ONNX only around torch's own
+    RNN operators)."""
+    if isinstance(stack, nn.RNNBase):
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        outputs, final = stack(packed, state)
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=x.shape[1])
+        return outputs, final
+    return stack.padded(x, lengths.to(x.device), state)
 
 
 def pool_over_time(outputs: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -201,6 +192,13 @@ def layer_weights(rnn: nn.Module, layer: int, reverse: bool = False) -> tuple[to
     return tuple(getattr(rnn, f"{name}_l{layer}{suffix}") for name in _LAYER_PARAMETERS)
 
 
+def layer_parameters(stack: nn.Module, layer: int, reverse: bool = False) -> list[nn.Parameter]:
+    """The parameters of one layer (and direction) of any cell's stack."""
+    if isinstance(stack, nn.RNNBase):
+        return list(layer_weights(stack, layer, reverse))
+    return stack.layer_parameters(layer, reverse)
+
+
 def unrolled(
     rnn: nn.Module, config: ModelConfig, inputs: torch.Tensor, state: RecurrentState | None, probe: list[RecurrentState]
 ) -> tuple[torch.Tensor, RecurrentState]:
@@ -208,7 +206,10 @@ def unrolled(
     weights, so that each top-layer state is a tensor of its own whose gradient can be read after
     backward: how much the loss still depends on step t, the vanishing (or exploding) gradient
     made visible. `probe` receives h_t, or (h_t, c_t) for an LSTM, whose memory is the cell state.
-    Slow; for diagnostics in eval mode (no inter-layer dropout)."""
+    Slow; for diagnostics in eval mode (no inter-layer dropout). A stack that is not torch's
+    fused module steps by its own step form, and `probe` receives its top output."""
+    if not isinstance(rnn, nn.RNNBase):
+        return _stepped(rnn, inputs, state, probe)
     lstm = config.type == "lstm"
     cell = cell_function(config)
     batch, size = inputs.shape[0], config.hidden_size
@@ -236,6 +237,19 @@ def unrolled(
         finals_h.append(h)
         finals_c.append(c)
     return x, ((torch.stack(finals_h), torch.stack(finals_c)) if lstm else torch.stack(finals_h))
+
+
+def _stepped(
+    stack: nn.Module, inputs: torch.Tensor, state: RecurrentState | None, probe: list[RecurrentState]
+) -> tuple[torch.Tensor, RecurrentState]:
+    outputs = []
+    for t in range(inputs.shape[1]):
+        h, state = stack.step(inputs[:, t], state)
+        if h.requires_grad:
+            h.retain_grad()
+            probe.append(h)
+        outputs.append(h)
+    return torch.stack(outputs, dim=1), state
 
 
 def detach_state(state: RecurrentState | None) -> RecurrentState | None:

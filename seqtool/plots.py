@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from seqtool.cells import registry as cells
 from seqtool.checkpoint import atomic_write_bytes
 from seqtool.metrics import TRAIN, VAL, Event, of_split
 
@@ -46,9 +47,6 @@ def label_axis(axis, x: str, y: str, title: str, log_y: bool = False, legend_siz
     axis.legend(fontsize=legend_size)
 
 
-MODEL_COLOURS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
-
-
 def compare_plot(
     path: str | Path, results: list[Any], summary: list[dict[str, Any]], curves: dict[str, list[Event]], sweep_key: str | None
 ) -> None:
@@ -61,7 +59,7 @@ def compare_plot(
     for result in results:
         events = curves.get(result.run_dir, [])
         label = result.model if sweep_key is None else f"{result.model}, {sweep_key}={result.sweep_value}"
-        colour = MODEL_COLOURS.get(result.model)
+        colour = cells.colour(result.model)
         shade = 1.0
         if sweep_key is not None:  # later sweep values darker
             values = [str(s["sweep_value"]) for s in summary if s["model"] == result.model]
@@ -86,7 +84,7 @@ def compare_plot(
             key = "main_value" if summary[0]["main_metric"] else "best_val_loss"  # the best checkpoint's, as evaluate says
             y = [s[key] if s[key] is not None else float("nan") for s in rows]
             spread = [s[f"{key}_sd"] or 0.0 for s in rows]
-            axis.errorbar(x, y, yerr=spread, color=MODEL_COLOURS.get(model), marker="o", capsize=3, label=model)
+            axis.errorbar(x, y, yerr=spread, color=cells.colour(model), marker="o", capsize=3, label=model)
         if summary[0].get("main_reference") is not None:  # such as chance's error
             reference = summary[0]["main_reference"]
             axis.axhline(reference, color="grey", linestyle="--", linewidth=1, label=summary[0]["main_reference_label"] or None)

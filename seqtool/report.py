@@ -242,6 +242,29 @@ def export_summary(result: Any, fmt: str) -> str:
     )
 
 
+def cells_table(cells: list[dict[str, Any]]) -> Table:
+    """`seqtool cells`: every installed cell, what it supports, and a plug-in's load error."""
+    table = Table(title="Recurrent cells (model.type: NAME in a config)", box=box.SIMPLE_HEAD, title_justify="left")
+    for header in ("name", "description", "state", "bidirectional", "carried state", "ONNX", "options", "from"):
+        table.add_column(header, overflow="fold")
+    for cell in cells:
+        if cell["error"]:
+            table.add_row(cell["name"], f"[red]{cell['error']}[/]", "", "", "", "", "", cell["origin"])
+            continue
+        yes = {True: "yes", False: "no"}
+        table.add_row(
+            cell["name"],
+            cell["summary"],
+            ", ".join(cell["state"]),
+            yes[cell["bidirectional"]],
+            yes[cell["carried_state"]],
+            yes[cell["onnx"]],
+            ", ".join(cell["options"]) or "-",
+            cell["origin"],
+        )
+    return table
+
+
 def tasks_table(kinds: list[dict[str, Any]]) -> Table:
     """`seqtool tasks`: every installed kind, where it comes from, and a plug-in's load error."""
     table = Table(title="Task kinds (task: NAME in a config)", box=box.SIMPLE_HEAD, title_justify="left")

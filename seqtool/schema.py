@@ -28,8 +28,6 @@ import yaml
 
 from seqtool.errors import SeqtoolError
 
-ModelType = Literal["rnn", "lstm", "gru"]
-
 
 def option(default: Any, help: str, **checks: Any) -> Any:
     """A config key: a dataclass field with its help text and range checks (`ge`, `gt`, `le`, `lt`)."""
@@ -42,7 +40,7 @@ def option(default: Any, help: str, **checks: Any) -> Any:
 class ModelConfig:
     """The recurrent cell and its stack: the keys every kind reads."""
 
-    type: ModelType = option("lstm", "recurrent cell: rnn (Elman), lstm or gru")
+    type: str = option("lstm", "recurrent cell: rnn (Elman), lstm, gru, mingru, minlstm, or a plug-in's (seqtool cells)")
     hidden_size: int = option(256, "units per recurrent layer", ge=1)
     num_layers: int = option(2, "stacked recurrent layers", ge=1)
     dropout: float = option(0.2, "dropout on embeddings, between layers and before the head", ge=0.0, lt=1.0)
@@ -50,6 +48,11 @@ class ModelConfig:
     forget_bias: float = option(
         1.0, "type: lstm only: initial forget-gate bias (1.0: remember by default, Jozefowicz et al. 2015)"
     )
+    candidate_activation: Literal["g", "identity"] = option(
+        "g", "type: mingru or minlstm only: g (the paper's, positive states, log-space scan) or identity for h~"
+    )
+    normalise_gates: bool = option(True, "type: minlstm only: divide the forget and input gates by their sum")
+    heads: int = option(4, "type: slstm or mlstm only: heads (blocks of the recurrent weights; mlstm: memories)", ge=1)
 
 
 @dataclass
@@ -397,10 +400,7 @@ def check_range(value: Any, meta: typing.Mapping[str, Any], path: str, where: Wh
 def check_shared(config: Config, where: Where) -> None:
     """Rules of the shared sections that involve more than one key."""
     model, training = config.model, config.training
-    if model.forget_bias != 1.0 and model.type != "lstm":
-        raise SeqtoolError(f"{where('model.forget_bias')} applies to model.type=lstm only (got type {model.type})")
-    if model.nonlinearity != "tanh" and model.type != "rnn":
-        raise SeqtoolError(f"{where('model.nonlinearity')} applies to model.type=rnn only (got type {model.type})")
+    check_cell_options(model, where)
     if training.epochs is None and training.max_steps is None and training.max_time is None:
         raise SeqtoolError(f"{where('training.epochs')}: set at least one budget: epochs, max_steps or max_time")
     if training.max_time is not None:
@@ -410,6 +410,36 @@ def check_shared(config: Config, where: Where) -> None:
             raise SeqtoolError(f"{where('training.max_time')}: {exc}") from None
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", training.device):
         raise SeqtoolError(f"{where('training.device')} must be auto, cpu, cuda, cuda:N or mps, got {training.device!r}")
+
+
+CELL_OPTIONS = ("nonlinearity", "forget_bias", "candidate_activation", "normalise_gates", "heads")  # keys one cell reads
+
+
+def check_cell_options(model: ModelConfig, where: Where) -> None:
+    """`model.type` names an installed cell, no key of another cell is set, and heads divide the units."""
+    from seqtool.cells import registry  # reads entry points only; the cell's module loads here
+
+    if model.type not in registry.names():
+        raise SeqtoolError(f"{where('model.type')} {registry.unknown_cell_message(model.type)}")
+    reads = registry.cell(model.type).options
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    for key in CELL_OPTIONS:
+        if key not in reads and getattr(model, key) != defaults[key]:
+            users = [name for name in registry.names() if key in _options_of(name)]
+            raise SeqtoolError(f"{where('model.' + key)} applies to model.type={' or '.join(users)} only (got type {model.type})")
+    if "heads" in reads and model.hidden_size % model.heads:
+        raise SeqtoolError(
+            f"{where('model.hidden_size')} ({model.hidden_size}) must be a multiple of model.heads ({model.heads})"
+        )
+
+
+def _options_of(name: str) -> tuple[str, ...]:
+    from seqtool.cells import registry
+
+    try:
+        return registry.cell(name).options
+    except SeqtoolError:  # a broken plug-in does not stop naming the others
+        return ()
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> set[str]:

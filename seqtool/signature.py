@@ -37,3 +37,10 @@ class Signature:
 def tensor_spec(name: str, dtype: str, shape: list[str], meaning: str) -> dict[str, Any]:
     """One input or output of an exported graph, as the metadata JSON lists it."""
     return {"name": name, "dtype": dtype, "shape": shape, "meaning": meaning}
+
+
+def reads_every_input(output: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """`output` plus zero times every input: a state part the cell does not read (the mLSTM's h,
+    carried for the kinds that pool it) stays an input of the exported graph, which ONNX would
+    otherwise drop, so a deployment feeds every state part back alike."""
+    return output + sum(0.0 * part.reshape(-1)[:1].sum() for part in inputs)

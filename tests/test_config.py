@@ -66,7 +66,7 @@ def test_unknown_top_level_section(tmp_path):
         ("training: {batch_size: 0}", "'training.batch_size' must be at least 1, got 0"),
         ("training: {batch_size: 2.5}", "'training.batch_size' must be an integer"),
         ("model: {dropout: 1.5}", "'model.dropout' must be less than 1.0"),
-        ("model: {type: lsmt}", "'model.type' must be one of rnn, lstm, gru, got 'lsmt' .did you mean 'lstm'"),
+        ("model: {type: lsmt}", "'model.type' must be one of the installed cells gru, lstm, .*, got 'lsmt' .did you mean 'lstm'"),
         ("training: {max_time: soon}", "'training.max_time'.*not a duration"),
         ("training: {device: gpu}", "'training.device' must be auto, cpu, cuda"),
         ("training: {lr: .nan}", "'training.lr' must be a finite number"),

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from seqtool import tasks
-from seqtool.testing import CHECKS, parametrize_with_checks
+from seqtool.cells import registry as cells
+from seqtool.testing import CELL_VARIABLE, CHECKS, parametrize_with_checks
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "examples" / "plugin_task"
@@ -29,6 +30,29 @@ def one_kill_trial_per_kind(monkeypatch):
 @parametrize_with_checks(tasks.names())  # every installed kind: a new one is checked with no edit here
 def test_installed_kind(kind, check, tmp_path):
     check(kind, tmp_path)
+
+
+# Each kind with each cell that is not torch's own: the checks that exercise the cell (training and
+# its carried state, resuming, the step form behind predict, export against PyTorch), slow-marked.
+MODERN_CELLS = [name for name in cells.names() if not cells.cell(name).fused]
+CELL_CHECKS = [check for check in CHECKS if check.name in ("resume_is_bit_identical", "cli_predict", "export")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("check", CELL_CHECKS, ids=lambda check: check.name)
+@pytest.mark.parametrize("cell", MODERN_CELLS)
+@pytest.mark.parametrize("kind", tasks.names())
+def test_installed_kind_with_each_cell(kind, cell, check, tmp_path, monkeypatch):
+    monkeypatch.setenv(CELL_VARIABLE, cell)
+    check(kind, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", MODERN_CELLS)
+def test_two_processes_train_each_cell_as_one_does(cell, tmp_path, monkeypatch):
+    """torchrun with two gloo processes, for the kind whose state is carried across batches."""
+    monkeypatch.setenv(CELL_VARIABLE, cell)
+    next(check for check in CHECKS if check.name == "two_processes_equal_one")("language_model", tmp_path)
 
 
 @pytest.fixture(scope="module")

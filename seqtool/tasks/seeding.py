@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from seqtool.cells.registry import cell
 from seqtool.data.text import Vocabulary
 from seqtool.errors import SeqtoolError
 from seqtool.schema import ModelConfig
@@ -28,6 +29,7 @@ COPIED = "the embedding (token by token) and the recurrent layers"
 
 # Model keys that must agree for a language model's weights to fit the reader's layers.
 _SHAPE_KEYS = ("type", "hidden_size", "num_layers", "embedding_size")
+_INITIALISATION_ONLY = ("forget_bias",)  # a cell option that sets starting weights, which are copied over
 
 
 @dataclass
@@ -102,7 +104,7 @@ def _stored(payload: dict[str, Any], section: str, key: str) -> Any:
 def _check_fits(reader: Reader, payload: dict[str, Any], source: str) -> None:
     """One line naming the first key that differs, with both sides' values."""
     mine = reader.model
-    keys = [*_SHAPE_KEYS, *(("nonlinearity",) if mine.type == "rnn" else ())]
+    keys = [*_SHAPE_KEYS, *(key for key in cell(mine.type).options if key not in _INITIALISATION_ONLY)]
     pairs = [(reader.tokenizer_key, _stored(payload, "data", "tokenizer"), reader.tokenizer)]
     pairs += [(f"model.{key}", _stored(payload, "model", key), getattr(mine, key)) for key in keys]
     for key, lm_value, reader_value in pairs:
@@ -135,12 +137,25 @@ def _copy_embedding(state: dict[str, torch.Tensor], reader: Reader, payload: dic
 
 def _copy_recurrent(state: dict[str, torch.Tensor], prefix: str, weights: dict[str, torch.Tensor], reverse: bool) -> int:
     """Every recurrent weight of the language model into the reader's forward parameters, or
-    into its reverse ones (`..._reverse`); returns the number of layers copied."""
+    into its reverse ones; returns the number of layers copied."""
     layers = set()
     for name, value in weights.items():
         if not name.startswith("recurrent."):
             continue
-        target = prefix + name.removeprefix("recurrent.") + ("_reverse" if reverse else "")
-        state[target] = value.to(state[target].dtype).clone()
-        layers.add(name.rsplit("_l", 1)[1])
-    return len(layers)
+        inside, layer = _reader_name(name.removeprefix("recurrent."), reverse)
+        state[prefix + inside] = value.to(state[prefix + inside].dtype).clone()
+        layers.add(layer)
+    return len(layers - {None})
+
+
+def _reader_name(name: str, reverse: bool) -> tuple[str, str | None]:
+    """A language model's stack weight's name in the reader's stack, and the layer it belongs to.
+    torch's fused modules name a backward direction's weights `..._reverse`. A stack of another
+    cell (seqtool.cells.stack) numbers layer k's directions k * 2 and k * 2 + 1, and a reader with
+    two directions has one layer (`_check_fits`), so the backward one is `layers.1`."""
+    if name.startswith("layers."):
+        _, index, rest = name.split(".", 2)
+        return f"layers.{int(index) + int(reverse)}.{rest}", index
+    if name.startswith(("norms.", "final_norm.")):  # between layers: none in a two-direction reader
+        return name, None
+    return name + ("_reverse" if reverse else ""), name.rsplit("_l", 1)[1]

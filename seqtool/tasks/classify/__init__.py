@@ -23,7 +23,7 @@ from seqtool.data import csvfile, sniff
 from seqtool.data.text import Vocabulary, vocabulary_metadata
 from seqtool.distributed import Cluster
 from seqtool.errors import SeqtoolError
-from seqtool.models import SequenceModel, layer_weights
+from seqtool.models import SequenceModel, layer_parameters
 from seqtool.schema import Config, Where, parse_duration
 from seqtool.signature import Signature, tensor_spec
 from seqtool.tasks import (
@@ -284,7 +284,7 @@ class ClassifyTask(WindowedTask):
             return super().parameter_groups(model)
         directions = (False, True) if self.config.model.bidirectional else (False,)
         layers = [
-            [weight for reverse in directions for weight in layer_weights(model.recurrent, k, reverse)]
+            [weight for reverse in directions for weight in layer_parameters(model.recurrent, k, reverse)]
             for k in reversed(range(self.config.model.num_layers))
         ]
         return [list(model.head.parameters()), *layers, list(model.embedding.parameters())]

@@ -16,7 +16,7 @@ class ClassifierGraph(nn.Module):
         self.model = model
         config = model.config
         self.pooling, self.bidirectional = config.pooling, config.bidirectional
-        if self.bidirectional:
+        if self.bidirectional and isinstance(model.recurrent, nn.RNNBase):
             # One single-layer module per layer and direction, on the same weights, so the
             # backward direction can be fed each text reversed within its own length.
             kind = type(model.recurrent)
@@ -32,7 +32,9 @@ class ClassifierGraph(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor):
         x = self.model.embedding(tokens)  # (batch, time, embedding_size)
-        if self.bidirectional:
+        if not isinstance(self.model.recurrent, nn.RNNBase):  # another cell's stack masks padding itself
+            outputs, _ = self.model.recurrent.padded(x, lengths)
+        elif self.bidirectional:
             # Position t of a text of length L reads position L - 1 - t; padding stays in place.
             steps = torch.arange(tokens.shape[1], device=tokens.device)[None, :]  # (1, time)
             flip = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)[:, :, None]  # (batch, time, 1)

@@ -145,8 +145,8 @@ class ForecastNetwork(nn.Module):
             queries = torch.cat([queries, channels[:, None, :].expand(-1, m, -1)], dim=2)
         queries = self.dropout(queries.reshape(sequences * m, 1, -1))
 
-        def repeat(s: torch.Tensor) -> torch.Tensor:  # (layers, sequences, hidden) -> (layers, sequences * m, hidden)
-            return s[:, :, None, :].expand(-1, -1, m, -1).reshape(s.shape[0], sequences * m, s.shape[2])
+        def repeat(s: torch.Tensor) -> torch.Tensor:  # (layers, sequences, ...) -> (layers, sequences * m, ...)
+            return s.repeat_interleave(m, dim=1)
 
         start = tuple(repeat(s) for s in state) if isinstance(state, tuple) else repeat(state)
         decoded, _ = self.recurrent(queries, start)  # one step for every output segment at once

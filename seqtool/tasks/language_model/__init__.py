@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
+from seqtool.cells.registry import cell
 from seqtool.data.text import (
     CLOSING_PUNCTUATION,
     NEWLINE,
@@ -252,7 +253,7 @@ class LanguageModelTask(Task):
         rows = len(self.train_rows)
         keep = torch.from_numpy(draw[self.cluster.rank * rows : (self.cluster.rank + 1) * rows] >= chance)
         parts = self.carried if isinstance(self.carried, tuple) else (self.carried,)
-        kept = tuple(part * keep.to(part.device, part.dtype)[None, :, None] for part in parts)
+        kept = tuple(part * keep.to(part.device, part.dtype).reshape(1, -1, *[1] * (part.dim() - 2)) for part in parts)
         return kept if isinstance(self.carried, tuple) else kept[0]
 
     def state_dict(self) -> dict[str, Any]:
@@ -266,7 +267,7 @@ class LanguageModelTask(Task):
         if carried is None:
             self.carried = None
         else:
-            self.carried = tuple(carried) if len(carried) == 2 else carried[0]
+            self.carried = tuple(carried) if len(carried) > 1 else carried[0]
 
     def move_state(self, device: torch.device) -> None:
         if self.carried is not None:
@@ -442,33 +443,36 @@ class LanguageModelTask(Task):
         return spec(self)
 
     def export_signature(self, model: SequenceModel, generator: torch.Generator) -> Signature:
-        """(tokens, h_in[, c_in]) -> (logits, h_out[, c_out]): the state is part of the signature,
+        """(tokens, h_in[, c_in, ...]) -> (logits, h_out[, c_out, ...]), one input and one output per
+        part of the cell's state: the state is part of the signature,
         so a deployed model steps token by token, or reads a prompt in one call and carries on."""
         config = model.config
-        vocab, lstm = len(self.vocabulary), config.type == "lstm"
-        layers, hidden = config.num_layers, config.hidden_size
+        vocab, parts = len(self.vocabulary), cell(config.type).state
+        layers = config.num_layers
 
         def batch(size: int, time: int) -> tuple[torch.Tensor, ...]:
             tokens = torch.randint(0, vocab, (size, time), generator=generator)
-            states = [0.5 * torch.randn(layers, size, hidden, generator=generator) for _ in range(2 if lstm else 1)]
+            states = [0.5 * torch.randn(layers, size, *part.shape(config), generator=generator) for part in parts]
             return (tokens, *states)
 
         example, check = batch(2, 5), batch(3, 17)
         with torch.no_grad():
-            scores, state = model(check[0], (check[1], check[2]) if lstm else check[1])
-        expected = (scores, *state) if lstm else (scores, state)
+            scores, state = model(check[0], tuple(check[1:]) if len(parts) > 1 else check[1])
+        expected = (scores, *state) if isinstance(state, tuple) else (scores, state)
         scores_name = "log_probs" if config.output == "adaptive" else "logits"
-        state_shape = ["num_layers", "batch", "hidden"]
         inputs = [tensor_spec("tokens", "int64", ["batch", "time"], "token ids (see vocabulary)")]
         meaning = "log-probabilities of the next token" if scores_name == "log_probs" else "next-token logits"
         outputs = [tensor_spec(scores_name, "float32", ["batch", "time", "vocabulary"], f"{meaning} at each step")]
-        names = [("h", "hidden state")] + ([("c", "cell state")] if lstm else [])
-        for name, meaning in names:
-            inputs.append(tensor_spec(f"{name}_in", "float32", state_shape, f"{meaning} before the first token (zeros to start)"))
-            outputs.append(tensor_spec(f"{name}_out", "float32", state_shape, f"{meaning} after the last token (feed back in)"))
         axes = {"tokens": {0: "batch", 1: "time"}, scores_name: {0: "batch", 1: "time"}}
-        for name, _ in names:
-            axes[f"{name}_in"] = axes[f"{name}_out"] = {1: "batch"}
+        for part in parts:
+            shape = ["num_layers", "batch", *map(str, part.shape(config))]
+            inputs.append(
+                tensor_spec(f"{part.name}_in", "float32", shape, f"{part.meaning} before the first token (zeros to start)")
+            )
+            outputs.append(
+                tensor_spec(f"{part.name}_out", "float32", shape, f"{part.meaning} after the last token (feed back in)")
+            )
+            axes[f"{part.name}_in"] = axes[f"{part.name}_out"] = {1: "batch"}
         return Signature(LanguageModelGraph(model), example, check, expected, inputs, outputs, axes)
 
     def export_metadata(self) -> dict[str, Any]:

@@ -6,16 +6,18 @@ import torch
 from torch import nn
 
 from seqtool.models import SequenceModel
+from seqtool.signature import reads_every_input
 
 
 class LanguageModelGraph(nn.Module):
-    """tokens (batch, time) int64, state (num_layers, batch, hidden) -> scores, new state."""
+    """tokens (batch, time) int64 and each part of the state (num_layers, batch, ...) -> scores and
+    each part of the new state."""
 
     def __init__(self, model: SequenceModel):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
-        state = h if c is None else (h, c)
-        scores, state = self.model(tokens, state)
+    def forward(self, tokens: torch.Tensor, *states: torch.Tensor):
+        scores, state = self.model(tokens, states[0] if len(states) == 1 else states)
+        scores = reads_every_input(scores, states)
         return (scores, *state) if isinstance(state, tuple) else (scores, state)

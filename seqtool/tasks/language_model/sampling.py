@@ -70,14 +70,17 @@ class CellStepper:
 
     A fused nn.LSTM call for a single time step costs about 1 ms on CPU, mostly fixed overhead;
     the per-layer cell kernels (`torch.lstm_cell` and friends) on the same weights are several
-    times faster, which is what makes interactive generation run at thousands of tokens/s.
+    times faster, which is what makes interactive generation run at thousands of tokens/s. A
+    stack of any other cell steps by its own step form (seqtool.cells.stack.LayerStack.step).
     """
 
     def __init__(self, model: SequenceModel):
         config = model.config
         self.kind = config.type
-        self.cell = cell_function(config)
-        self.layers = [layer_weights(model.recurrent, k) for k in range(config.num_layers)]
+        self.stack = None if isinstance(model.recurrent, torch.nn.RNNBase) else model.recurrent
+        if self.stack is None:
+            self.cell = cell_function(config)
+            self.layers = [layer_weights(model.recurrent, k) for k in range(config.num_layers)]
         self.embedding = model.embedding.weight
         self.adaptive = model.adaptive
         if self.adaptive is None:
@@ -86,7 +89,10 @@ class CellStepper:
 
     def split_state(self, state: RecurrentState, streams: int = 1) -> list:
         """Fused state (num_layers, 1, hidden) -> one state per layer, repeated for `streams`
-        continuations of the same prompt."""
+        continuations of the same prompt (a stack of another cell: its whole state, repeated)."""
+        if self.stack is not None:
+            parts = tuple(p.repeat(1, streams, *[1] * (p.dim() - 2)) for p in (state if isinstance(state, tuple) else (state,)))
+            return [parts if isinstance(state, tuple) else parts[0]]
         if isinstance(state, tuple):
             return [(state[0][k].repeat(streams, 1), state[1][k].repeat(streams, 1)) for k in range(len(self.layers))]
         return [state[k].repeat(streams, 1) for k in range(len(self.layers))]
@@ -95,9 +101,12 @@ class CellStepper:
         """token_ids (batch,) -> scores (batch, vocab): logits, or log-probabilities for the
         adaptive softmax; `layer_states` is updated in place."""
         x = self.embedding[token_ids]  # (batch, embedding_size)
-        for k, weights in enumerate(self.layers):
-            layer_states[k] = self.cell(x, layer_states[k], *weights)
-            x = layer_states[k][0] if self.kind == "lstm" else layer_states[k]
+        if self.stack is not None:
+            x, layer_states[0] = self.stack.step(x, layer_states[0])
+        else:
+            for k, weights in enumerate(self.layers):
+                layer_states[k] = self.cell(x, layer_states[k], *weights)
+                x = layer_states[k][0] if self.kind == "lstm" else layer_states[k]
         if self.adaptive is not None:
             return self.adaptive.log_prob(x)
         return torch.addmm(self.head_bias, x, self.head_weight_t)

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqtool.signature import Signature, tensor_spec
+from seqtool.cells.registry import cell
+from seqtool.signature import Signature, reads_every_input, tensor_spec
 from seqtool.tasks.seq2seq.network import BOS, EOS, PAD, Seq2SeqNetwork
 
 Runner = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -39,21 +40,28 @@ class DecoderStepGraph(nn.Module):
     def __init__(self, model: Seq2SeqNetwork):
         super().__init__()
         self.model = model
-        self.lstm = model.config.type == "lstm"
+        self.parts = len(cell(model.config.type).state)
 
     def forward(self, tokens: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        states, rest = (rest[:2], rest[2:]) if self.lstm else (rest[:1], rest[1:])
+        states, rest = rest[: self.parts], rest[self.parts :]
         feed, rest = (rest[0], rest[1:]) if self.model.feeding else (None, rest)
         memory, mask = rest if rest else (None, None)  # a model without attention reads neither
-        logits, state, attended, weights = self.model.step(tokens, states if self.lstm else states[0], feed, memory, mask)
-        outputs = (logits, *(state if self.lstm else (state,)))
+        logits, state, attended, weights = self.model.step(tokens, states if self.parts > 1 else states[0], feed, memory, mask)
+        logits = reads_every_input(logits, states)
+        outputs = (logits, *(state if self.parts > 1 else (state,)))
         if self.model.feeding:
             outputs += (attended,)
         return outputs + (() if weights is None else (weights,))
 
 
 def state_names(model: Seq2SeqNetwork) -> list[str]:
-    return ["h", "c"] if model.config.type == "lstm" else ["h"]
+    """The names of the decoder state's parts (`h`, `c`, ...), from the cell registry."""
+    return [part.name for part in cell(model.config.type).state]
+
+
+def _state_shape(model: Seq2SeqNetwork, name: str) -> list[str]:
+    (part,) = [part for part in cell(model.config.type).state if part.name == name]
+    return ["num_layers", "batch", *map(str, part.shape(model.config))]
 
 
 def _sources(vocabulary: int, generator: torch.Generator, batch: int, longest: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,10 +84,7 @@ def signatures(model: Seq2SeqNetwork, source_vocabulary: int, generator: torch.G
     encoder_outputs = [
         tensor_spec("memory", "float32", ["batch", "source_time", "memory"], "the encoder's states, attended over"),
         tensor_spec("mask", "bool", ["batch", "source_time"], "true at real source tokens, false at padding"),
-    ] + [
-        tensor_spec(f"{name}_0", "float32", ["num_layers", "batch", "hidden"], f"the decoder's first {name} state")
-        for name in states
-    ]
+    ] + [tensor_spec(f"{name}_0", "float32", _state_shape(model, name), f"the decoder's first {name} state") for name in states]
     encoder = Signature(
         EncoderGraph(model),
         example,
@@ -112,18 +117,22 @@ def _step_signature(
 
     example_memory = torch.randn(2, 5, memory_size, generator=generator)
     example_mask = torch.ones(2, 5, dtype=torch.bool)
-    example_state = tuple(torch.randn(layers, 2, hidden, generator=generator) for _ in states)
+    example_state = tuple(
+        torch.randn(layers, 2, *part.shape(model.config), generator=generator) for part in cell(model.config.type).state
+    )
     example, check = batch((example_memory, example_mask, *example_state)), batch(encoded)
     graph = DecoderStepGraph(model)
     with torch.no_grad():
         expected = graph(*check)
-    state_shape = ["num_layers", "batch", "hidden"]
     inputs = [tensor_spec("tokens", "int64", ["batch"], f"the previous output token ({BOS} = <s> at the first step)")]
     inputs += [
-        tensor_spec(f"{n}_in", "float32", state_shape, f"{n} state (from the encoder, then from the last step)") for n in states
+        tensor_spec(f"{n}_in", "float32", _state_shape(model, n), f"{n} state (from the encoder, then from the last step)")
+        for n in states
     ]
     outputs = [tensor_spec("logits", "float32", ["batch", "target_vocabulary"], "next-token logits")]
-    outputs += [tensor_spec(f"{n}_out", "float32", state_shape, f"{n} state after this step (feed back in)") for n in states]
+    outputs += [
+        tensor_spec(f"{n}_out", "float32", _state_shape(model, n), f"{n} state after this step (feed back in)") for n in states
+    ]
     axes: dict[str, dict[int, str]] = {"tokens": {0: "batch"}, "logits": {0: "batch"}}
     axes |= {f"{n}_in": {1: "batch"} for n in states} | {f"{n}_out": {1: "batch"} for n in states}
     if model.feeding:

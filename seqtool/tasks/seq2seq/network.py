@@ -20,9 +20,8 @@ import dataclasses
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqtool.models import recurrent_layers
+from seqtool.models import recurrent_layers, run_padded
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3  # ids of the special tokens, in every vocabulary
 
@@ -38,6 +37,7 @@ class Seq2SeqNetwork(nn.Module):
         self.source_embedding = nn.Embedding(source_size, e, padding_idx=PAD)
         self.target_embedding = self.source_embedding if shared_vocabulary else nn.Embedding(target_size, e, padding_idx=PAD)
         self.encoder = recurrent_layers(config, e)
+        self.fused = isinstance(self.encoder, nn.RNNBase)
         self.bridge = nn.Linear(h * directions, h)
         self.attention, self.feeding = config.attention, config.input_feeding and config.attention != "none"
         decoder_config = dataclasses.replace(config, bidirectional=False)
@@ -59,9 +59,7 @@ class Seq2SeqNetwork(nn.Module):
     def encode(self, source: torch.Tensor, lengths: torch.Tensor):
         """Encoder states (batch, S, memory), the source mask (batch, S), and the decoder's first state."""
         embedded = self.dropout(self.source_embedding(source))
-        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        outputs, final = self.encoder(packed)
-        memory, _ = pad_packed_sequence(outputs, batch_first=True, total_length=source.shape[1])
+        memory, final = run_padded(self.encoder, embedded, lengths)
         mask = torch.arange(source.shape[1], device=source.device)[None, :] < lengths.to(source.device)[:, None]
         return memory, mask, self._bridge(final)
 
@@ -72,7 +70,15 @@ class Seq2SeqNetwork(nn.Module):
                 states = states.view(layers, 2, *states.shape[1:]).permute(0, 2, 1, 3).reshape(layers, states.shape[1], -1)
             return torch.tanh(self.bridge(states))
 
-        return tuple(start(s) for s in final) if isinstance(final, tuple) else start(final)
+        if not isinstance(final, tuple):
+            return start(final)
+        if self.fused:  # the LSTM's (h, c): both bridged
+            return tuple(start(s) for s in final)
+        # Another cell's state holds more than h (a normaliser, a stabiliser, a matrix memory),
+        # which no linear map of the encoder's may fill: the decoder starts from the bridged h
+        # and the rest at zero, as a fresh sequence would.
+        layers = self.config.num_layers
+        return (start(final[0]), *(torch.zeros_like(part[:layers]) for part in final[1:]))
 
     # ---- decoder ---------------------------------------------------------------------------------
 

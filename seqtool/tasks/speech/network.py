@@ -20,9 +20,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqtool.models import model_option, recurrent_layers
+from seqtool.models import model_option, recurrent_layers, run_padded
 
 BLANK = 0  # the CTC blank's id; characters are 1..V
 
@@ -49,9 +48,7 @@ class SpeechNetwork(nn.Module):
         padded = nn.functional.pad(features, (0, 0, 0, self.stack - 1))[:, : windows * self.stack]
         stacked = padded.reshape(batch, windows, bands * self.stack)
         out_lengths = self.output_lengths(lengths)
-        packed = pack_padded_sequence(self.dropout(stacked), out_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        outputs, _ = self.recurrent(packed)
-        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=stacked.shape[1])
+        outputs, _ = run_padded(self.recurrent, self.dropout(stacked), out_lengths)
         return torch.log_softmax(self.head(self.dropout(outputs)).float(), dim=-1), out_lengths
 
 
