@@ -48,9 +48,11 @@ def test_installed_kind_with_each_cell(kind, cell, check, tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cell", MODERN_CELLS)
+@pytest.mark.parametrize("cell", ["mingru", "slstm"])
 def test_two_processes_train_each_cell_as_one_does(cell, tmp_path, monkeypatch):
-    """torchrun with two gloo processes, for the kind whose state is carried across batches."""
+    """torchrun with two gloo processes, for the kind whose state is carried across batches: one
+    cell of each training form, the scan and the loop (minLSTM, which scans, and mLSTM passed
+    too, 2026-12-05; the suite's budget keeps two)."""
     monkeypatch.setenv(CELL_VARIABLE, cell)
     next(check for check in CHECKS if check.name == "two_processes_equal_one")("language_model", tmp_path)
 

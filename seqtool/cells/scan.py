@@ -50,9 +50,10 @@ def linear_scan(
         return _scripted_recurrence()(torch.exp(log_a), b if b is not None else torch.exp(log_b), start)
     outputs = []
     h = h0
-    for start in range(0, log_a.shape[1], CHUNK):
-        window = slice(start, start + CHUNK)
-        chunk = _chunk(log_a[:, window], None if b is None else b[:, window], h, None if log_b is None else log_b[:, window])
+    pieces = [part.split(CHUNK, dim=1) if part is not None else None for part in (log_a, b, log_b)]  # split: one backward
+    for k, log_a_k in enumerate(pieces[0]):
+        b_k, log_b_k = (None if part is None else part[k] for part in pieces[1:])
+        chunk = _chunk(log_a_k, b_k, h, log_b_k)
         outputs.append(chunk)
         h = chunk[:, -1]
     return torch.cat(outputs, dim=1)

@@ -97,9 +97,9 @@ class MLSTMLayer(nn.Module):
             h = o * h.flatten(-2)
             return h, (_last_valid(h, mask), *memory)
         outputs = []
-        for start in range(0, x.shape[1], MLSTM_CHUNK):
-            window = slice(start, start + MLSTM_CHUNK)
-            h, memory = _chunk(q[:, window], k[:, window], v[:, window], i_tilde[:, window], log_f[:, window], memory)
+        chunks = (part.split(MLSTM_CHUNK, dim=1) for part in (q, k, v, i_tilde, log_f))  # split: one backward for all
+        for q_c, k_c, v_c, i_c, f_c in zip(*chunks, strict=True):
+            h, memory = _chunk(q_c, k_c, v_c, i_c, f_c, memory)
             outputs.append(h)
         h = o * torch.cat(outputs, dim=1).flatten(-2)
         return h, (_last_valid(h, mask), *memory)
@@ -164,8 +164,21 @@ def recur(h: torch.Tensor, recurrent: torch.Tensor) -> torch.Tensor:
 def slstm_cell(
     pre: torch.Tensor, recurrent: torch.Tensor, h: torch.Tensor, c: torch.Tensor, n: torch.Tensor, m: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One stabilised step from the input's share of the pre-activations (batch, 4 hidden)."""
+    """One step from the input's share of the pre-activations (batch, 4 hidden): the step form."""
     z, i_tilde, f_tilde, o = (pre + recur(h, recurrent)).chunk(4, dim=-1)
+    return _gated(z, i_tilde, f_tilde, o, c, n, m)
+
+
+def _gated(
+    z: torch.Tensor,
+    i_tilde: torch.Tensor,
+    f_tilde: torch.Tensor,
+    o: torch.Tensor,
+    c: torch.Tensor,
+    n: torch.Tensor,
+    m: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The stabilised update from the gates' pre-activations: the new (h, c, n, m)."""
     log_f = F.logsigmoid(f_tilde)
     m_new = torch.maximum(log_f + m, i_tilde)
     i_gate, f_gate = torch.exp(i_tilde - m_new), torch.exp(log_f + m - m_new)
@@ -184,17 +197,36 @@ def slstm_loop(
     mask: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every step of pre (batch, time, 4 hidden): the outputs (batch, time, hidden) and the final
-    (h, c, n, m). A padded step (mask False) keeps the state."""
+    (h, c, n, m). A padded step (mask False) keeps the state. Inside, every tensor is head-major,
+    (heads, batch, d), so that a step is one batched matrix product added to the input's share
+    (baddbmm) and the gate arithmetic runs on views: no reshape or copy per step."""
+    heads, d = recurrent.shape[0], recurrent.shape[1]
+    batch, steps = pre.shape[0], pre.shape[1]
+    inputs = pre.reshape(batch, steps, 4, heads, d).permute(1, 3, 0, 2, 4).reshape(steps, heads, batch, 4 * d)
+    h, c, n, m = _head_major(h, heads), _head_major(c, heads), _head_major(n, heads), _head_major(m, heads)
+    keep = None if mask is None else mask.t()[:, None, :, None]  # (time, 1, batch, 1)
     outputs: list[torch.Tensor] = []
-    for t in range(pre.shape[1]):
-        h_t, c_t, n_t, m_t = slstm_cell(pre[:, t], recurrent, h, c, n, m)
-        if mask is not None:
-            keep = mask[:, t, None]
-            h_t, c_t, n_t, m_t = (torch.where(keep, h_t, h), torch.where(keep, c_t, c), torch.where(keep, n_t, n),
-                                  torch.where(keep, m_t, m))  # fmt: skip
+    # unbind, not inputs[t]: indexing's backward writes a whole-sequence gradient at every step
+    for t, x_t in enumerate(inputs.unbind(0)):
+        z, i_tilde, f_tilde, o = torch.baddbmm(x_t, h, recurrent).chunk(4, dim=-1)
+        h_t, c_t, n_t, m_t = _gated(z, i_tilde, f_tilde, o, c, n, m)
+        if keep is not None:
+            h_t, c_t, n_t, m_t = (torch.where(keep[t], h_t, h), torch.where(keep[t], c_t, c), torch.where(keep[t], n_t, n),
+                                  torch.where(keep[t], m_t, m))  # fmt: skip
         h, c, n, m = h_t, c_t, n_t, m_t
         outputs.append(h)
-    return torch.stack(outputs, dim=1), h, c, n, m
+    hidden = torch.stack(outputs).permute(2, 0, 1, 3).reshape(batch, steps, heads * d)
+    return hidden, _unit_major(h), _unit_major(c), _unit_major(n), _unit_major(m)
+
+
+def _head_major(part: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, hidden) -> (heads, batch, d)."""
+    return part.reshape(part.shape[0], heads, part.shape[1] // heads).transpose(0, 1)
+
+
+def _unit_major(part: torch.Tensor) -> torch.Tensor:
+    """(heads, batch, d) -> (batch, hidden)."""
+    return part.transpose(0, 1).reshape(part.shape[1], part.shape[0] * part.shape[2])
 
 
 @functools.cache
