@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from seqtool.cells.registry import check_model_options
 from seqtool.errors import SeqtoolError, reading_user_file
 from seqtool.schema import Config, Where, apply_overrides, check_range, check_shared, closest_key, coerce, parse_yaml
 from seqtool.tasks import DEFAULT_KIND, Task, names, task_class
@@ -120,6 +121,7 @@ def build_config(raw: Any, source: str, overridden: set[str] | None = None) -> C
     config.unread = kind.unread_keys(config.to_dict())
     _check_applicable(raw, kind, where)
     check_shared(config, where)
+    check_model_options(config.model, where)
     kind.check_config(config, where)
     return config
 

@@ -399,8 +399,7 @@ def check_range(value: Any, meta: typing.Mapping[str, Any], path: str, where: Wh
 
 def check_shared(config: Config, where: Where) -> None:
     """Rules of the shared sections that involve more than one key."""
-    model, training = config.model, config.training
-    check_cell_options(model, where)
+    training = config.training
     if training.epochs is None and training.max_steps is None and training.max_time is None:
         raise SeqtoolError(f"{where('training.epochs')}: set at least one budget: epochs, max_steps or max_time")
     if training.max_time is not None:
@@ -410,36 +409,6 @@ def check_shared(config: Config, where: Where) -> None:
             raise SeqtoolError(f"{where('training.max_time')}: {exc}") from None
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", training.device):
         raise SeqtoolError(f"{where('training.device')} must be auto, cpu, cuda, cuda:N or mps, got {training.device!r}")
-
-
-CELL_OPTIONS = ("nonlinearity", "forget_bias", "candidate_activation", "normalise_gates", "heads")  # keys one cell reads
-
-
-def check_cell_options(model: ModelConfig, where: Where) -> None:
-    """`model.type` names an installed cell, no key of another cell is set, and heads divide the units."""
-    from seqtool.cells import registry  # reads entry points only; the cell's module loads here
-
-    if model.type not in registry.names():
-        raise SeqtoolError(f"{where('model.type')} {registry.unknown_cell_message(model.type)}")
-    reads = registry.cell(model.type).options
-    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-    for key in CELL_OPTIONS:
-        if key not in reads and getattr(model, key) != defaults[key]:
-            users = [name for name in registry.names() if key in _options_of(name)]
-            raise SeqtoolError(f"{where('model.' + key)} applies to model.type={' or '.join(users)} only (got type {model.type})")
-    if "heads" in reads and model.hidden_size % model.heads:
-        raise SeqtoolError(
-            f"{where('model.hidden_size')} ({model.hidden_size}) must be a multiple of model.heads ({model.heads})"
-        )
-
-
-def _options_of(name: str) -> tuple[str, ...]:
-    from seqtool.cells import registry
-
-    try:
-        return registry.cell(name).options
-    except SeqtoolError:  # a broken plug-in does not stop naming the others
-        return ()
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> set[str]:

@@ -6,6 +6,7 @@ cell's module is imported when the cell is first built or described.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 from importlib import metadata
@@ -13,6 +14,7 @@ from typing import Any
 
 from seqtool.cells.protocol import Cell
 from seqtool.errors import SeqtoolError
+from seqtool.schema import ModelConfig, Where
 
 ENTRY_POINT_GROUP = "seqtool.cells"
 
@@ -98,3 +100,30 @@ def colour(name: str) -> str | None:
         return cell(name).colour
     except SeqtoolError:
         return None
+
+
+CELL_OPTIONS = ("nonlinearity", "forget_bias", "candidate_activation", "normalise_gates", "heads")  # keys one cell reads
+
+
+def check_model_options(model: ModelConfig, where: Where) -> None:
+    """`model.type` names an installed cell, no key of another cell is set, and heads divide the
+    units. Loads the cell's module (a config that trains is about to build it anyway)."""
+    if model.type not in names():
+        raise SeqtoolError(f"{where('model.type')} {unknown_cell_message(model.type)}")
+    reads = cell(model.type).options
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    for key in CELL_OPTIONS:
+        if key not in reads and getattr(model, key) != defaults[key]:
+            users = [name for name in names() if key in _options_of(name)]
+            raise SeqtoolError(f"{where('model.' + key)} applies to model.type={' or '.join(users)} only (got type {model.type})")
+    if "heads" in reads and model.hidden_size % model.heads:
+        raise SeqtoolError(
+            f"{where('model.hidden_size')} ({model.hidden_size}) must be a multiple of model.heads ({model.heads})"
+        )
+
+
+def _options_of(name: str) -> tuple[str, ...]:
+    try:
+        return cell(name).options
+    except SeqtoolError:  # a broken plug-in does not stop naming the others
+        return ()
