@@ -609,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if "--cell" in args:
         at = args.index("--cell")
+        if at + 1 == len(args) or args[at + 1].startswith("-"):
+            print("--cell needs a cell's name (seqtool cells lists them)")
+            return 2
         os.environ[CELL_VARIABLE] = args[at + 1]
         del args[at : at + 2]
     kinds, fast = [a for a in args if not a.startswith("-")], "--fast" in args
