@@ -59,7 +59,6 @@ NANOGPT_CPU = [  # nanoGPT README's "I only have a macbook" command, with its ch
     "--dropout=0.0",
     "--always_save_checkpoint=True",  # the model after the budget, not the best of noisy 20-batch estimates
 ]
-BLOCK = 64
 
 
 def prepare_nanogpt_data(nanogpt: Path) -> None:
@@ -91,14 +90,15 @@ def nanogpt_losses(nanogpt: Path, checkpoint: Path) -> dict[str, float]:
     model.eval()
     ids = np.fromfile(nanogpt / "data" / "shakespeare_char" / "val.bin", dtype=np.uint16).astype(np.int64)
     ids = torch.from_numpy(ids)
+    block = model.config.block_size
     return {
-        "blocks": windowed_loss(model, ids, stride=BLOCK),
-        "sliding": windowed_loss(model, ids, stride=BLOCK // 2),
+        "blocks": windowed_loss(model, ids, block, stride=block),
+        "sliding": windowed_loss(model, ids, block, stride=block // 2),
     }
 
 
-def windowed_loss(model: torch.nn.Module, ids: torch.Tensor, stride: int) -> float:
-    """Mean loss over every character of `ids` after the first, read in windows of BLOCK
+def windowed_loss(model: torch.nn.Module, ids: torch.Tensor, block: int, stride: int) -> float:
+    """Mean loss over every character of `ids` after the first, read in windows of `block`
     characters that start every `stride`; each window scores the characters no earlier window
     scored (all of the first window's)."""
     total, count = 0.0, 0
@@ -106,12 +106,12 @@ def windowed_loss(model: torch.nn.Module, ids: torch.Tensor, stride: int) -> flo
     for batch in range(0, len(starts), 64):
         inputs, targets = [], []
         for start in starts[batch : batch + 64]:
-            window = ids[start : start + BLOCK + 1]
-            x = torch.full((BLOCK,), 0, dtype=torch.int64)
-            y = torch.full((BLOCK,), -1, dtype=torch.int64)
+            window = ids[start : start + block + 1]
+            x = torch.full((block,), 0, dtype=torch.int64)
+            y = torch.full((block,), -1, dtype=torch.int64)
             x[: len(window) - 1], y[: len(window) - 1] = window[:-1], window[1:]
             if start > 0:
-                y[: BLOCK - stride] = -1  # scored by the window before
+                y[: block - stride] = -1  # scored by the window before
             inputs.append(x)
             targets.append(y)
         targets_tensor = torch.stack(targets)
