@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import runpy
 import shutil
 import subprocess
@@ -190,7 +189,6 @@ def main() -> None:
         parser.error(f"{args.nanogpt}: no nanoGPT train.py there")
     args.nanogpt = args.nanogpt.resolve()
     prepare_nanogpt_data(args.nanogpt)
-    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         results = [measure(args, int(iters), Path(tmp)) for iters in args.iters.split(",")]
     report(results, args.config)

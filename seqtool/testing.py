@@ -603,14 +603,18 @@ def parametrize_with_checks(kinds: list[str]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m seqtool.testing KIND... [--fast] [--cell CELL]`: run the checks, print one line per check."""
-    import tempfile
+    """`python -m seqtool.testing KIND... [--fast] [--cell CELL]`: run the checks, print one line per check.
+    A usage error is one line on stderr and exit status 2."""
+    from seqtool.cells import registry
 
     args = list(sys.argv[1:] if argv is None else argv)
     if "--cell" in args:
         at = args.index("--cell")
         if at + 1 == len(args) or args[at + 1].startswith("-"):
-            print("--cell needs a cell's name (seqtool cells lists them)")
+            print("--cell needs a cell's name (seqtool cells lists them)", file=sys.stderr)
+            return 2
+        if args[at + 1] not in registry.names():
+            print(f"--cell {registry.unknown_cell_message(args[at + 1])}", file=sys.stderr)
             return 2
         os.environ[CELL_VARIABLE] = args[at + 1]
         del args[at : at + 2]
@@ -618,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     if not kinds:
         print(
             "usage: python -m seqtool.testing KIND... [--fast] [--cell CELL]  (--fast skips the SIGKILL and torchrun "
-            "checks; --cell trains every check with that recurrent cell)"
+            "checks; --cell trains every check with that recurrent cell)",
+            file=sys.stderr,
         )
         return 2
     failed = 0

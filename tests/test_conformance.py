@@ -111,3 +111,22 @@ def test_the_kit_lists_every_check_the_issue_asks_for():
         "serve",
         "two_processes_equal_one",
     }
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["language_model", "--cell"], "--cell needs a cell's name"),
+        (["language_model", "--cell", "mingur"], "did you mean 'mingru'?"),
+        (["--fast"], "usage: python -m seqtool.testing KIND"),
+    ],
+)
+def test_kit_usage_errors_are_one_line_on_stderr(argv, said, capsys, monkeypatch):
+    """A mistyped kit command says what is wrong on stderr and exits 2, before any check trains."""
+    from seqtool.testing import main
+
+    monkeypatch.delenv(CELL_VARIABLE, raising=False)
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert said in err and out == ""
+    assert CELL_VARIABLE not in os.environ
